@@ -1,0 +1,17 @@
+"""HVFormer configuration, model and hierarchical tracking maps (the files that travel to the Hub as remote code)."""
+
+from .configuration_hvformer import ENTITY_MARKERS, MNRE_RELATIONS, HVFormerConfig
+from .modeling_hvformer import (
+    HVFormerForRelationExtraction,
+    HVFormerPreTrainedModel,
+    HVFormerRelationExtractionOutput,
+)
+
+__all__ = [
+    "ENTITY_MARKERS",
+    "MNRE_RELATIONS",
+    "HVFormerConfig",
+    "HVFormerForRelationExtraction",
+    "HVFormerPreTrainedModel",
+    "HVFormerRelationExtractionOutput",
+]

@@ -1,0 +1,237 @@
+"""HVFormer model configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+MNRE_RELATIONS: tuple[str, ...] = (
+    "None",
+    "/loc/loc/contain",
+    "/misc/loc/held_on",
+    "/misc/misc/part_of",
+    "/org/loc/locate_at",
+    "/org/org/alternate_names",
+    "/org/org/subsidiary",
+    "/per/loc/place_of_birth",
+    "/per/loc/place_of_residence",
+    "/per/misc/awarded",
+    "/per/misc/nationality",
+    "/per/misc/present_in",
+    "/per/misc/race",
+    "/per/misc/religion",
+    "/per/org/member_of",
+    "/per/per/alternate_names",
+    "/per/per/alumi",
+    "/per/per/charges",
+    "/per/per/couple",
+    "/per/per/neighbor",
+    "/per/per/parent",
+    "/per/per/peer",
+    "/per/per/siblings",
+)
+"""The 23 relation labels of MNRE v2, `None` first (id 0), then in alphabetical order."""
+
+ENTITY_MARKERS: tuple[str, ...] = ("<s>", "</s>", "<o>", "</o>")
+"""Subject start, subject end, object start, object end (paper Eq. 1)."""
+
+SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "vit")
+VISUAL_CONTEXT_MODES = ("tva", "cls")
+FUSION_MODES = ("mome", "concat")
+
+
+def _as_sub_config(value: PreTrainedConfig | dict | None, default: type[PreTrainedConfig], field: str):
+    if value is None:
+        return default()
+    if isinstance(value, PreTrainedConfig):
+        return value
+    if isinstance(value, dict):
+        model_type = value.get("model_type", default.model_type)
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(f"`{field}` has an unknown model_type {model_type!r}.")
+        return CONFIG_MAPPING[model_type](**{k: v for k, v in value.items() if k != "model_type"})
+    raise ValueError(f"`{field}` must be a PreTrainedConfig or a dict, got {type(value).__name__}.")
+
+
+class HVFormerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`HVFormerForRelationExtraction`], the hierarchical visual context fusion transformer of
+    "Multimodal Relation Extraction via a Mixture of Hierarchical Visual Context Learners" (WWW 2024).
+
+    Args:
+        text_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the BERT-like text encoder producing T (Eq. 2). Defaults to `BertConfig()`.
+        vision_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the ViT-like vision encoder producing V^0..V^L (Eq. 3): a `CLIPVisionConfig` (the
+            paper's CLIP ViT-B/32) or a `ViTConfig`. Defaults to `CLIPVisionConfig()`.
+        vision_levels (`list[int]`, *optional*, defaults to `[0, 6, 12]`):
+            The ViT levels l that get a visual context learner (expert). 0 is the patch embedding V^0, l the
+            output of the l-th ViT layer. `[12]` alone is the "w/o HVF" ablation; a single level is an RQ1 variant.
+        num_cross_attention_heads (`int`, *optional*, defaults to 12):
+            Number of heads M of the textual-guided visual attention (Eq. 4).
+        use_text_expert (`bool`, *optional*, defaults to `True`):
+            Whether the router also weighs the text-only expert f_text(T) = T (Eq. 10).
+        visual_context (`str`, *optional*, defaults to `"tva"`):
+            `"tva"`: textual-guided visual attention (Eq. 4). `"cls"`: the "w/o TVA" ablation, which uses each
+            level's [CLS] patch embedding as the visual context of every token.
+        fusion (`str`, *optional*, defaults to `"mome"`):
+            `"mome"`: mixture of multimodal experts (Eq. 9-10). `"concat"`: the "w/o MoME" ablation, one FFN over
+            the concatenation [T; C_l1; ...; C_lk].
+        num_object_crops (`int`, *optional*, defaults to 3):
+            Number t of visual-grounding object crops whose patch tokens join the main image's tokens.
+        object_image_size (`int`, *optional*, defaults to 128):
+            Side of the square object crops, in pixels; a multiple of the ViT patch size.
+        freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
+            Keep the ViT's parameters fixed (the crop position embeddings stay trainable).
+        entity_markers (`list[str]`, *optional*, defaults to `["<s>", "</s>", "<o>", "</o>"]`):
+            The four entity-marker tokens (Eq. 1).
+        entity_marker_token_ids (`list[int]`, *optional*):
+            Their ids in the text vocabulary; needed to find the markers when `marker_positions` is not given.
+        none_label (`str`, *optional*, defaults to `"None"`):
+            The label meaning "no relation", excluded from micro precision/recall/F1.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
+            Dropout in the experts' FFN (Eq. 6) and before the classifier (Eq. 11).
+        attention_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on the cross-modal attention probabilities (Eq. 4).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the fusion layers.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-12):
+            Epsilon of the LayerNorm of Eq. 5.
+        id2label / label2id (`dict`, *optional*):
+            The relation labels; default to the 23 MNRE v2 relations with `None` as id 0.
+
+    Example:
+
+    ```python
+    >>> from transformers import BertConfig, ViTConfig
+    >>> from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+
+    >>> config = HVFormerConfig(text_config=BertConfig(), vision_config=ViTConfig(), vision_levels=[0, 6, 12])
+    >>> model = HVFormerForRelationExtraction(config)
+    ```
+    """
+
+    model_type = "hvformer"
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+
+    def __init__(
+        self,
+        text_config: PreTrainedConfig | dict | None = None,
+        vision_config: PreTrainedConfig | dict | None = None,
+        vision_levels: list[int] | tuple[int, ...] = (0, 6, 12),
+        num_cross_attention_heads: int = 12,
+        use_text_expert: bool = True,
+        visual_context: str = "tva",
+        fusion: str = "mome",
+        num_object_crops: int = 3,
+        object_image_size: int = 128,
+        freeze_vision_encoder: bool = False,
+        entity_markers: list[str] | tuple[str, ...] = ENTITY_MARKERS,
+        entity_marker_token_ids: list[int] | None = None,
+        none_label: str = "None",
+        hidden_dropout_prob: float = 0.1,
+        attention_dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        id2label: dict[int, str] | None = None,
+        label2id: dict[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.text_config = _as_sub_config(text_config, BertConfig, "text_config")
+        self.vision_config = _as_sub_config(vision_config, CLIPVisionConfig, "vision_config")
+        self.vision_levels = [int(level) for level in vision_levels]
+        self.num_cross_attention_heads = num_cross_attention_heads
+        self.use_text_expert = use_text_expert
+        self.visual_context = visual_context
+        self.fusion = fusion
+        self.num_object_crops = num_object_crops
+        self.object_image_size = object_image_size
+        self.freeze_vision_encoder = freeze_vision_encoder
+        self.entity_markers = list(entity_markers)
+        self.entity_marker_token_ids = None if entity_marker_token_ids is None else list(entity_marker_token_ids)
+        self.none_label = none_label
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        if id2label is None:
+            id2label = dict(enumerate(MNRE_RELATIONS))
+        id2label = {int(index): label for index, label in id2label.items()}
+        if label2id is None:
+            label2id = {label: index for index, label in id2label.items()}
+        super().__init__(id2label=id2label, label2id=label2id, **kwargs)
+        self._validate()
+
+    @property
+    def hidden_size(self) -> int:
+        """Width d of the fused representations: the text encoder's width (visual features are projected to it)."""
+        return self.text_config.hidden_size
+
+    @property
+    def num_experts(self) -> int:
+        """E: one expert per chosen level, plus the text-only expert when enabled (Eq. 7, 10)."""
+        return len(self.vision_levels) + int(self.use_text_expert)
+
+    @property
+    def expert_names(self) -> list[str]:
+        """Names of the experts in the order of the last axis of the expert weights G (Eq. 10: text first)."""
+        names = [f"level_{level}" for level in self.vision_levels]
+        return (["text"] if self.use_text_expert else []) + names
+
+    @property
+    def none_label_id(self) -> int:
+        return self.label2id[self.none_label]
+
+    def _validate(self) -> None:
+        vision_type = self.vision_config.model_type
+        if vision_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ValueError(
+                f"`vision_config` must be one of {SUPPORTED_VISION_MODEL_TYPES} (CLIP vision or ViT), "
+                f"got {vision_type!r}."
+            )
+        depth = self.vision_config.num_hidden_layers
+        if not self.vision_levels:
+            raise ValueError("`vision_levels` must name at least one ViT level.")
+        if len(set(self.vision_levels)) != len(self.vision_levels):
+            raise ValueError(f"`vision_levels` has duplicates: {self.vision_levels}.")
+        for level in self.vision_levels:
+            if not 0 <= level <= depth:
+                raise ValueError(
+                    f"`vision_levels` contains {level}, but the vision encoder has levels 0..{depth} "
+                    f"(0 = patch embeddings, {depth} = last layer)."
+                )
+        if self.visual_context not in VISUAL_CONTEXT_MODES:
+            raise ValueError(f"`visual_context` must be one of {VISUAL_CONTEXT_MODES}, got {self.visual_context!r}.")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"`fusion` must be one of {FUSION_MODES}, got {self.fusion!r}.")
+        if self.num_cross_attention_heads < 1 or self.hidden_size % self.num_cross_attention_heads:
+            raise ValueError(
+                f"`num_cross_attention_heads` ({self.num_cross_attention_heads}) must divide the hidden size "
+                f"({self.hidden_size})."
+            )
+        if self.num_object_crops < 0:
+            raise ValueError(f"`num_object_crops` must be >= 0, got {self.num_object_crops}.")
+        patch_size = self.vision_config.patch_size
+        if self.num_object_crops and (self.object_image_size < patch_size or self.object_image_size % patch_size):
+            raise ValueError(
+                f"`object_image_size` ({self.object_image_size}) must be a positive multiple of the ViT patch size "
+                f"({patch_size})."
+            )
+        if len(self.entity_markers) != 4 or len(set(self.entity_markers)) != 4:
+            raise ValueError(f"`entity_markers` must be four distinct tokens, got {self.entity_markers}.")
+        if self.entity_marker_token_ids is not None and len(set(self.entity_marker_token_ids)) != 4:
+            raise ValueError(
+                f"`entity_marker_token_ids` must be four distinct ids, got {self.entity_marker_token_ids}."
+            )
+        if self.none_label not in self.label2id:
+            raise ValueError(f"`none_label` {self.none_label!r} is not one of the labels in `label2id`.")
+        if sorted(self.label2id.values()) != list(range(len(self.id2label))):
+            raise ValueError("`label2id` must map the labels of `id2label` to the ids 0..num_labels-1.")
+        for name in ("hidden_dropout_prob", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+
+
+HVFormerConfig.register_for_auto_class()

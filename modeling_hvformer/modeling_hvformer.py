@@ -1,0 +1,664 @@
+"""PyTorch HVFormer: hierarchical visual context fusion transformer for multimodal relation extraction.
+
+Implements §3.2-3.5 of "Multimodal Relation Extraction via a Mixture of Hierarchical Visual Context Learners"
+(WWW 2024); equation numbers below refer to that paper.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPVisionModel, PreTrainedModel, ViTModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_hvformer import HVFormerConfig
+from .tracking_maps import patch_patch_tracking_maps, patch_token_tracking_maps
+
+
+@dataclass
+class HVFormerRelationExtractionOutput(ModelOutput):
+    r"""
+    Output of [`HVFormerForRelationExtraction`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Cross-entropy loss (Eq. 12), when `labels` are given.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Relation scores before the softmax of Eq. 11.
+        expert_weights (`torch.FloatTensor` of shape `(batch_size, text_length, num_experts)`, *optional*):
+            The router's weights G (Eq. 9), experts in the order of `config.expert_names` (text expert first).
+            `None` for the "w/o MoME" (`fusion="concat"`) ablation.
+        marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`):
+            Positions of `<s>` and `<o>` whose fused representations were classified.
+        visual_token_mask (`torch.LongTensor` of shape `(batch_size, num_visual_tokens)`):
+            1 for the visual tokens that exist ([CLS], main image patches, patches of present crops), 0 for
+            those of absent crops.
+        cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_attentions=True` and `visual_context="tva"`: one tensor per level in `config.vision_levels`,
+            of shape `(batch_size, num_cross_attention_heads, text_length, num_visual_tokens)`: A_C^(l,m) (Eq. 4).
+        vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_attentions=True`: the ViT self-attention maps A_V^l of layers 1..max(levels), each of shape
+            `(batch_size, vision_heads, num_visual_tokens, num_visual_tokens)`.
+        vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_hidden_states=True`: V^0..V^max(levels) (Eq. 3), each `(batch_size, num_visual_tokens,
+            vision_hidden_size)`.
+        patch_patch_tracking_maps (`torch.FloatTensor`, *optional*):
+            With `output_tracking_maps=True`: H_V^0..H_V^max(levels) (Eq. 17), shape `(max_level + 1, batch_size,
+            num_visual_tokens, num_visual_tokens)`.
+        patch_token_tracking_maps (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_tracking_maps=True` and `visual_context="tva"`: H_C^l for each level of
+            `config.vision_levels` (Eq. 18), each `(batch_size, num_cross_attention_heads, text_length,
+            num_visual_tokens)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    expert_weights: torch.FloatTensor | None = None
+    marker_positions: torch.LongTensor | None = None
+    visual_token_mask: torch.LongTensor | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    patch_patch_tracking_maps: torch.FloatTensor | None = None
+    patch_token_tracking_maps: tuple[torch.FloatTensor, ...] | None = None
+
+
+def eager_cross_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax(Q K^T * scaling + mask) V, returning the output as (batch, queries, heads, head_dim) and the weights."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class HVFormerTextGuidedVisualAttention(nn.Module):
+    """Textual-guided visual attention (TVA) of one level, Eq. 4-5.
+
+    Queries come from the text representation T, keys and values from the visual representation V^l; the M heads
+    are concatenated and projected by W_att (Eq. 4), then layer-normalised (Eq. 5). Keys and values are projected
+    from the vision width to the text width d, so text and vision encoders of different widths can be combined.
+    """
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.num_heads = config.num_cross_attention_heads
+        self.head_dim = self.hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        vision_size = config.vision_config.hidden_size
+        self.query = nn.Linear(self.hidden_size, self.hidden_size)
+        self.key = nn.Linear(vision_size, self.hidden_size)
+        self.value = nn.Linear(vision_size, self.hidden_size)
+        self.output = nn.Linear(self.hidden_size, self.hidden_size)
+        self.layer_norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        visual_states: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, text_length, _ = text_states.shape
+        # (batch, heads, tokens, head_dim)
+        query = self.query(text_states).view(batch_size, text_length, self.num_heads, self.head_dim).transpose(1, 2)
+        key = self.key(visual_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.value(visual_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            implementation, eager_cross_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            visual_attention_mask,
+            scaling=self.scaling,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+        )
+        attn_output = attn_output.reshape(batch_size, text_length, self.hidden_size)
+        visual_context = self.layer_norm(self.output(attn_output))  # Ṽ_l, (batch, n_T, d)
+        return visual_context, (attn_weights if output_attentions else None)
+
+
+class HVFormerClsVisualContext(nn.Module):
+    """Visual context of the "w/o TVA" ablation (Table 2): the level's [CLS] patch embedding, projected to the text
+    width and layer-normalised, is the visual context of every token."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.projection = nn.Linear(config.vision_config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        visual_states: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, None]:
+        context = self.layer_norm(self.projection(visual_states[:, 0]))  # (batch, d)
+        return context.unsqueeze(1).expand_as(text_states), None
+
+
+class HVFormerFusionFeedForward(nn.Module):
+    """FFN_l([T; Ṽ_l]) = h([T; Ṽ_l] W_1 + b_1) W_2 + b_2 (Eq. 6, without the residual), h the text encoder's
+    activation. With `num_inputs` > 2 it is the single FFN of the "w/o MoME" ablation over [T; C_1; ...; C_k]."""
+
+    def __init__(self, config: HVFormerConfig, num_inputs: int = 2) -> None:
+        super().__init__()
+        self.dense_in = nn.Linear(num_inputs * config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.text_config.hidden_act]
+        self.dense_out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, *states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense_out(self.activation(self.dense_in(torch.cat(states, dim=-1)))))
+
+
+class HVFormerVisualContextLearner(nn.Module):
+    """Expert f_l of one ViT level (§3.4.1): visual context Ṽ_l (Eq. 4-5) and C_l = FFN_l([T; Ṽ_l]) + T (Eq. 6)."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        if config.visual_context == "tva":
+            self.visual_context = HVFormerTextGuidedVisualAttention(config)
+        else:
+            self.visual_context = HVFormerClsVisualContext(config)
+        self.feed_forward = HVFormerFusionFeedForward(config)
+
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        visual_states: torch.Tensor,
+        visual_attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        visual_context, attentions = self.visual_context(
+            text_states, visual_states, visual_attention_mask, output_attentions
+        )
+        fused = self.feed_forward(text_states, visual_context) + text_states  # C_l, (batch, n_T, d)
+        return fused, visual_context, attentions
+
+
+class HVFormerExpertRouter(nn.Module):
+    """Expert router g (Eq. 9): G = Softmax([T; Ṽ_l1; ...; Ṽ_lk] W_g), one weight per expert and token."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        num_inputs = len(config.vision_levels) + 1
+        self.gate = nn.Linear(num_inputs * config.hidden_size, config.num_experts, bias=False)
+
+    def forward(self, text_states: torch.Tensor, visual_contexts: list[torch.Tensor]) -> torch.Tensor:
+        logits = self.gate(torch.cat([text_states, *visual_contexts], dim=-1))
+        return logits.softmax(dim=-1, dtype=torch.float32).to(text_states.dtype)  # G, (batch, n_T, E)
+
+
+class HVFormerMixtureOfMultimodalExperts(nn.Module):
+    """Mixture of multimodal experts (§3.4.2, Eq. 7-10): C = Σ_l G_l C_l + G_text T."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.use_text_expert = config.use_text_expert
+        self.router = HVFormerExpertRouter(config)
+
+    def forward(
+        self, text_states: torch.Tensor, fused: list[torch.Tensor], visual_contexts: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        expert_weights = self.router(text_states, visual_contexts)
+        experts = ([text_states] if self.use_text_expert else []) + fused
+        stacked = torch.stack(experts, dim=-1)  # (batch, n_T, d, E)
+        mixed = torch.matmul(stacked, expert_weights.unsqueeze(-1)).squeeze(-1)  # (batch, n_T, d)
+        return mixed, expert_weights
+
+
+class HVFormerConcatFusion(nn.Module):
+    """The "w/o MoME" ablation (Table 2): T and all C_l concatenated and fused by one FFN, plus the residual T."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.feed_forward = HVFormerFusionFeedForward(config, num_inputs=len(config.vision_levels) + 1)
+
+    def forward(
+        self, text_states: torch.Tensor, fused: list[torch.Tensor], visual_contexts: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, None]:
+        return self.feed_forward(text_states, *fused) + text_states, None
+
+
+class HVFormerRelationClassifier(nn.Module):
+    """Decoder (Eq. 11): relation logits from [C at <s>; C at <o>] W_r (the softmax lives in the loss, Eq. 12)."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.projection = nn.Linear(2 * config.hidden_size, config.num_labels)
+
+    def forward(self, fused_states: torch.Tensor, marker_positions: torch.LongTensor) -> torch.Tensor:
+        index = marker_positions.unsqueeze(-1).expand(-1, -1, fused_states.shape[-1])  # (batch, 2, d)
+        entity_states = fused_states.gather(1, index).flatten(1)  # [C_<s>; C_<o>], (batch, 2d)
+        return self.projection(self.dropout(entity_states))
+
+
+def additive_key_mask(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """(batch, n_V) 1/0 mask of visual tokens -> additive attention mask (batch, 1, 1, n_V) hiding the 0 keys, for
+    eager and SDPA attention alike; `None` when every token is present."""
+    if bool(token_mask.all()):
+        return None
+    return (1.0 - token_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+_VISION_ATTENTION_MODULE = {"clip_vision_model": "self_attn", "vit": "attention"}
+
+
+class HVFormerVisionEncoder(nn.Module):
+    """Hierarchical visual representations V^0..V^L (Eq. 3) of the main image and its object crops.
+
+    As in the reference implementation, the patch tokens of the t object crops join the main image's tokens in one
+    sequence [CLS, image patches, crop 1 patches, ..., crop t patches], so that ViT self-attention spans image and
+    crops; the crop tokens get their own learned position embeddings. Absent crops are masked out of the ViT
+    self-attention and of the experts' keys. Only the layers up to the deepest chosen level are kept and run.
+    """
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        vision_config = config.vision_config
+        self.model_type = vision_config.model_type
+        self.max_level = max(config.vision_levels)
+        if self.model_type == "clip_vision_model":
+            self.backbone = CLIPVisionModel(vision_config)
+            self.backbone.encoder.layers = self.backbone.encoder.layers[: self.max_level]
+            self.backbone.post_layernorm = nn.Identity()
+        else:
+            self.backbone = ViTModel(vision_config, add_pooling_layer=False)
+            self.backbone.layers = self.backbone.layers[: self.max_level]
+            self.backbone.layernorm = nn.Identity()
+        self.num_object_crops = config.num_object_crops
+        patches_per_crop = (config.object_image_size // vision_config.patch_size) ** 2
+        self.crop_position_embeddings = nn.Parameter(
+            torch.zeros(config.num_object_crops, patches_per_crop, vision_config.hidden_size)
+        )
+
+    def initialize_crop_positions_from_image(self) -> None:
+        """Sets every crop's position embeddings to the image's patch position embeddings resized (bicubic) to the
+        crop's patch grid, a better start than noise when the ViT is pretrained."""
+        if self.model_type == "clip_vision_model":
+            positions = self.backbone.embeddings.position_embedding.weight[1:]
+        else:
+            positions = self.backbone.embeddings.position_embeddings[0, 1:]
+        grid = int(positions.shape[0] ** 0.5)
+        crop_grid = int(self.crop_position_embeddings.shape[1] ** 0.5)
+        image_grid = positions.reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
+        resized = nn.functional.interpolate(
+            image_grid, size=(crop_grid, crop_grid), mode="bicubic", align_corners=False
+        )
+        resized = resized.permute(0, 2, 3, 1).reshape(1, crop_grid * crop_grid, -1)
+        with torch.no_grad():
+            self.crop_position_embeddings.copy_(resized.expand_as(self.crop_position_embeddings))
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        if self.model_type == "clip_vision_model":
+            return self.backbone.encoder.layers
+        return self.backbone.layers
+
+    def _patch_projection(self) -> nn.Conv2d:
+        if self.model_type == "clip_vision_model":
+            return self.backbone.embeddings.patch_embedding
+        return self.backbone.embeddings.patch_embeddings.projection
+
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        object_pixel_values: torch.Tensor | None,
+        object_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V^0 and the visual token mask (batch, n_V) for the joint image + crops sequence."""
+        dtype = self._patch_projection().weight.dtype
+        embeddings = self.backbone.embeddings(pixel_values.to(dtype))  # (batch, 1 + image patches, d_V)
+        batch_size, image_tokens, hidden_size = embeddings.shape
+        token_mask = torch.ones(batch_size, image_tokens, dtype=torch.long, device=embeddings.device)
+        if object_pixel_values is not None:
+            num_crops = object_pixel_values.shape[1]
+            if num_crops > self.num_object_crops:
+                raise ValueError(
+                    f"Got {num_crops} object crops per sample, but the model was configured with "
+                    f"`num_object_crops={self.num_object_crops}`."
+                )
+            crops = object_pixel_values.flatten(0, 1).to(dtype)  # (batch * t, 3, s, s)
+            crop_tokens = self._patch_projection()(crops).flatten(2).transpose(1, 2)
+            crop_tokens = crop_tokens.reshape(batch_size, num_crops, -1, hidden_size)
+            if crop_tokens.shape[2] != self.crop_position_embeddings.shape[1]:
+                raise ValueError(
+                    f"Object crops of size {tuple(object_pixel_values.shape[-2:])} give {crop_tokens.shape[2]} "
+                    f"patches, but the model expects {self.crop_position_embeddings.shape[1]} "
+                    "(see `config.object_image_size`)."
+                )
+            crop_tokens = crop_tokens + self.crop_position_embeddings[:num_crops]
+            if object_mask is None:
+                object_mask = torch.ones(batch_size, num_crops, dtype=torch.long, device=embeddings.device)
+            crop_mask = object_mask.to(token_mask.dtype).repeat_interleave(crop_tokens.shape[2], dim=1)
+            embeddings = torch.cat([embeddings, crop_tokens.flatten(1, 2)], dim=1)
+            token_mask = torch.cat([token_mask, crop_mask], dim=1)
+        if self.model_type == "clip_vision_model":
+            embeddings = self.backbone.pre_layrnorm(embeddings)
+        return embeddings, token_mask
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        object_pixel_values: torch.Tensor | None = None,
+        object_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """Returns [V^0, ..., V^max_level], the visual token mask and, if asked, the self-attention maps."""
+        hidden_states, token_mask = self.embed(pixel_values, object_pixel_values, object_mask)
+        attention_mask = additive_key_mask(token_mask, hidden_states.dtype)
+        attentions: list[torch.Tensor] = []
+        levels = [hidden_states]
+        with self._recording_attentions(attentions, enabled=output_attentions):
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, attention_mask)
+                levels.append(hidden_states)
+        return levels, token_mask, attentions
+
+    @contextmanager
+    def _recording_attentions(self, store: list[torch.Tensor], enabled: bool) -> Iterator[None]:
+        """Collects each layer's attention probabilities with eager attention, for this call only."""
+        if not enabled:
+            yield
+            return
+        modules = [getattr(layer, _VISION_ATTENTION_MODULE[self.model_type]) for layer in self.layers]
+        previous = [module.config._attn_implementation for module in modules]
+        hooks = []
+        for module in modules:
+            module.config._attn_implementation = "eager"
+            hooks.append(module.register_forward_hook(lambda module, args, output: store.append(output[1])))
+        try:
+            yield
+        finally:
+            for module, hook, implementation in zip(modules, hooks, previous, strict=True):
+                hook.remove()
+                module.config._attn_implementation = implementation
+
+
+class HVFormerPreTrainedModel(PreTrainedModel):
+    config_class = HVFormerConfig
+    config: HVFormerConfig
+    base_model_prefix = "hvformer"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = [
+        "HVFormerVisualContextLearner",
+        "BertLayer",
+        "BertEmbeddings",
+        "CLIPEncoderLayer",
+        "CLIPVisionEmbeddings",
+        "ViTLayer",
+        "ViTEmbeddings",
+    ]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, HVFormerVisionEncoder):
+            init.normal_(module.crop_position_embeddings, mean=0.0, std=std)
+
+
+def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, Any]]:
+    """The AutoModel class of a text config, and the arguments that build it without a pooler (never used)."""
+    model_class = AutoModel._model_mapping[type(text_config)]
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        return model_class, {"add_pooling_layer": False}
+    return model_class, {}
+
+
+def _load_vision_backbone(name_or_path: str) -> PreTrainedModel:
+    """A pretrained CLIP vision tower (from a full CLIP or a vision-only checkpoint) or ViT, without pooler."""
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    if model_type in ("clip", "clip_vision_model"):
+        return CLIPVisionModel.from_pretrained(name_or_path)
+    if model_type == "vit":
+        return ViTModel.from_pretrained(name_or_path, add_pooling_layer=False)
+    raise ValueError(
+        f"{name_or_path!r} is a {model_type!r} checkpoint; HVFormer's vision encoder must be CLIP or ViT."
+    )
+
+
+class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
+    """HVFormer (Fig. 2): text encoder (Eq. 2), ViT (Eq. 3), one visual context learner per chosen level
+    (Eq. 4-6), mixture of multimodal experts (Eq. 7-10) and the relation classifier (Eq. 11-12).
+
+    Example:
+
+    ```python
+    >>> model = HVFormerForRelationExtraction.from_text_vision_pretrained(
+    ...     "bert-base-uncased", "openai/clip-vit-base-patch32", vision_levels=[0, 6, 12]
+    ... )
+    >>> outputs = model(**processor(text=..., entity_spans=..., images=...))
+    >>> outputs.logits.argmax(-1), outputs.expert_weights
+    ```
+    """
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__(config)
+        text_class, text_kwargs = _text_encoder_class(config.text_config)
+        self.text_encoder = text_class(config.text_config, **text_kwargs)
+        self.vision_encoder = HVFormerVisionEncoder(config)
+        self.experts = nn.ModuleDict(
+            {f"level_{level}": HVFormerVisualContextLearner(config) for level in config.vision_levels}
+        )
+        if config.fusion == "mome":
+            self.fusion = HVFormerMixtureOfMultimodalExperts(config)
+        else:
+            self.fusion = HVFormerConcatFusion(config)
+        self.classifier = HVFormerRelationClassifier(config)
+        self.post_init()
+        if config.freeze_vision_encoder:
+            self.vision_encoder.backbone.requires_grad_(False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_encoder.set_input_embeddings(value)
+
+    def find_marker_positions(self, input_ids: torch.LongTensor) -> torch.LongTensor:
+        """Positions (batch, 2) of the first `<s>` and `<o>` in each row, found with tensor ops.
+
+        Raises a `ValueError` naming the samples that lack a marker (e.g. truncated away).
+        """
+        marker_ids = self.config.entity_marker_token_ids
+        if marker_ids is None:
+            raise ValueError(
+                "`marker_positions` were not given and `config.entity_marker_token_ids` is not set, so the entity "
+                "markers cannot be found in `input_ids`."
+            )
+        targets = torch.tensor([marker_ids[0], marker_ids[2]], device=input_ids.device)
+        hits = input_ids.unsqueeze(1) == targets.view(1, 2, 1)  # (batch, 2, n_T)
+        found = hits.any(dim=-1)
+        if not bool(found.all()):
+            missing = []
+            for sample, marker in (~found).nonzero().tolist():
+                missing.append(f"sample {sample} has no {self.config.entity_markers[2 * marker]!r}")
+            raise ValueError(f"Entity marker missing from `input_ids`: {'; '.join(missing)}.")
+        return hits.int().argmax(dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        object_pixel_values: torch.FloatTensor | None = None,
+        object_mask: torch.LongTensor | None = None,
+        marker_positions: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_tracking_maps: bool = False,
+    ) -> HVFormerRelationExtractionOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+                Word-piece ids with the entity markers (Eq. 1), e.g. from `HVFormerProcessor`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
+                1 for real tokens, 0 for padding.
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                The normalised main images.
+            token_type_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+                Segment ids for the text encoder.
+            object_pixel_values (`torch.FloatTensor` of shape `(batch_size, t, 3, object_image_size,
+                object_image_size)`, *optional*): the normalised visual-grounding object crops.
+            object_mask (`torch.LongTensor` of shape `(batch_size, t)`, *optional*):
+                1 for present crops, 0 for absent ones (their tokens are masked out). Defaults to all present.
+            marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+                Positions of `<s>` and `<o>`; found from `config.entity_marker_token_ids` when omitted.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Relation ids; gives the cross-entropy loss of Eq. 12.
+            output_attentions (`bool`, *optional*):
+                Return the experts' cross-modal attention maps and the ViT self-attention maps (eager attention is
+                used for this call).
+            output_hidden_states (`bool`, *optional*):
+                Return the visual representations V^0..V^max_level.
+            output_tracking_maps (`bool`, *optional*, defaults to `False`):
+                Return the hierarchical tracking maps H_V (Eq. 17) and H_C (Eq. 18); implies attention maps.
+        """
+        if pixel_values is None:
+            raise ValueError("`pixel_values` are required: HVFormer reads the post's image.")
+        output_attentions = bool(output_attentions or output_tracking_maps)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if marker_positions is None:
+            marker_positions = self.find_marker_positions(input_ids)
+
+        text_states = self.text_encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # T, (batch, n_T, d)
+        visual_levels, visual_token_mask, vision_attentions = self.vision_encoder(
+            pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
+        )
+        key_mask = additive_key_mask(visual_token_mask, text_states.dtype)
+
+        fused, visual_contexts, cross_attentions = [], [], []
+        for level in self.config.vision_levels:
+            fused_level, context, attentions = self.experts[f"level_{level}"](
+                text_states, visual_levels[level], key_mask, output_attentions
+            )
+            fused.append(fused_level)
+            visual_contexts.append(context)
+            cross_attentions.append(attentions)
+        fused_states, expert_weights = self.fusion(text_states, fused, visual_contexts)  # C, G
+        logits = self.classifier(fused_states, marker_positions)
+
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+
+        has_cross_attentions = output_attentions and self.config.visual_context == "tva"
+        patch_patch_maps = patch_token_maps = None
+        if output_tracking_maps:
+            patch_mask = visual_token_mask.bool()
+            patch_patch_maps = patch_patch_tracking_maps(vision_attentions, patch_mask=patch_mask)
+            if has_cross_attentions:
+                patch_token_maps = tuple(
+                    patch_token_tracking_maps(attentions, patch_patch_maps[level], patch_mask=patch_mask)
+                    for level, attentions in zip(self.config.vision_levels, cross_attentions, strict=True)
+                )
+        return HVFormerRelationExtractionOutput(
+            loss=loss,
+            logits=logits,
+            expert_weights=expert_weights,
+            marker_positions=marker_positions,
+            visual_token_mask=visual_token_mask,
+            cross_attentions=tuple(cross_attentions) if has_cross_attentions else None,
+            vision_attentions=tuple(vision_attentions) if output_attentions else None,
+            vision_hidden_states=tuple(visual_levels) if output_hidden_states else None,
+            patch_patch_tracking_maps=patch_patch_maps,
+            patch_token_tracking_maps=patch_token_maps,
+        )
+
+    @classmethod
+    def from_text_vision_pretrained(
+        cls,
+        text_name_or_path: str,
+        vision_name_or_path: str,
+        tokenizer: Any | None = None,
+        **config_kwargs: Any,
+    ) -> HVFormerForRelationExtraction:
+        """Builds HVFormer from a pretrained BERT-like text encoder and a pretrained CLIP or ViT vision encoder.
+
+        The entity markers (`config.entity_markers`) are added to the tokenizer (loaded from `text_name_or_path`
+        unless given), the token embeddings are resized, and the marker ids are stored in the config. The crop
+        position embeddings start from the pretrained patch position embeddings resized to the crop grid.
+
+        Args:
+            text_name_or_path: Hub id or folder of the text encoder (e.g. `bert-base-uncased`).
+            vision_name_or_path: Hub id or folder of a CLIP (full or vision-only) or ViT checkpoint (e.g.
+                `openai/clip-vit-base-patch32`).
+            tokenizer: The tokenizer to extend with the markers; loaded from `text_name_or_path` if omitted.
+            config_kwargs: Further `HVFormerConfig` arguments (`vision_levels`, `id2label`, ...).
+        """
+        text_class, text_kwargs = _text_encoder_class(AutoConfig.from_pretrained(text_name_or_path))
+        text_encoder = text_class.from_pretrained(text_name_or_path, **text_kwargs)
+        vision_backbone = _load_vision_backbone(vision_name_or_path)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(text_name_or_path)
+        markers = list(config_kwargs.pop("entity_markers", HVFormerConfig().entity_markers))
+        tokenizer.add_tokens(markers, special_tokens=True)
+        marker_ids = tokenizer.convert_tokens_to_ids(markers)
+
+        config = HVFormerConfig(
+            text_config=text_encoder.config.to_dict(),
+            vision_config=vision_backbone.config.to_dict(),
+            entity_markers=markers,
+            entity_marker_token_ids=marker_ids,
+            **config_kwargs,
+        )
+        model = cls(config)
+        model.text_encoder.load_state_dict(text_encoder.state_dict())
+        kept = model.vision_encoder.backbone.state_dict().keys()
+        pretrained = vision_backbone.state_dict()
+        model.vision_encoder.backbone.load_state_dict({key: pretrained[key] for key in kept})
+        model.vision_encoder.initialize_crop_positions_from_image()
+        model.resize_token_embeddings(len(tokenizer))
+        if config.freeze_vision_encoder:
+            model.vision_encoder.backbone.requires_grad_(False)
+        return model
+
+
+HVFormerForRelationExtraction.register_for_auto_class("AutoModel")

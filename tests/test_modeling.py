@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
+from safetensors.torch import load_file
 from tiny_models import CROP_SIZE, LABELS, MARKER_IDS, tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
 from transformers import AutoConfig, AutoModel, BertModel, BertTokenizerFast, CLIPVisionModel, ViTModel
 
@@ -151,8 +152,11 @@ def test_variants_own_exactly_their_parameters():
 def test_frozen_vision_encoder_gets_no_gradient(vision):
     model = build(vision, freeze_vision_encoder=True).train()
     model(**tiny_inputs()).loss.backward()
-    backbone = list(model.vision_encoder.backbone.named_parameters())
-    assert backbone and all(not p.requires_grad and p.grad is None for _, p in backbone)
+    encoder = model.vision_encoder
+    backbone = [
+        p for module in (encoder.embeddings, encoder.pre_layernorm, encoder.layers) for p in module.parameters()
+    ]
+    assert backbone and all(not p.requires_grad and p.grad is None for p in backbone)
     assert model.vision_encoder.crop_position_embeddings.grad is not None
     assert model.experts["level_2"].visual_context.key.weight.grad.abs().sum() > 0
     assert model.text_encoder.embeddings.word_embeddings.weight.grad is not None
@@ -344,6 +348,19 @@ def test_remote_code_round_trip_in_isolated_process(tmp_path, vision):
     run_isolated(ISOLATED_LOAD, str(folder), cwd=workdir)
     reloaded = torch.load(folder / "reloaded_logits.pt", weights_only=True)
     torch.testing.assert_close(reloaded, model(**inputs).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_saved_weights_load_as_a_plain_state_dict(tmp_path, vision):
+    """Trainer restores checkpoints with `load_state_dict` on the raw safetensors file (best model, resume):
+    the saved keys must be the model's own, with no renaming on save."""
+    model = build(vision)
+    model.save_pretrained(tmp_path)
+    fresh = build(vision, seed=1)
+    result = fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    inputs = tiny_inputs()
+    torch.testing.assert_close(fresh(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
 
 
 def test_auto_classes_load_in_process(tmp_path):

@@ -1,0 +1,125 @@
+"""Collating cached MNRE rows into model batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _data_fixtures import CROP_SIZE, IMAGE_SIZE, NUM_CROPS, build_small_sample, make_processor
+
+from processing.collator import HVFormerDataCollator
+from processing.mnre import load_mnre
+
+MODEL_KEYS = {
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "marker_positions",
+    "pixel_values",
+    "object_pixel_values",
+    "object_mask",
+    "labels",
+}
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return make_processor()
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory, processor):
+    folder = tmp_path_factory.mktemp("collator")
+    return load_mnre(build_small_sample(folder / "data"), processor, cache_dir=folder / "cache")["train"]
+
+
+def _rows_of_different_lengths(dataset, count: int = 4) -> list[dict]:
+    rows = sorted((dataset[index] for index in range(len(dataset))), key=lambda row: len(row["input_ids"]))
+    return [rows[0], rows[-1], *rows[1 : count - 1]]
+
+
+def test_shapes_dtypes_and_padding(train, processor):
+    rows = _rows_of_different_lengths(train)
+    batch = HVFormerDataCollator(processor)(rows)
+    assert set(batch) == MODEL_KEYS  # id, kind, token, image_status, ... are dropped
+    lengths = [len(row["input_ids"]) for row in rows]
+    size, longest = len(rows), max(lengths)
+    assert (
+        batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape == (size, longest)
+    )
+    assert batch["pixel_values"].shape == (size, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert batch["object_pixel_values"].shape == (size, NUM_CROPS, 3, CROP_SIZE, CROP_SIZE)
+    assert batch["object_mask"].shape == (size, NUM_CROPS) and batch["marker_positions"].shape == (size, 2)
+    assert batch["labels"].shape == (size,)
+    for key in MODEL_KEYS - {"pixel_values", "object_pixel_values"}:
+        assert batch[key].dtype == torch.long, key
+    assert batch["pixel_values"].dtype == batch["object_pixel_values"].dtype == torch.float32
+
+    shortest = lengths[0]
+    assert shortest < longest
+    assert batch["input_ids"][0, :shortest].tolist() == rows[0]["input_ids"].tolist()
+    assert (batch["input_ids"][0, shortest:] == processor.tokenizer.pad_token_id).all()
+    assert batch["attention_mask"][0].tolist() == [1] * shortest + [0] * (longest - shortest)
+    assert not batch["token_type_ids"].any()
+    assert batch["marker_positions"].tolist() == [row["marker_positions"].tolist() for row in rows]
+    assert batch["labels"].tolist() == [int(row["labels"]) for row in rows]
+    assert batch["object_mask"].tolist() == [row["object_mask"].tolist() for row in rows]
+    assert (batch["object_mask"] == 0).any() and not batch["object_pixel_values"][batch["object_mask"] == 0].any()
+
+
+def test_pad_to_multiple_of(train, processor):
+    batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)([train[0], train[1]])
+    assert batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_batch_equals_the_processor_called_directly(train, processor):
+    rows = _rows_of_different_lengths(train)
+    batch = HVFormerDataCollator(processor)(rows)
+    direct = processor(
+        text=[row["token"] for row in rows],
+        entity_spans=[[row["h"]["pos"], row["t"]["pos"]] for row in rows],
+        is_split_into_words=True,
+        images=[row["image_path"] for row in rows],
+        object_crops=[row["crop_paths"] for row in rows],
+        labels=[int(row["labels"]) for row in rows],
+    )
+    assert set(direct) == MODEL_KEYS
+    for key in MODEL_KEYS:
+        torch.testing.assert_close(batch[key], direct[key], rtol=0, atol=0, msg=key)
+
+
+def test_left_padding_moves_the_markers(train):
+    processor = make_processor()
+    processor.tokenizer.padding_side = "left"
+    rows = _rows_of_different_lengths(train)
+    batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)(rows)
+    assert batch["input_ids"][0, 0] == processor.tokenizer.pad_token_id  # the shortest row
+    marker_ids = batch["input_ids"].gather(1, batch["marker_positions"])
+    subject, _, obj, _ = processor.marker_token_ids()
+    assert (marker_ids == torch.tensor([subject, obj])).all()
+
+
+def test_rows_as_plain_lists(train, processor):
+    rows = [train.with_format(None)[index] for index in range(3)]
+    assert isinstance(rows[0]["pixel_values"], list)
+    from_lists = HVFormerDataCollator(processor)(rows)
+    from_arrays = HVFormerDataCollator(processor)([train[index] for index in range(3)])
+    for key in MODEL_KEYS:
+        torch.testing.assert_close(from_lists[key], from_arrays[key], rtol=0, atol=0, msg=key)
+
+
+def test_works_in_a_dataloader(train, processor):
+    loader = torch.utils.data.DataLoader(train, batch_size=8, collate_fn=HVFormerDataCollator(processor))
+    batches = list(loader)
+    assert sum(len(batch["labels"]) for batch in batches) == len(train)
+
+
+def test_refuses_normalised_pixels_and_foreign_rows(train, processor):
+    row = dict(train[0])
+    row["pixel_values"] = row["pixel_values"].astype(np.float32) / 255
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        HVFormerDataCollator(processor)([row])
+    with pytest.raises(KeyError, match="load_mnre"):
+        HVFormerDataCollator(processor)([{"text": "hello"}])
+    with pytest.raises(ValueError, match="empty"):
+        HVFormerDataCollator(processor)([])

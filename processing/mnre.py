@@ -358,6 +358,11 @@ def _decode(processor: Any, path: str) -> tuple[Image.Image | None, str]:
         return None, "unreadable"
 
 
+def _image_columns(processor: Any) -> tuple[str, ...]:
+    """The image columns a processor fills: no crop columns when it takes no object crops."""
+    return IMAGE_COLUMNS if processor.num_object_crops else IMAGE_COLUMNS[:1]
+
+
 def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool) -> dict[str, Any]:
     """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
     blank = Image.new("RGB", (8, 8))
@@ -365,7 +370,7 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
     if not use_images:
         arrays = processor.resize_images([blank], object_crops=[[]])
         return {
-            **{column: np.repeat(arrays[column].numpy(), size, axis=0) for column in IMAGE_COLUMNS},
+            **{column: np.repeat(arrays[column].numpy(), size, axis=0) for column in _image_columns(processor)},
             "image_status": ["disabled"] * size,
             "crop_status": [[] for _ in range(size)],
         }
@@ -382,7 +387,7 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         crop_statuses.append([crop_status for _, crop_status in found])
     arrays = processor.resize_images(images, object_crops=crops)
     return {
-        **{column: arrays[column].numpy() for column in IMAGE_COLUMNS},
+        **{column: arrays[column].numpy() for column in _image_columns(processor)},
         "image_status": statuses,
         "crop_status": crop_statuses,
     }
@@ -435,17 +440,16 @@ def _text_features(text_columns: Sequence[str]) -> dict[str, Any]:
 def _image_features(processor: Any) -> datasets.Features:
     """Features of the image columns, with the shapes found by resizing one blank image (no file is read)."""
     probe = processor.resize_images([Image.new("RGB", (8, 8))], object_crops=[[]])
-    pixel_shape = tuple(probe["pixel_values"].shape[1:])
-    crop_shape = tuple(probe["object_pixel_values"].shape[1:])
-    return datasets.Features(
-        {
-            "pixel_values": datasets.Array3D(shape=pixel_shape, dtype="uint8"),
-            "object_pixel_values": datasets.Array4D(shape=crop_shape, dtype="uint8"),
-            "object_mask": datasets.List(datasets.Value("int64"), length=crop_shape[0]),
-            "image_status": datasets.Value("string"),
-            "crop_status": datasets.List(datasets.Value("string")),
-        }
-    )
+    features = {
+        "pixel_values": datasets.Array3D(shape=tuple(probe["pixel_values"].shape[1:]), dtype="uint8"),
+        "image_status": datasets.Value("string"),
+        "crop_status": datasets.List(datasets.Value("string")),
+    }
+    if processor.num_object_crops:
+        crop_shape = tuple(probe["object_pixel_values"].shape[1:])
+        features["object_pixel_values"] = datasets.Array4D(shape=crop_shape, dtype="uint8")
+        features["object_mask"] = datasets.List(datasets.Value("int64"), length=crop_shape[0])
+    return datasets.Features(features)
 
 
 def _text_settings(processor: Any) -> dict[str, Any]:

@@ -242,3 +242,13 @@ def test_resume_from_checkpoint_continues_training(tmp_path):
     second = json.loads((output_dir / "trainer_state.json").read_text())
     assert second["global_step"] == 4
     assert [entry["epoch"] for entry in second["log_history"] if "eval_f1" in entry] == [1.0, 2.0]
+
+
+def test_text_only_without_object_crops_runs(tmp_path):
+    """The MiniLM text-only experiment's shape: images off, no crop slots, one level (patch embeddings)."""
+    output_dir = tmp_path / "no-crops"
+    common = ["--output_dir", str(output_dir), "--max_train_samples", "16", "--max_eval_samples", "16", *FAST]
+    run_mre.main([*common, "--num_train_epochs", "1", "--use_images", "false", "--num_object_crops", "0"])
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["num_object_crops"] == 0 and config["vision_levels"] == [0, 1, 2]
+    assert json.loads((output_dir / "all_results.json").read_text())["val_images_disabled"] == 16

@@ -45,36 +45,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-logger = logging.getLogger(__name__)
+from modeling_hvformer.configuration_hvformer import MNRE_RELATIONS
 
-MNRE_RELATIONS: tuple[str, ...] = (
-    "None",
-    "/loc/loc/contain",
-    "/misc/loc/held_on",
-    "/misc/misc/part_of",
-    "/org/loc/locate_at",
-    "/org/org/alternate_names",
-    "/org/org/subsidiary",
-    "/per/loc/place_of_birth",
-    "/per/loc/place_of_residence",
-    "/per/misc/awarded",
-    "/per/misc/nationality",
-    "/per/misc/present_in",
-    "/per/misc/race",
-    "/per/misc/religion",
-    "/per/org/member_of",
-    "/per/per/alternate_names",
-    "/per/per/alumi",
-    "/per/per/charges",
-    "/per/per/couple",
-    "/per/per/neighbor",
-    "/per/per/parent",
-    "/per/per/peer",
-    "/per/per/siblings",
-)
-"""The 23 relation labels of MNRE v2: `None` first (id 0), then alphabetical. Same order as
-`modeling_hvformer.configuration_hvformer.MNRE_RELATIONS` (the default `id2label` of `HVFormerConfig`). Note: the
-reference code's `ours_rel2id.json` uses another order, so its label ids differ from these."""
+logger = logging.getLogger(__name__)
 
 MNRE_SPLITS: tuple[str, ...] = ("train", "val", "test")
 

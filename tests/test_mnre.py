@@ -47,9 +47,12 @@ def test_relations_are_fixed_with_none_first():
     assert list(MNRE_RELATIONS[1:]) == sorted(MNRE_RELATIONS[1:])
 
 
-def test_relations_agree_with_the_model_config():
-    configuration = pytest.importorskip("modeling_hvformer.configuration_hvformer")
-    assert tuple(configuration.MNRE_RELATIONS) == MNRE_RELATIONS
+def test_default_model_config_uses_the_mnre_label_ids():
+    from modeling_hvformer import HVFormerConfig
+
+    config = HVFormerConfig()
+    assert [config.id2label[i] for i in range(config.num_labels)] == list(MNRE_RELATIONS)
+    assert config.none_label_id == 0
 
 
 @pytest.mark.skipif(not MNRE_DIR.is_dir(), reason="MNRE text files not available")

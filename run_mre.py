@@ -295,9 +295,7 @@ def marker_expert_weights(outputs: tuple[torch.Tensor, ...], labels: torch.Tenso
     return logits, expert_weights.gather(1, index)
 
 
-def write_predictions(
-    path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]
-) -> list[dict[str, Any]]:
+def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]) -> None:
     """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at <s>/<o>."""
     logits, marker_weights = (
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
@@ -320,7 +318,6 @@ def write_predictions(
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-    return rows
 
 
 def render_model_card(

@@ -13,9 +13,11 @@ same one)::
 
 A line looks like (single quotes: a Python literal, not JSON)::
 
-    {'token': ['RT', '@WLWT', ':', 'Bill', 'Cosby', ...], 'h': {'name': 'Bill Cosby', 'pos': [3, 5]},
-     't': {'name': 'Hollywood Walk of Fame', 'pos': [8, 12]}, 'img_id': 'twitter_stream_2018_09_04_11_0_2_240.jpg',
-     'relation': '/per/misc/present_in'}
+    {'token': ['RT', '@news', ':', 'Corra', 'Vane', "'s", 'visit', 'to', 'Harbor', 'Square'],
+     'h': {'name': 'Corra Vane', 'pos': [3, 5]}, 't': {'name': 'Harbor Square', 'pos': [8, 10]},
+     'img_id': 'post_0001.jpg', 'relation': '/per/misc/present_in'}
+
+(an invented post in MNRE's format).
 
 `pos` is a `[start, end)` range of word indices. The built-in sample dataset adds a `kind` field (a string).
 

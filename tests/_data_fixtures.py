@@ -51,10 +51,10 @@ def make_processor(max_length: int = 80, num_object_crops: int = NUM_CROPS) -> H
 def mnre_line(**overrides: Any) -> dict[str, Any]:
     """A valid MNRE line as a dict; `overrides` replace (or, with the value `...`, delete) fields."""
     line = {
-        "token": ["RT", "@WLWT", ":", "Bill", "Cosby", "'s", "star", "on", "Hollywood", "Walk"],
-        "h": {"name": "Bill Cosby", "pos": [3, 5]},
-        "t": {"name": "Hollywood Walk", "pos": [8, 10]},
-        "img_id": "twitter_stream_2018_09_04_11_0_2_240.jpg",
+        "token": ["RT", "@news", ":", "Corra", "Vane", "'s", "visit", "to", "Harbor", "Square"],
+        "h": {"name": "Corra Vane", "pos": [3, 5]},
+        "t": {"name": "Harbor Square", "pos": [8, 10]},
+        "img_id": "post_0001.jpg",
         "relation": "/per/misc/present_in",
     }
     line.update(overrides)

@@ -74,7 +74,7 @@ def test_real_mnre_files_parse():
 
 BAD_LINES = {
     "missing key": (mnre_line(relation=...), "'relation'"),
-    "missing entity key": (mnre_line(t={"name": "Hollywood Walk"}), "'t.pos'"),
+    "missing entity key": (mnre_line(t={"name": "Harbor Square"}), "'t.pos'"),
     "span past the end": (mnre_line(h={"name": "x", "pos": [8, 11]}), "'h.pos'"),
     "empty span": (mnre_line(t={"name": "x", "pos": [4, 4]}), "'t.pos'"),
     "negative span": (mnre_line(h={"name": "x", "pos": [-1, 2]}), "'h.pos'"),
@@ -112,7 +112,7 @@ def test_trailing_blank_lines_and_extra_keys_are_allowed(tmp_path):
 
 
 def test_entity_names_that_differ_from_their_span_are_logged(tmp_path, caplog):
-    path = write_lines(tmp_path / "mnre_train.txt", [mnre_line(h={"name": "Bill", "pos": [3, 5]})])
+    path = write_lines(tmp_path / "mnre_train.txt", [mnre_line(h={"name": "Corra", "pos": [3, 5]})])
     with caplog.at_level(logging.WARNING, logger="processing.mnre"):
         assert read_mnre_file(path)[0]["h"]["pos"] == [3, 5]
     assert f"{path}:1 ('h')" in caplog.text

@@ -45,7 +45,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.analysis import ExpertWeightsRecorder, run_analysis
+from processing.analysis import ExpertWeightsRecorder, marker_rows, run_analysis
 from processing.collator import HVFormerDataCollator
 from processing.metrics import compute_metrics_fn
 from processing.mnre import MNRE_RELATIONS, image_report, load_mnre, read_mnre_file
@@ -291,8 +291,7 @@ def marker_expert_weights(outputs: tuple[torch.Tensor, ...], labels: torch.Tenso
     if isinstance(outputs, torch.Tensor):
         return outputs
     logits, expert_weights, marker_positions = outputs[0], outputs[1], outputs[2]
-    index = marker_positions.unsqueeze(-1).expand(-1, -1, expert_weights.shape[-1])
-    return logits, expert_weights.gather(1, index)
+    return logits, marker_rows(expert_weights, marker_positions)
 
 
 def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]) -> None:

@@ -173,7 +173,9 @@ def test_sdpa_and_eager_give_the_same_logits(vision):
     sdpa.load_state_dict(state)
     sdpa.set_attn_implementation("sdpa")
     assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
-    assert sdpa.vision_encoder.layers[0].self_attn.config._attn_implementation == "sdpa" if vision == "clip" else True
+    first_layer = sdpa.vision_encoder.layers[0]
+    vision_attention = first_layer.self_attn if vision == "clip" else first_layer.attention
+    assert vision_attention.config._attn_implementation == "sdpa"
     inputs = tiny_inputs()
     torch.testing.assert_close(sdpa(**inputs).logits, eager(**inputs).logits, rtol=1e-5, atol=1e-5)
     # Attention maps are returned under SDPA too (eager for that call), equal to the eager model's.

@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import statistics
 import string
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,12 @@ class ModelArguments:
         default=None, metadata={"help": "Side of the crops in pixels (default: 128, 16 for the built-in ViT)."}
     )
     freeze_vision_encoder: bool = field(default=False, metadata={"help": "Keep the ViT's weights fixed."})
+    hidden_dropout_prob: float | None = field(
+        default=None, metadata={"help": "Dropout of the experts' FFN and the classifier (default: the config's)."}
+    )
+    attention_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout of the cross-modal attention (default: the config's)."}
+    )
     max_seq_length: int = field(default=80, metadata={"help": "Maximum tokens per post, markers included."})
 
 
@@ -144,9 +152,31 @@ RUN_DEFAULTS = {
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
     "report_to": "none",
+    "ddp_find_unused_parameters": False,
     "seed": 42,
 }
 """Defaults of this script (the built-in sample run); configs/paper.yaml sets the paper's values."""
+
+
+def machine_defaults() -> dict[str, Any]:
+    """Defaults that depend on the machine: without an accelerator, train on the CPU explicitly (so that `torchrun`
+    processes form one gloo process group instead of training independently) and without pinned memory."""
+    if torch.accelerator.is_available():
+        return {}
+    return {"use_cpu": True, "dataloader_pin_memory": False}
+
+
+def check_launcher(environ: Mapping[str, str]) -> None:
+    """Refuses `accelerate launch --cpu --num_processes N` (N > 1) without an MPI host file: accelerate then starts a
+    single process (it only sets MASTER_ADDR), which would silently train with a world size of 1."""
+    asked_for_several = "MASTER_ADDR" in environ and environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    world_size_vars = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    if asked_for_several and not any(name in environ for name in world_size_vars):
+        raise SystemExit(
+            "accelerate launch --cpu starts one process whatever --num_processes says (CPU multi-process needs "
+            "--mpirun_hostfile). For several CPU processes run `torchrun --nproc_per_node N run_mre.py ...`; on GPUs "
+            "use `accelerate launch --num_processes N run_mre.py ...` without --cpu."
+        )
 
 
 def config_file_to_argv(path: str) -> list[str]:
@@ -170,7 +200,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win)."""
     argv = list(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, ExperimentArguments, TrainingArguments))
-    parser.set_defaults(**RUN_DEFAULTS)
+    parser.set_defaults(**RUN_DEFAULTS, **machine_defaults())
     config_files = []
     while argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_files.append(argv.pop(0))
@@ -276,6 +306,11 @@ def build_model_and_processor(
         object_image_size=object_image_size,
         freeze_vision_encoder=model_args.freeze_vision_encoder,
         id2label=dict(enumerate(relation_labels)),
+        **{
+            name: value
+            for name in ("hidden_dropout_prob", "attention_dropout")
+            if (value := getattr(model_args, name)) is not None
+        },
     )
     if model.config.entity_marker_token_ids != processor.marker_token_ids():
         raise ValueError(
@@ -285,13 +320,20 @@ def build_model_and_processor(
     return model, processor
 
 
-def marker_expert_weights(outputs: tuple[torch.Tensor, ...], labels: torch.Tensor) -> Any:
-    """`preprocess_logits_for_metrics`: keeps the logits and, with a router, the expert weights G at `<s>` and
-    `<o>` (batch, 2, E), instead of the whole (batch, tokens, E) tensor."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    logits, expert_weights, marker_positions = outputs[0], outputs[1], outputs[2]
-    return logits, marker_rows(expert_weights, marker_positions)
+def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
+    """`preprocess_logits_for_metrics` for a model with `config`: keeps the logits and, with a router, the expert
+    weights G at `<s>` and `<o>` (batch, 2, E) instead of the whole (batch, tokens, E) tensor. Without a router
+    (`fusion="concat"`) the outputs are (logits, marker_positions, visual_token_mask) and only the logits are kept."""
+
+    def preprocess(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor) -> Any:
+        if isinstance(outputs, torch.Tensor):
+            return outputs
+        if config.fusion != "mome":
+            return outputs[0]
+        logits, expert_weights, marker_positions = outputs[0], outputs[1], outputs[2]
+        return logits, marker_rows(expert_weights, marker_positions)
+
+    return preprocess
 
 
 def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]) -> None:
@@ -442,7 +484,7 @@ def run(
         data_collator=HVFormerDataCollator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics_fn(model.config.none_label_id, id2label),
-        preprocess_logits_for_metrics=marker_expert_weights if model.config.fusion == "mome" else None,
+        preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
         callbacks=callbacks,
     )
 
@@ -513,6 +555,7 @@ def print_scores(metrics: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    check_launcher(os.environ)
     model_args, data_args, experiment_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

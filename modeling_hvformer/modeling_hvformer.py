@@ -490,6 +490,10 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
 
     def __init__(self, config: HVFormerConfig) -> None:
         super().__init__(config)
+        if config.vision_config._attn_implementation is None:
+            # The ViT is built from CLIP/ViT layers rather than a PreTrainedModel, so nothing else resolves the
+            # attention of its config: it follows the model's (SDPA by default, eager when asked for).
+            config.vision_config._attn_implementation_internal = config._attn_implementation
         text_class, text_kwargs = _text_encoder_class(config.text_config)
         self.text_encoder = text_class(config.text_config, **text_kwargs)
         self.vision_encoder = HVFormerVisionEncoder(config)

@@ -68,13 +68,21 @@ def patch_patch_tracking_maps(vision_attentions: Sequence[Tensor], patch_mask: T
         patch_mask: optional ``(batch, n_V)``, True for real tokens. Masked tokens are removed from the
             maps: H_V^0 = diag(mask), attention to and from masked tokens is dropped before each step, so
             masked rows and columns are zero and the rows of real tokens sum to 1 over real tokens only.
+            Required when ``vision_attentions`` is empty (a model that reads only level 0, L = 0): it gives the
+            shape of H_V^0.
 
     Returns:
         float32 tensor ``(L + 1, batch, n_V, n_V)``; index ``l`` is H_V^l (index 0 is the identity).
     """
     attentions = list(vision_attentions)
     if not attentions:
-        raise ValueError("vision_attentions is empty: need the attention maps of at least one ViT layer")
+        if patch_mask is None:
+            raise ValueError(
+                "vision_attentions is empty (a model reading only ViT level 0): pass patch_mask to give the batch "
+                "size and n_V of H_V^0"
+            )
+        mask = patch_mask.bool()
+        return torch.diag_embed(mask.float())[None]  # H_V^0 = I, masked tokens removed: (1, batch, n_V, n_V)
     for layer, attn in enumerate(attentions, start=1):
         if attn is None:
             raise ValueError(

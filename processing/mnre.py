@@ -65,6 +65,8 @@ _REQUIRED_FIELDS: tuple[str, ...] = ("token", "h", "t", "img_id", "relation")
 _IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 _FAILED = ("missing", "unreadable")
 _IMAGE_BATCH_SIZE = 64
+_MAIN_PROCESS_ID = os.getpid()
+"""The process that imported this module; `Dataset.map(num_proc=...)` workers forked from it see its id too."""
 
 
 class MNREFormatError(ValueError):
@@ -338,8 +340,21 @@ def _image_columns(processor: Any) -> tuple[str, ...]:
     return IMAGE_COLUMNS if processor.num_object_crops else IMAGE_COLUMNS[:1]
 
 
+def _single_threaded_in_forked_worker() -> None:
+    """Limits torch to one thread in a worker that `Dataset.map(num_proc=...)` forked from this process.
+
+    A forked child inherits the parent's OpenMP state but not its worker threads: once the parent has run a parallel
+    torch op (building the model), the child's first parallel op (the image processor's tensors) waits forever for
+    threads that do not exist. With one thread, torch runs ops inline and never enters an OpenMP region; the workers
+    are parallel already. PyTorch's `DataLoader` does the same in its workers.
+    """
+    if os.getpid() != _MAIN_PROCESS_ID and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool) -> dict[str, Any]:
     """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
+    _single_threaded_in_forked_worker()
     blank = Image.new("RGB", (8, 8))
     size = len(batch["image_path"])
     if not use_images:

@@ -191,6 +191,38 @@ def test_sdpa_and_eager_give_the_same_logits(vision):
     assert len(sdpa_out.vision_attentions) == 2 and sdpa_out.vision_attentions[0].shape == (3, 4, 25, 25)
 
 
+def vision_sdpa_calls(model: HVFormerForRelationExtraction, inputs: dict, monkeypatch) -> int:
+    """How many of torch's SDPA calls in one forward are ViT self-attention (visual queries over visual keys)."""
+    num_visual_tokens = model(**inputs).visual_token_mask.shape[1]
+    shapes = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query, key, *args, **kwargs):
+        shapes.append((query.shape[-2], key.shape[-2]))
+        return sdpa(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    model(**inputs)
+    monkeypatch.undo()
+    return shapes.count((num_visual_tokens, num_visual_tokens))
+
+
+@pytest.mark.parametrize("vision", ["clip", "vit"])
+def test_vit_follows_the_model_attention_implementation_as_users_load_it(tmp_path, vision, caplog):
+    """A model built from a config, or loaded with `from_pretrained`, runs its ViT layers with SDPA, without
+    transformers' "`_attn_implementation` set to `None`" fallback; `attn_implementation="eager"` reaches them too."""
+    build(vision).save_pretrained(tmp_path)
+    inputs = tiny_inputs()
+    with caplog.at_level("WARNING"):
+        for model in (build(vision), HVFormerForRelationExtraction.from_pretrained(tmp_path).eval()):
+            assert model.config.vision_config._attn_implementation == "sdpa"
+            assert vision_sdpa_calls(model, inputs, pytest.MonkeyPatch()) == 2  # one per ViT layer
+    assert "set to `None`" not in caplog.text
+    eager = HVFormerForRelationExtraction.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert eager.config.vision_config._attn_implementation == "eager"
+    assert vision_sdpa_calls(eager, inputs, pytest.MonkeyPatch()) == 0
+
+
 def test_logits_do_not_depend_on_batch_mates_or_padding():
     model = build()
     inputs = tiny_inputs(batch_size=3)
@@ -252,6 +284,18 @@ def test_output_tracking_maps():
         torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 10))
     # Absent crops get no weight.
     assert outputs.patch_token_tracking_maps[2][2, ..., 17:].abs().max() == 0
+
+
+def test_tracking_maps_of_a_level_0_model():
+    """With level 0 alone no ViT layer runs: H_V^0 = I over the present tokens (Eq. 17) and H_C^0 = A_C^0 (Eq. 18,
+    normalising rows that already sum to 1)."""
+    model = build(vision_levels=[0])
+    outputs = model(**tiny_inputs(), output_tracking_maps=True)
+    present = outputs.visual_token_mask.float()
+    assert outputs.vision_attentions == ()
+    torch.testing.assert_close(outputs.patch_patch_tracking_maps, torch.diag_embed(present)[None])
+    (token_maps,) = outputs.patch_token_tracking_maps
+    torch.testing.assert_close(token_maps, outputs.cross_attentions[0])
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

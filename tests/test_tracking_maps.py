@@ -127,8 +127,16 @@ def test_patch_patch_mask_drops_leaked_attention():
     torch.testing.assert_close(maps[1, 0, :2, :2], _t([[1.45 / 1.9, 0.45 / 1.9], [0.0, 1.0]]))
 
 
+def test_patch_patch_without_layers_is_the_masked_identity():
+    """A model reading only level 0 runs no ViT layer: H_V^0 = diag(mask) alone, its shape from the mask."""
+    mask = torch.tensor([[True, True, False], [True, False, True]])
+    maps = patch_patch_tracking_maps([], patch_mask=mask)
+    expected = torch.tensor([[[1.0, 0, 0], [0, 1, 0], [0, 0, 0]], [[1.0, 0, 0], [0, 0, 0], [0, 0, 1]]])
+    torch.testing.assert_close(maps, expected[None])
+
+
 def test_patch_patch_rejects_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="vision_attentions is empty .* pass patch_mask"):
         patch_patch_tracking_maps([])
     with pytest.raises(ValueError, match="eager"):
         patch_patch_tracking_maps([torch.ones(1, 1, 2, 2) / 2, None])

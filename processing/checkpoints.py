@@ -1,0 +1,124 @@
+"""Restarting a run safely: the last checkpoint that is complete, and a training loss that does not depend on how
+often the run was restarted.
+
+`Trainer` writes `checkpoint-N/` file by file, so a process killed while saving leaves a folder without
+`trainer_state.json` or with a truncated `model.safetensors`, which `transformers.trainer_utils.get_last_checkpoint`
+would still pick. [`last_valid_checkpoint`] skips such folders with a warning naming them. [`TrainingLossRecorder`]
+keeps the running sum of the training loss in the checkpoints (`trainer_state.json`, `stateful_callbacks`), so the
+reported `train_loss` is the mean over every optimisation step of the run, resumed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ExportableState
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+RESUME_FILES: tuple[str, ...] = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+"""What `Trainer.train(resume_from_checkpoint=...)` reads from a checkpoint of this project."""
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` cannot be resumed from (a missing or empty file, unreadable trainer state or weights), or `None`
+    when it is complete."""
+    folder = Path(folder)
+    for name in RESUME_FILES:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} is missing or empty"
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return f"trainer_state.json is not valid JSON ({error})"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json has no global_step"
+    try:
+        with safe_open(folder / "model.safetensors", framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError) as error:
+        return f"model.safetensors cannot be read ({error})"
+    return None
+
+
+def last_valid_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The complete `checkpoint-N` folder of `output_dir` with the highest N; incomplete or corrupt ones are skipped
+    with a warning naming them. `None` when there is none (the run starts over)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = {
+        int(match.group(1)): path
+        for path in output_dir.iterdir()
+        if path.is_dir() and (match := CHECKPOINT_PATTERN.match(path.name))
+    }
+    for step in sorted(steps, reverse=True):
+        problem = checkpoint_problem(steps[step])
+        if problem is None:
+            return str(steps[step])
+        logger.warning("Skipping checkpoint %s, which cannot be resumed from: %s", steps[step], problem)
+    return None
+
+
+class TrainingLossRecorder(TrainerCallback, ExportableState):
+    """Sums the training loss of every forward pass in training mode (a forward hook on the model, the loss kept on
+    its device, so no host synchronisation per step) and stores the sum and count in each checkpoint; `mean` is then
+    the mean training loss over the whole run, whether it was resumed or not. Under DDP the means of the processes
+    are averaged at the end of training.
+
+    Trainer's own `train_loss` divides the loss summed since the last (re)start by all the steps of the run, so it
+    changes with the number of restarts; `run_mre.py` reports this one instead.
+    """
+
+    def __init__(self, total: float = 0.0, count: int = 0) -> None:
+        self.total = total
+        self.count = count
+        self.mean: float | None = None
+        self._pending: torch.Tensor | None = None
+        self._pending_count = 0
+        self._hook: torch.utils.hooks.RemovableHandle | None = None
+
+    def _record(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        loss = getattr(output, "loss", None)
+        if not module.training or loss is None:
+            return
+        loss = loss.detach().float()
+        self._pending = loss if self._pending is None else self._pending + loss
+        self._pending_count += 1
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self.total += float(self._pending)
+            self.count += self._pending_count
+        self._pending, self._pending_count = None, 0
+
+    def state(self) -> dict[str, Any]:
+        self._flush()
+        return {"args": {"total": self.total, "count": self.count}, "attributes": {}}
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
+    ) -> None:
+        if model is not None and self._hook is None:
+            self._hook = model.register_forward_hook(self._record)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        self._flush()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        mean = torch.tensor(self.total / max(self.count, 1), dtype=torch.float32, device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
+        self.mean = float(mean)

@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -502,3 +503,30 @@ def test_relative_to_even_and_its_colour_scale():
     assert (norm.vmin, norm.vcenter, norm.vmax) == (0.5, 1.0, 1.5)
     nearly_even = analysis.even_spread_norm(np.array([0.99, 1.01]))  # noise is not magnified
     assert (nearly_even.vmin, nearly_even.vmax) == (0.75, 1.25)
+
+
+def test_explain_command_line_names_a_missing_crop_once(model, processor, sample_dir, tmp_path, capsys):
+    image = next((sample_dir / "img_org" / "val").iterdir())
+    missing = tmp_path / "missing_crop.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        explain.main(
+            [
+                "--model", str(tmp_path), "--text", "Alden with Brisk", "--subject", "Alden", "--object", "Brisk",
+                "--image", str(image), "--crops", str(missing), "--output", str(tmp_path / "explain.png"),
+            ]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"error: --crops: no such file: {missing}\n")
+    assert "Traceback" not in error
+
+
+def test_overlay_keeps_the_image_visible():
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    norm = explain.map_norm([np.ones((2, 2))])
+    assert (norm.vmin, norm.vmax) == (0.0, 2.0)
+    blended = explain.overlay(pixels, np.ones((2, 2)), norm, alpha=0.5)
+    colour = np.asarray(matplotlib.colormaps[explain.OVERLAY_COLOURS](0.5)[:3])  # 1 = even: the middle colour
+    expected = np.rint((0.5 * 200 / 255 + 0.5 * colour) * 255).astype(np.uint8)  # half image, half colour
+    np.testing.assert_array_equal(blended, np.broadcast_to(expected, (8, 8, 3)))
+    assert not np.array_equal(expected, np.rint(colour * 255))  # the image still shows through

@@ -35,7 +35,7 @@ from .analysis import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["display_image", "explain", "main", "map_norm", "overlay"]
+__all__ = ["display_image", "explain", "figure_pixels", "load", "main", "map_norm", "overlay"]
 
 
 OVERLAY_COLOURS = "inferno"
@@ -272,6 +272,31 @@ def explain(
     return result
 
 
+def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """
+    A trained model (in eval mode) and its processor, from a folder or a Hub id, with this project's classes.
+
+    Args:
+        model (`str` or `os.PathLike`): what `run_mre.py` saved (`save_pretrained` of the model and the processor).
+        device (`str`, *optional*): torch device; defaults to cuda when available, else cpu.
+    """
+    from modeling_hvformer import HVFormerForRelationExtraction
+
+    from .processing_hvformer import HVFormerProcessor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = HVFormerForRelationExtraction.from_pretrained(model).to(device).eval()
+    # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
+    # folder's copy of the remote code, because it reads config.json with AutoConfig.
+    return loaded, HVFormerProcessor.from_pretrained(model, trust_remote_code=False)
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """A matplotlib figure (Agg canvas, e.g. [`explain`]'s) rendered as an `(H, W, 3)` uint8 image."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """`python -m processing.explain ...` (see `--help`): prints the prediction as JSON, saves the figure."""
     parser = argparse.ArgumentParser(
@@ -292,15 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if not Path(image_path).is_file():
                 parser.error(f"{option}: no such file: {image_path}")
 
-    from modeling_hvformer import HVFormerForRelationExtraction
-
-    from .processing_hvformer import HVFormerProcessor
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = HVFormerForRelationExtraction.from_pretrained(args.model).to(device)
-    # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
-    # folder's copy of the remote code, because it reads config.json with AutoConfig.
-    processor = HVFormerProcessor.from_pretrained(args.model, trust_remote_code=False)
+    model, processor = load(args.model, args.device)
     result = explain(
         model,
         processor,

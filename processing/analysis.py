@@ -902,12 +902,14 @@ def analyse(
       tokens, which every example has (the zeros of absent crops would distort the averaged distribution).
     - `fig6_patch_patch_maps` (RQ3): mean H_V^l (Eq. 17) for l = 0..max level; of the whole sequence over the
       examples whose crops are all present (so the matrices agree and rows sum to 1), and of the [CLS] + main image
-      block over all examples. The figure draws the former (the latter when no example has all its crops).
+      block over all examples. The figure draws the former (the latter when no example has all its crops) for
+      l >= 1 only: H_V^0 is the identity (with a single level 0 there is no figure, and `skipped` says why).
     - `fig7_patch_token_maps`: mean over heads and examples of H_C^l (Eq. 18) at `<s>`/`<o>`;
       `fig7c_kl_divergence`: mean over examples of the heads' KL divergence from their mean (Eq. 20).
     - `fig8_tsne`: t-SNE of V^l of the first `tsne_examples` examples (all levels in one embedding), coloured by
       level (8a) and main image vs crops (8b).
-    - `fig9_expert_weights` (RQ4): expert weights G at `<s>`/`<o>` of every example (9b) and the training history
+    - `fig9_expert_weights` (RQ4): expert weights G at `<s>`/`<o>` of every example (9b: a dot per example and the
+      mean, see [`expert_weight_dots`]) and the training history
       from `history_path` (9a, when the file exists); `fig10_expert_weights_by_relation`: the same grouped by gold
       relation, the `max_relations` most frequent drawn (`None` always among them when present).
 

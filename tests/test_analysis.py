@@ -353,6 +353,18 @@ def test_explain(model, processor, sample_dir, tmp_path):
     assert np.asarray(result["patch_token_maps"][2]["<o>"]).shape == (4, 4)
     assert result["output_path"] == str(output)
     assert_png_drawn(output)
+    assert result["image"].shape == (explain.DISPLAY_SIZE, explain.DISPLAY_SIZE, 3)
+    relative = {  # (2, 4, 4) per level: <s>, <o>
+        level: analysis.relative_to_even(np.asarray([maps["<s>"], maps["<o>"]]))
+        for level, maps in result["patch_token_maps"].items()
+    }
+    norm = explain.map_norm(list(relative.values()))  # one colour scale for the six maps
+    assert set(result["overlays"]) == {0, 1, 2}
+    for level, overlays in result["overlays"].items():
+        for row, marker in enumerate(("<s>", "<o>")):
+            np.testing.assert_array_equal(
+                overlays[marker], explain.overlay(result["image"], relative[level][row], norm)
+            )
 
     words = ["Photo", ":", "Alden", "with", "Corra", "Vane"]
     by_span = explain.explain(

@@ -542,3 +542,20 @@ def test_overlay_keeps_the_image_visible():
     expected = np.rint((0.5 * 200 / 255 + 0.5 * colour) * 255).astype(np.uint8)  # half image, half colour
     np.testing.assert_array_equal(blended, np.broadcast_to(expected, (8, 8, 3)))
     assert not np.array_equal(expected, np.rint(colour * 255))  # the image still shows through
+
+
+def test_fig6_with_level_0_only_says_why_nothing_is_drawn(tmp_path):
+    """H_V^0 is the identity (Eq. 17): a model reading only level 0 gets the numbers but no picture of them."""
+    statistics = analysis._SplitStatistics(config=None, tsne_examples=0)
+    statistics.layout = analysis.VisualTokenLayout(num_tokens=MAIN_TOKENS, grid=4, crop_tokens=4)
+    statistics.num_examples = 2
+    statistics.sums["patch_patch_main"] = 2 * torch.eye(MAIN_TOKENS, dtype=torch.float64)[None]  # two examples
+    results = {"figures": {}, "skipped": {}}
+    analysis._patch_patch_results(statistics, tmp_path, results)
+    assert results["fig6_patch_patch_maps"]["levels"] == [0]
+    np.testing.assert_array_equal(results["fig6_patch_patch_maps"]["main_image"]["mean"], [np.eye(MAIN_TOKENS)])
+    assert results["skipped"] == {
+        "fig6_patch_patch_maps": "only ViT level 0 is read, and H_V^0 is the identity by definition (Eq. 17): "
+        "nothing to draw"
+    }
+    assert results["figures"] == {} and not list(tmp_path.glob("*.png"))

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,14 @@ __all__ = [
     "ExpertWeightsRecorder",
     "VisualTokenLayout",
     "analyse",
+    "even_spread_norm",
+    "expert_label",
+    "expert_weight_dots",
     "main",
     "marker_rows",
     "new_figure",
     "plot_level_f1",
+    "relative_to_even",
     "run_analysis",
     "save_figure",
 ]
@@ -62,7 +67,14 @@ MARKERS: tuple[str, str] = ("<s>", "<o>")
 HISTORY_FILE = "expert_weights_history.json"
 """Name of the file [`ExpertWeightsRecorder.save`] writes in `run_mre.py`'s output folder."""
 
+MARKER_NAMES: dict[str, str] = {"<s>": "subject <s>", "<o>": "object <o>"}
+"""The markers in words, for the figures."""
+
 DPI = 120
+SEQUENTIAL_COLOURS = "viridis"
+"""Perceptually uniform colour map of the figures' magnitudes."""
+DIVERGING_COLOURS = "RdBu_r"
+"""Colour map of the maps relative to an even spread (white = even, red = more, blue = less)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -372,43 +384,104 @@ def _collect(
 # Figures 5-10
 
 
-def _heatmap(figure: Figure, axes: Axes, values: np.ndarray, title: str, cmap: str = "viridis") -> None:
-    image = axes.imshow(values, cmap=cmap, interpolation="nearest")
-    axes.set_title(title, fontsize=9)
-    axes.set_xticks([])
-    axes.set_yticks([])
-    figure.colorbar(image, ax=axes, shrink=0.8)
+def expert_label(name: str) -> str:
+    """An expert of `config.expert_names` in words: `"text"` -> `"text only"`, `"level_6"` -> `"ViT level 6"`."""
+    return "text only" if name == "text" else f"ViT level {name.removeprefix('level_')}"
+
+
+def relative_to_even(grid: np.ndarray) -> np.ndarray:
+    """Weights over an image's patch grid (`(..., g, g)`) divided by their mean over the grid: 1 where a patch gets an
+    even share of the weight the image receives, 2 where it gets twice that. An all-zero grid stays zero."""
+    grid = np.asarray(grid, dtype=np.float64)
+    mean = grid.mean(axis=(-2, -1), keepdims=True)
+    return np.divide(grid, mean, out=np.zeros_like(grid), where=mean > 0)
+
+
+def even_spread_norm(relative: np.ndarray) -> Any:
+    """One colour scale for maps of [`relative_to_even`] values, centred on 1 (an even spread) and symmetric around it,
+    at least 0.75..1.25 so that nearly even maps look even instead of magnifying noise."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    spread = max(0.25, float(np.abs(np.asarray(relative) - 1.0).max()))
+    return TwoSlopeNorm(vcenter=1.0, vmin=max(0.0, 1.0 - spread), vmax=1.0 + spread)
+
+
+def _suptitle(figure: Figure, title: str) -> None:
+    """The figure's title, wrapped to the figure's width (matplotlib's own `wrap` ignores the layout engine)."""
+    width = int(figure.get_figwidth() * 10.5)
+    figure.suptitle(textwrap.fill(title, width=width), fontsize=11)
+
+
+def _colour_bar(figure: Figure, axes: Any, norm: Any, cmap: str, label: str, **kwargs: Any) -> None:
+    """One labelled colour bar for all `axes` of a figure drawn with `norm` and `cmap`."""
+    from matplotlib.cm import ScalarMappable
+
+    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=label, **kwargs)
 
 
 def _marker_grids_figure(
-    path: Path, title: str, levels: Sequence[int], values: np.ndarray, layout: VisualTokenLayout
+    path: Path, title: str, quantity: str, levels: Sequence[int], values: np.ndarray, layout: VisualTokenLayout
 ) -> str:
-    """Heat maps of `(levels, 2, n_V)` values over the main image's patch grid: rows `<s>`/`<o>`, a column per
-    level; the [CLS] value is in each title."""
-    figure = new_figure(2.6 * len(levels) + 0.6, 5.0)
+    """Maps of `(levels, 2, n_V)` weights (each row sums to 1 over the visual tokens) over the main image's patch grid:
+    rows `<s>`/`<o>`, a column per level, one colour scale relative to an even spread over the image (upsampled
+    smoothly, patch borders drawn), and under each map the shares of [CLS], the image and the crops."""
+    figure = new_figure(2.7 * len(levels) + 1.6, 6.0)
+    relative = relative_to_even(layout.image_grid(values))  # (levels, 2, g, g)
+    norm = even_spread_norm(relative)
+    grid = layout.grid
     axes = figure.subplots(2, len(levels), squeeze=False)
     for column, level in enumerate(levels):
         for row, marker in enumerate(MARKERS):
-            grid = layout.image_grid(values[column, row])
-            cls_value = values[column, row, 0]
-            _heatmap(figure, axes[row, column], grid, f"{marker}, l = {level}  ([CLS] {cls_value:.3f})")
-    figure.suptitle(title)
+            ax = axes[row, column]
+            ax.imshow(
+                relative[column, row],
+                cmap=DIVERGING_COLOURS,
+                norm=norm,
+                interpolation="bicubic",
+                extent=(0, grid, grid, 0),
+            )
+            for border in range(1, grid):
+                ax.axhline(border, color="white", linewidth=0.4, alpha=0.6)
+                ax.axvline(border, color="white", linewidth=0.4, alpha=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            shares = values[column, row]
+            ax.set_xlabel(
+                f"patches {relative[column, row].min():.2f}-{relative[column, row].max():.2f} x even\n"
+                f"[CLS] {shares[0]:.0%} · image {shares[1 : layout.main_tokens].sum():.0%} · "
+                f"crops {shares[layout.main_tokens :].sum():.0%}",
+                fontsize=8,
+            )
+            if row == 0:
+                ax.set_title(f"ViT level {level}", fontsize=10)
+            if column == 0:
+                ax.set_ylabel(MARKER_NAMES[marker], fontsize=10)
+    label = f"{quantity} on a patch\nrelative to an even spread over the image (1 = even)"
+    _colour_bar(figure, axes, norm, DIVERGING_COLOURS, label)
+    _suptitle(figure, title)
     return save_figure(figure, path)
 
 
-def _line_figure(path: Path, title: str, panels: Mapping[str, Mapping[str, Sequence[float]]], x: Sequence[int]) -> str:
-    """One panel per entry of `panels` (panel title -> {line label -> y}), x = ViT levels."""
-    figure = new_figure(4.5 * len(panels), 3.6)
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+def _line_figure(
+    path: Path,
+    title: str,
+    y_label: str,
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    x: Sequence[int],
+) -> str:
+    """One panel per entry of `panels` (panel title -> {marker -> y}), x = the experts' ViT levels."""
+    figure = new_figure(max(6.5, 4.8 * len(panels)), 4.0)
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (panel_title, lines) in zip(axes, panels.items(), strict=True):
-        for label, y in lines.items():
-            ax.plot(x, y, marker="o", label=label)
+        for marker, y in lines.items():
+            ax.plot(x, y, marker="o", label=MARKER_NAMES[marker])
         ax.set_xticks(list(x))
-        ax.set_xlabel("ViT level l")
+        ax.set_xlabel("ViT level read by the expert (l)")
         ax.set_title(panel_title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    figure.suptitle(title)
+    axes[0].set_ylabel(y_label)
+    _suptitle(figure, title)
     return save_figure(figure, path)
 
 
@@ -432,7 +505,9 @@ def _cross_attention_results(
     }
     results["figures"]["fig5a"] = _marker_grids_figure(
         output_dir / "fig5a_mean_cross_attention.png",
-        "Fig. 5a: mean cross-modal attention Ā_C^l over the main image",
+        f"Fig. 5a: where the subject and object tokens look in the image: cross-modal attention of each expert, "
+        f"mean over heads and {statistics.num_examples} examples (Ā_C^l, Eq. 4)",
+        "attention",
         levels,
         mean,
         layout,
@@ -454,17 +529,20 @@ def _cross_attention_results(
     }
     results["figures"]["fig5b"] = _line_figure(
         output_dir / "fig5b_kurtosis.png",
-        "Fig. 5b: kurtosis of cross-modal attention (Eq. 19, sum over heads)",
+        "Fig. 5b: how peaked the cross-modal attention over [CLS] + the image is (excess kurtosis, Eq. 19; "
+        "0 = as peaked as a normal sample, higher = a few patches get most of the attention)",
+        "excess kurtosis, summed over heads",
         {
-            "of the averaged distribution": {m: summed[:, row] for row, m in enumerate(MARKERS)},
-            "mean per example": {m: per_sample[:, row] for row, m in enumerate(MARKERS)},
+            "of the attention averaged over the split": {m: summed[:, row] for row, m in enumerate(MARKERS)},
+            "of each example's attention, averaged": {m: per_sample[:, row] for row, m in enumerate(MARKERS)},
         },
         levels,
     )
 
 
 def _patch_patch_results(statistics: _SplitStatistics, output_dir: Path, results: dict[str, Any]) -> None:
-    """Fig. 6: mean patch-patch tracking maps H_V^l (Eq. 17) for l = 0..max level."""
+    """Fig. 6: mean patch-patch tracking maps H_V^l (Eq. 17) for l = 0..max level (the JSON), 1..max level (the figure:
+    H_V^0 is the identity)."""
     layout = statistics.layout
     main = statistics.mean("patch_patch_main", statistics.num_examples)  # (L + 1, main, main)
     complete = statistics.mean("patch_patch_complete", statistics.num_complete)  # (L + 1, n_V, n_V) or None
@@ -476,22 +554,47 @@ def _patch_patch_results(statistics: _SplitStatistics, output_dir: Path, results
         "all_crops_present": {"num_examples": statistics.num_complete, "mean": _floats(complete)},
         "main_image": {"num_examples": statistics.num_examples, "mean": _floats(main)},
     }
+    drawn = levels[1:]  # H_V^0 is the identity by definition (Eq. 17): nothing to see
+    if not drawn:
+        results["skipped"]["fig6_patch_patch_maps"] = (
+            "only ViT level 0 is read, and H_V^0 is the identity by definition (Eq. 17): nothing to draw"
+        )
+        return
     if complete is not None:
-        matrices, scope, boundaries = complete, "whole sequence, examples with all crops", layout.block_starts()[1:]
+        matrices, scope = complete, f"the {statistics.num_complete} examples with all their crops"
+        blocks = ["CLS", "image", *(f"crop {crop}" for crop in range(1, layout.num_crops + 1))]
+        starts = [0, *layout.block_starts()]
     else:
-        matrices, scope, boundaries = main, "[CLS] + main image: no example has all its crops", []
-    columns = min(len(levels), 5)
-    rows = math.ceil(len(levels) / columns)
-    figure = new_figure(3.2 * columns, 3.0 * rows + 0.5)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for level, ax in zip(levels, axes, strict=False):
-        _heatmap(figure, ax, matrices[level], f"H_V^{level}")
-        for start in boundaries:  # between the main image's and each crop's tokens
+        matrices, scope = main, f"{statistics.num_examples} examples, [CLS] and image only (none has all its crops)"
+        blocks, starts = ["CLS", "image"], [0, 1]
+    ends = [*starts[1:], matrices.shape[-1]]
+    centres = [(start + end - 1) / 2 for start, end in zip(starts, ends, strict=True)]
+    figure = new_figure(3.4 * min(len(drawn), 4) + 1.4, 3.4 * math.ceil(len(drawn) / 4) + 1.0)
+    from matplotlib.colors import LogNorm
+
+    positive = matrices[drawn][matrices[drawn] > 0]
+    norm = LogNorm(vmin=max(1e-4, float(positive.min()) if positive.size else 1e-4), vmax=1.0, clip=True)
+    axes = figure.subplots(math.ceil(len(drawn) / 4), min(len(drawn), 4), squeeze=False)
+    for level, ax in zip(drawn, axes.ravel(), strict=False):
+        ax.imshow(matrices[level], cmap=SEQUENTIAL_COLOURS, norm=norm, interpolation="nearest")
+        for start in starts[1:]:  # between [CLS], the main image's and each crop's tokens
             ax.axhline(start - 0.5, color="white", linewidth=0.6)
             ax.axvline(start - 0.5, color="white", linewidth=0.6)
-    for ax in axes[len(levels) :]:
+        ax.set_xticks(centres, blocks, fontsize=7, rotation=45)
+        ax.set_yticks(centres, blocks, fontsize=7)
+        ax.set_title(f"after ViT layer {level}", fontsize=10)
+        ax.set_xlabel("input token (original patch)", fontsize=8)
+        ax.set_ylabel("token after the layer", fontsize=8)
+    for ax in axes.ravel()[len(drawn) :]:
         ax.set_axis_off()
-    figure.suptitle(f"Fig. 6: mean patch-patch tracking maps H_V^l ({scope})")
+    _colour_bar(
+        figure, axes, norm, SEQUENTIAL_COLOURS, "share of the input token in the token\n(log scale; rows sum to 1)"
+    )
+    _suptitle(
+        figure,
+        f"Fig. 6: how the ViT mixes its input tokens: patch-patch tracking maps H_V^l (Eq. 17), mean over {scope}. "
+        "Level 0 is the identity by definition and is not drawn.",
+    )
     results["figures"]["fig6"] = save_figure(figure, output_dir / "fig6_patch_patch_maps.png")
 
 
@@ -511,7 +614,10 @@ def _patch_token_results(
     }
     results["figures"]["fig7"] = _marker_grids_figure(
         output_dir / "fig7_patch_token_maps.png",
-        "Fig. 7: mean patch-token tracking maps H_C^l over the main image",
+        "Fig. 7: which original image patches the subject and object tokens draw on, through the ViT and the "
+        f"cross-modal attention: tracking maps, mean over heads and {statistics.num_examples} examples "
+        "(H_C^l, Eq. 18)",
+        "tracked weight",
         levels,
         mean,
         statistics.layout,
@@ -524,8 +630,10 @@ def _patch_token_results(
     }
     results["figures"]["fig7c"] = _line_figure(
         output_dir / "fig7c_kl_divergence.png",
-        "Fig. 7c: KL divergence of the heads' H_C^l from their mean (Eq. 20)",
-        {"D_KL": {marker: kl[:, row] for row, marker in enumerate(MARKERS)}},
+        "Fig. 7c: how much the attention heads disagree (KL divergence of each head's tracking map H_C^l from the "
+        "heads' mean, Eq. 20; 0 = all heads look at the same patches)",
+        "KL divergence, summed over heads (nats)",
+        {"mean over examples": {marker: kl[:, row] for row, marker in enumerate(MARKERS)}},
         levels,
     )
 
@@ -583,25 +691,32 @@ def _tsne_results(statistics: _SplitStatistics, output_dir: Path, results: dict[
         "image_crop_cosine_distance": distances,
     }
 
-    figure = new_figure(11.0, 4.8)
+    figure = new_figure(11.0, 5.0)
     by_level, by_source = figure.subplots(1, 2)
-    colour_map = matplotlib.colormaps["viridis"]
-    for level in levels:
-        selected = point_level == level
-        colour = colour_map(level / max(levels[-1], 1))
-        by_level.scatter(coordinates[selected, 0], coordinates[selected, 1], s=6, color=colour, label=f"l = {level}")
-    by_level.legend(fontsize=7, ncols=2 if len(levels) > 7 else 1, markerscale=2)
-    by_level.set_title("(a) patch representations V^l by level", fontsize=9)
+    from matplotlib.colors import BoundaryNorm
+
+    level_norm = BoundaryNorm(np.arange(len(levels) + 1) - 0.5, matplotlib.colormaps[SEQUENTIAL_COLOURS].N)
+    by_level.scatter(
+        coordinates[:, 0], coordinates[:, 1], s=6, c=point_level, cmap=SEQUENTIAL_COLOURS, norm=level_norm
+    )
+    _colour_bar(figure, by_level, level_norm, SEQUENTIAL_COLOURS, "ViT level l", ticks=levels)
+    by_level.set_title("(a) coloured by ViT level", fontsize=10)
     for flag, colour, label in ((True, "tab:blue", "main image"), (False, "tab:red", "object crops")):
         selected = is_image == flag
         if selected.any():
             by_source.scatter(coordinates[selected, 0], coordinates[selected, 1], s=6, c=colour, label=label)
-    by_source.legend(fontsize=8)
-    by_source.set_title("(b) main image vs object crops", fontsize=9)
+    by_source.legend(fontsize=8, markerscale=2)
+    by_source.set_title("(b) main image vs object crops", fontsize=10)
     for ax in (by_level, by_source):
         ax.set_xticks([])
         ax.set_yticks([])
-    figure.suptitle(f"Fig. 8: t-SNE of patch representations ({mask.shape[0]} examples)")
+        ax.set_xlabel("t-SNE dimension 1")
+        ax.set_ylabel("t-SNE dimension 2")
+    _suptitle(
+        figure,
+        f"Fig. 8: patch representations of every ViT level (V^l, Eq. 3) of {mask.shape[0]} examples, "
+        "in one t-SNE map (nearby points = similar representations)",
+    )
     results["figures"]["fig8"] = save_figure(figure, output_dir / "fig8_tsne.png")
 
 
@@ -611,43 +726,68 @@ def _quartiles(values: np.ndarray) -> dict[str, Any]:
     return {"mean": _floats(values.mean(axis=0)), "median": _floats(median), "q1": _floats(q1), "q3": _floats(q3)}
 
 
-def _boxes(ax: Axes, weights: np.ndarray, expert_names: Sequence[str]) -> None:
-    """Box plots of `(N, 2, E)` expert weights: per expert, `<s>` and `<o>` side by side."""
-    handles = []
+def expert_weight_dots(ax: Axes, weights: np.ndarray, expert_names: Sequence[str]) -> None:
+    """
+    Expert weights G of `(N, 2, E)` examples x (`<s>`, `<o>`) x experts: per expert, every example as a dot (spread
+    sideways at random, seed 0), `<s>` left and `<o>` right, and the mean as a black bar with its value.
+
+    Every example is drawn because the weights are often bimodal (an expert takes almost all the weight of some
+    examples and almost none of the others): a box plot without outliers then shows a box at 0 for an expert that
+    takes a fifth of the weight. The artists carry the `gid`s `"<marker> <expert> examples"` and
+    `"<marker> <expert> mean"`.
+    """
+    generator = np.random.default_rng(0)
     for row, (marker, colour) in enumerate(zip(MARKERS, ("tab:blue", "tab:orange"), strict=True)):
-        positions = np.arange(len(expert_names)) + (row - 0.5) * 0.36
-        boxes = ax.boxplot(
-            [weights[:, row, expert] for expert in range(len(expert_names))],
-            positions=positions,
-            widths=0.3,
-            patch_artist=True,
-            showfliers=False,
-        )
-        for box in boxes["boxes"]:
-            box.set_facecolor(colour)
-        handles.append((boxes["boxes"][0], marker))
-    ax.set_xticks(np.arange(len(expert_names)))
-    ax.set_xticklabels(expert_names, rotation=30, fontsize=8)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(*zip(*handles, strict=True), fontsize=8)
+        for expert, name in enumerate(expert_names):
+            centre = expert + (row - 0.5) * 0.4
+            values = weights[:, row, expert]
+            ax.scatter(
+                centre + generator.uniform(-0.13, 0.13, len(values)),
+                values,
+                s=9,
+                color=colour,
+                alpha=0.45,
+                linewidths=0,
+                gid=f"{marker} {name} examples",
+                label=MARKER_NAMES[marker] if expert == 0 else None,
+            )
+            mean = float(values.mean())
+            ax.hlines(
+                mean,
+                centre - 0.17,
+                centre + 0.17,
+                color="black",
+                linewidth=2,
+                gid=f"{marker} {name} mean",
+                label="mean" if row == expert == 0 else None,
+            )
+            ax.annotate(
+                f"{mean:.2f}", (centre, mean), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7
+            )
+    ax.set_xticks(np.arange(len(expert_names)), [expert_label(name) for name in expert_names], fontsize=8)
+    ax.set_ylim(-0.04, 1.08)
+    ax.set_ylabel("expert weight G (Eq. 9)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", markerscale=1.5)
 
 
 def _history_figure(history: dict[str, Any], path: Path) -> str:
     """Fig. 9a: mean expert weights of `<s>`/`<o>` over training, a line per expert."""
     entries = history["history"]
     x = [entry["epoch"] if entry.get("epoch") is not None else entry["step"] for entry in entries]
-    figure = new_figure(9.0, 3.6)
+    figure = new_figure(10.0, 4.0)
     axes = figure.subplots(1, 2, sharey=True)
     for ax, marker in zip(axes, MARKERS, strict=True):
         weights = np.array([entry[marker] for entry in entries])  # (intervals, E)
         for expert, name in enumerate(history["expert_names"]):
-            ax.plot(x, weights[:, expert], marker="o", markersize=3, label=name)
-        ax.set_xlabel("epoch" if entries[0].get("epoch") is not None else "step")
-        ax.set_title(f"{marker}", fontsize=9)
+            ax.plot(x, weights[:, expert], marker="o", markersize=3, label=expert_label(name))
+        ax.set_xlabel("epoch" if entries[0].get("epoch") is not None else "training step")
+        ax.set_title(MARKER_NAMES[marker], fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    figure.suptitle("Fig. 9a: mean expert weights during training")
+    axes[0].set_ylabel("mean expert weight G (Eq. 9)")
+    _suptitle(figure, "Fig. 9a: how the router's expert weights change during training (mean over training examples)")
     return save_figure(figure, path)
 
 
@@ -689,9 +829,9 @@ def _expert_weight_results(
     else:
         where = "no history_path given" if history_path is None else f"{history_path} is missing or empty"
         results["skipped"]["fig9a_expert_weights_history"] = f"no training history: {where}"
-    figure = new_figure(max(5.0, 1.2 * len(expert_names) + 2.0), 3.8)
-    _boxes(figure.subplots(), weights, expert_names)
-    figure.suptitle("Fig. 9b: distribution of the expert weights")
+    figure = new_figure(max(6.0, 1.4 * len(expert_names) + 2.0), 4.2)
+    expert_weight_dots(figure.subplots(), weights, expert_names)
+    _suptitle(figure, f"Fig. 9b: expert weights of the subject and object tokens, {len(weights)} examples (dots)")
     results["figures"]["fig9b"] = save_figure(figure, output_dir / "fig9b_expert_weights.png")
 
     if relations is None:
@@ -716,14 +856,14 @@ def _expert_weight_results(
     }
     columns = min(len(shown), 2)
     rows = math.ceil(len(shown) / columns)
-    figure = new_figure(max(4.5, 0.9 * len(expert_names) + 1.5) * columns, 3.4 * rows + 0.4)
+    figure = new_figure(max(5.5, 1.2 * len(expert_names) + 1.5) * columns, 3.8 * rows + 0.5)
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
     for ax, relation in zip(axes, shown, strict=False):
-        _boxes(ax, weights[relation_array == relation], expert_names)
-        ax.set_title(f"{relation} ({counts[relation]} examples)", fontsize=9)
+        expert_weight_dots(ax, weights[relation_array == relation], expert_names)
+        ax.set_title(f"gold relation {relation} ({counts[relation]} examples)", fontsize=9)
     for ax in axes[len(shown) :]:
         ax.set_axis_off()
-    figure.suptitle("Fig. 10: expert weights per relation")
+    _suptitle(figure, "Fig. 10: expert weights of the subject and object tokens, per gold relation (dots: examples)")
     results["figures"]["fig10"] = save_figure(figure, output_dir / "fig10_expert_weights_by_relation.png")
 
 
@@ -762,12 +902,14 @@ def analyse(
       tokens, which every example has (the zeros of absent crops would distort the averaged distribution).
     - `fig6_patch_patch_maps` (RQ3): mean H_V^l (Eq. 17) for l = 0..max level; of the whole sequence over the
       examples whose crops are all present (so the matrices agree and rows sum to 1), and of the [CLS] + main image
-      block over all examples. The figure draws the former (the latter when no example has all its crops).
+      block over all examples. The figure draws the former (the latter when no example has all its crops) for
+      l >= 1 only: H_V^0 is the identity (with a single level 0 there is no figure, and `skipped` says why).
     - `fig7_patch_token_maps`: mean over heads and examples of H_C^l (Eq. 18) at `<s>`/`<o>`;
       `fig7c_kl_divergence`: mean over examples of the heads' KL divergence from their mean (Eq. 20).
     - `fig8_tsne`: t-SNE of V^l of the first `tsne_examples` examples (all levels in one embedding), coloured by
       level (8a) and main image vs crops (8b).
-    - `fig9_expert_weights` (RQ4): expert weights G at `<s>`/`<o>` of every example (9b) and the training history
+    - `fig9_expert_weights` (RQ4): expert weights G at `<s>`/`<o>` of every example (9b: a dot per example and the
+      mean, see [`expert_weight_dots`]) and the training history
       from `history_path` (9a, when the file exists); `fig10_expert_weights_by_relation`: the same grouped by gold
       relation, the `max_relations` most frequent drawn (`None` always among them when present).
 
@@ -926,7 +1068,7 @@ def plot_level_f1(
     ax.set_ylabel("F1 (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    figure.suptitle("Fig. 4: F1 of single-level variants")
+    _suptitle(figure, "Fig. 4: F1 of single-level variants")
     output_path = Path(output_path)
     save_figure(figure, output_path)
     output_path.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")

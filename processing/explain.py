@@ -16,54 +16,128 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .analysis import MARKERS, VisualTokenLayout, marker_rows, new_figure, save_figure
+from .analysis import (
+    MARKERS,
+    VisualTokenLayout,
+    expert_label,
+    marker_rows,
+    new_figure,
+    relative_to_even,
+    save_figure,
+)
 
-__all__ = ["explain", "main"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["display_image", "explain", "figure_pixels", "load", "main", "map_norm", "overlay"]
 
 
-def _entity_text(input_ids: list[int], start_id: int, end_id: int, tokenizer: Any) -> str:
-    """The decoded word pieces between an opening and a closing marker (other markers skipped)."""
-    start = input_ids.index(start_id)
-    end = input_ids.index(end_id, start)
-    return tokenizer.decode(input_ids[start + 1 : end], skip_special_tokens=True)
+OVERLAY_COLOURS = "inferno"
+"""Perceptually uniform colour map of the tracking maps laid over the image."""
+OVERLAY_ALPHA = 0.5
+DISPLAY_SIZE = 224
+"""Side, in pixels, of the image the maps are drawn over (the model's view of the image, enlarged smoothly)."""
 
 
-def _overlay(pixels: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """A patch-grid map upsampled (bilinear) to the image's `(H, W)`."""
+def _entity_words(
+    text: str | list[str], entity_spans: Sequence | None, entities: Sequence[str] | None, is_split_into_words: bool
+) -> tuple[str, str]:
+    """The subject and the object as the user wrote them: the given strings, or the text inside the given spans."""
+    if entities is not None:
+        return str(entities[0]), str(entities[1])
+    if is_split_into_words:
+        return tuple(" ".join(text[start:end]) for start, end in entity_spans)
+    return tuple(text[start:end] for start, end in entity_spans)
+
+
+def display_image(processor: Any, image: Any, size: int = DISPLAY_SIZE) -> np.ndarray:
+    """The main image as the model sees it (resized / cropped by the processor), enlarged smoothly to `size` x `size`
+    for drawing; `(size, size, 3)` uint8."""
+    from PIL import Image
+
+    pixels = processor.resize_images(image)["pixel_values"][0].permute(1, 2, 0).numpy()  # (H, W, 3) uint8
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def map_norm(relative_maps: Sequence[np.ndarray]) -> Any:
+    """One colour scale, from 0, for tracking maps relative to an even spread over the image; at least up to 2 (twice
+    the even share), so that nearly even maps look even."""
+    from matplotlib.colors import Normalize
+
+    return Normalize(vmin=0.0, vmax=max([2.0, *(float(np.max(grid)) for grid in relative_maps)]))
+
+
+def overlay(pixels: np.ndarray, grid: np.ndarray, norm: Any, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """
+    A patch-grid map laid over an image: upsampled bicubically to the image's size, coloured with
+    `OVERLAY_COLOURS` on the scale `norm`, blended with weight `alpha` (the image keeps `1 - alpha`).
+
+    Args:
+        pixels: `(H, W, 3)` uint8 image.
+        grid: `(g, g)` map over the image's patches (row-major, as the ViT's patches).
+        norm: a matplotlib normalisation, e.g. from [`map_norm`].
+        alpha: weight of the map's colours.
+
+    Returns:
+        `(H, W, 3)` uint8 image.
+    """
+    import matplotlib
+
     height, width = pixels.shape[:2]
-    upsampled = torch.nn.functional.interpolate(
-        torch.from_numpy(grid)[None, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )
-    return upsampled[0, 0].numpy()
+    heat = torch.nn.functional.interpolate(
+        torch.from_numpy(np.asarray(grid, dtype=np.float32))[None, None],
+        size=(height, width),
+        mode="bicubic",
+        align_corners=False,
+    )[0, 0].numpy()
+    colours = matplotlib.colormaps[OVERLAY_COLOURS](norm(heat))[..., :3]
+    blended = (1.0 - alpha) * pixels.astype(np.float64) / 255.0 + alpha * colours
+    return np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
 
 
-def _draw(
-    result: dict[str, Any], pixels: np.ndarray, grids: dict[int, np.ndarray], expert_names: list[str] | None
-) -> Any:
-    """The figure of [`explain`]: rows `<s>`/`<o>` x one column per level, and the expert weights on the right."""
-    levels = list(grids) or [None]
-    figure = new_figure(2.8 * len(levels) + 4.2, 5.6)
-    grid_spec = figure.add_gridspec(2, len(levels) + 1, width_ratios=[1.0] * len(levels) + [1.4])
-    entities = {"<s>": result["subject"], "<o>": result["object"]}
+def _draw(result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.ndarray]) -> Figure:
+    """The figure of [`explain`]: the image; the maps of `<s>` (top) and `<o>` (bottom) over it, a column per level,
+    one colour bar; the expert weights on the right."""
+    levels = list(relative)
+    expert_names = result["expert_names"]
+    figure = new_figure(2.6 * (len(levels) + 1) + 4.4, 6.0)
+    grid_spec = figure.add_gridspec(2, len(levels) + 2, width_ratios=[1.0] * (len(levels) + 1) + [1.6])
+    names = {"<s>": f"subject “{result['subject']}”", "<o>": f"object “{result['object']}”"}
+    image_ax = figure.add_subplot(grid_spec[:, 0])
+    image_ax.imshow(pixels)
+    image_ax.set_title("the image (as the model sees it)", fontsize=9)
+    image_ax.set_axis_off()
+    map_axes = []
+    norm = map_norm(list(relative.values()))
     for row, marker in enumerate(MARKERS):
-        for column, level in enumerate(levels):
+        for column, level in enumerate(levels, start=1):
             ax = figure.add_subplot(grid_spec[row, column])
-            ax.imshow(pixels)
-            if level is None:
-                ax.set_title("no cross-modal attention (visual_context='cls')", fontsize=8)
-            else:
-                heat = _overlay(pixels, grids[level][row])
-                ax.imshow(heat, cmap="jet", alpha=0.45)  # colours span this map's min..max
-                ax.set_title(f"H_C^{level}: {grids[level][row].min():.4f}..{grids[level][row].max():.4f}", fontsize=9)
+            ax.imshow(overlay(pixels, relative[level][row], norm))
             ax.set_xticks([])
             ax.set_yticks([])
-            if column == 0:
-                ax.set_ylabel(f"{marker} {entities[marker]}", fontsize=9)
+            if row == 0:
+                ax.set_title(f"ViT level {level}", fontsize=10)
+            if column == 1:
+                ax.set_ylabel(names[marker], fontsize=9)
+            map_axes.append(ax)
+    if map_axes:
+        from matplotlib.cm import ScalarMappable
+
+        figure.colorbar(
+            ScalarMappable(norm=norm, cmap=OVERLAY_COLOURS),
+            ax=map_axes,
+            location="bottom",
+            shrink=0.8,
+            label="tracked weight on the image region (H_C^l, Eq. 18), relative to an even spread (1 = even)",
+        )
+    else:
+        image_ax.set_title("no cross-modal attention (visual_context='cls'): no tracking maps", fontsize=8)
     bars = figure.add_subplot(grid_spec[:, -1])
     if expert_names is None:
         bars.text(0.5, 0.5, "no router\n(fusion='concat')", ha="center", va="center")
@@ -72,13 +146,17 @@ def _draw(
         positions = np.arange(len(expert_names))
         for offset, marker in zip((-0.2, 0.2), MARKERS, strict=True):
             values = [result["expert_weights"][marker][name] for name in expert_names]
-            bars.bar(positions + offset, values, width=0.4, label=marker)
-        bars.set_xticks(positions)
-        bars.set_xticklabels(expert_names, rotation=30, fontsize=8)
+            bars.bar(positions + offset, values, width=0.4, label=names[marker])
+        bars.set_xticks(positions, [expert_label(name) for name in expert_names], rotation=30, fontsize=8)
         bars.set_ylim(0.0, 1.0)
-        bars.set_title("expert weights G", fontsize=9)
+        bars.set_ylabel("expert weight G (Eq. 9)")
+        bars.set_title("how much each expert is used", fontsize=9)
         bars.legend(fontsize=8)
-    figure.suptitle(f"{result['relation']}  (p = {result['probability']:.3f})")
+    figure.suptitle(
+        f"Predicted relation: {result['relation']} (probability {result['probability']:.2f})\n"
+        f"between the {names['<s>']} and the {names['<o>']}",
+        fontsize=11,
+    )
     return figure
 
 
@@ -98,8 +176,10 @@ def explain(
 
     The model runs in eval mode without gradients and with `output_tracking_maps=True`. For each level l of
     `config.vision_levels`, the patch-token tracking map H_C^l (Eq. 18) of `<s>` and of `<o>`, averaged over the
-    heads, is taken over the main image's patches and drawn (upsampled bilinearly) over the image as the model saw it
-    (resized / cropped by the processor); the expert weights G (Eq. 9) of both tokens are drawn as bars.
+    heads, is taken over the main image's patches, divided by its mean there (1 = an even spread over the image) and
+    laid semi-transparently ([`overlay`], upsampled bicubically, one colour scale for all maps) over the image as
+    the model saw it (resized / cropped by the processor, enlarged by [`display_image`]); the expert weights G
+    (Eq. 9) of both tokens are drawn as bars.
 
     Args:
         model ([`HVFormerForRelationExtraction`]): the model (any device; put back in its mode after).
@@ -114,10 +194,13 @@ def explain(
 
     Returns:
         `dict`: `relation` (predicted label), `label_id`, `probability` (its softmax probability),
-        `probabilities` (`{label: p}`), `subject` / `object` (the marked text), `expert_names` and
+        `probabilities` (`{label: p}`), `subject` / `object` (as given: the `entities`, or the text of the
+        `entity_spans`), `expert_names` and
         `expert_weights` (`{"<s>": {expert: weight}, "<o>": ...}`; both `None` without a router),
         `patch_token_maps` (`{level: {"<s>": grid, "<o>": grid, "cls": [<s>, <o>]}}`, the H_C^l head means over the
-        main image's patch grid and on [CLS]; `{}` with `visual_context="cls"`), `output_path` and `figure` (the
+        main image's patch grid and on [CLS]; `{}` with `visual_context="cls"`), `image` (the image drawn on,
+        `(DISPLAY_SIZE, DISPLAY_SIZE, 3)` uint8), `overlays` (`{level: {"<s>": image, "<o>": image}}`, the maps
+        relative to an even spread over `image`, on the figure's colour scale), `output_path` and `figure` (the
         matplotlib `Figure`).
     """
     if image is None:
@@ -143,15 +226,14 @@ def explain(
 
     probabilities = outputs.logits[0].float().softmax(dim=-1).cpu()
     label_id = int(probabilities.argmax())
-    input_ids = inputs["input_ids"][0].tolist()
-    marker_ids = config.entity_marker_token_ids or processor.marker_token_ids()
+    subject, obj = _entity_words(text, entity_spans, entities, is_split_into_words)
     result: dict[str, Any] = {
         "relation": config.id2label[label_id],
         "label_id": label_id,
         "probability": float(probabilities[label_id]),
         "probabilities": {config.id2label[i]: float(p) for i, p in enumerate(probabilities.tolist())},
-        "subject": _entity_text(input_ids, marker_ids[0], marker_ids[1], processor.tokenizer),
-        "object": _entity_text(input_ids, marker_ids[2], marker_ids[3], processor.tokenizer),
+        "subject": subject,
+        "object": obj,
         "expert_names": None,
         "expert_weights": None,
         "patch_token_maps": {},
@@ -174,13 +256,45 @@ def explain(
             "cls": rows[:, 0].tolist(),
         }
 
-    pixels = processor.resize_images(image)["pixel_values"][0].permute(1, 2, 0).numpy()  # (H, W, 3) uint8
-    figure = _draw(result, pixels, grids, result["expert_names"])
+    pixels = display_image(processor, image)
+    relative = {level: relative_to_even(grid) for level, grid in grids.items()}
+    norm = map_norm(list(relative.values()))
+    result["image"] = pixels
+    result["overlays"] = {
+        level: {marker: overlay(pixels, grid[row], norm) for row, marker in enumerate(MARKERS)}
+        for level, grid in relative.items()
+    }
+    figure = _draw(result, pixels, relative)
     result["output_path"] = None if output_path is None else str(output_path)
     if output_path is not None:
         save_figure(figure, output_path)
     result["figure"] = figure
     return result
+
+
+def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """
+    A trained model (in eval mode) and its processor, from a folder or a Hub id, with this project's classes.
+
+    Args:
+        model (`str` or `os.PathLike`): what `run_mre.py` saved (`save_pretrained` of the model and the processor).
+        device (`str`, *optional*): torch device; defaults to cuda when available, else cpu.
+    """
+    from modeling_hvformer import HVFormerForRelationExtraction
+
+    from .processing_hvformer import HVFormerProcessor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = HVFormerForRelationExtraction.from_pretrained(model).to(device).eval()
+    # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
+    # folder's copy of the remote code, because it reads config.json with AutoConfig.
+    return loaded, HVFormerProcessor.from_pretrained(model, trust_remote_code=False)
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """A matplotlib figure (Agg canvas, e.g. [`explain`]'s) rendered as an `(H, W, 3)` uint8 image."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -198,16 +312,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
+    for option, paths in (("--image", [args.image]), ("--crops", args.crops or [])):
+        for image_path in paths:
+            if not Path(image_path).is_file():
+                parser.error(f"{option}: no such file: {image_path}")
 
-    from modeling_hvformer import HVFormerForRelationExtraction
-
-    from .processing_hvformer import HVFormerProcessor
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = HVFormerForRelationExtraction.from_pretrained(args.model).to(device)
-    # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
-    # folder's copy of the remote code, because it reads config.json with AutoConfig.
-    processor = HVFormerProcessor.from_pretrained(args.model, trust_remote_code=False)
+    model, processor = load(args.model, args.device)
     result = explain(
         model,
         processor,

@@ -11,6 +11,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -345,13 +346,25 @@ def test_explain(model, processor, sample_dir, tmp_path):
     assert result["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
     assert result["relation"] == RELATIONS[int(probabilities.argmax())] == RELATIONS[result["label_id"]]
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert (result["subject"], result["object"]) == ("alden", "corra vane")
+    assert (result["subject"], result["object"]) == ("Alden", "Corra Vane")  # as the user wrote them
     for marker in ("<s>", "<o>"):
         assert sum(result["expert_weights"][marker].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(result["patch_token_maps"]) == {0, 1, 2}
     assert np.asarray(result["patch_token_maps"][2]["<o>"]).shape == (4, 4)
     assert result["output_path"] == str(output)
     assert_png_drawn(output)
+    assert result["image"].shape == (explain.DISPLAY_SIZE, explain.DISPLAY_SIZE, 3)
+    relative = {  # (2, 4, 4) per level: <s>, <o>
+        level: analysis.relative_to_even(np.asarray([maps["<s>"], maps["<o>"]]))
+        for level, maps in result["patch_token_maps"].items()
+    }
+    norm = explain.map_norm(list(relative.values()))  # one colour scale for the six maps
+    assert set(result["overlays"]) == {0, 1, 2}
+    for level, overlays in result["overlays"].items():
+        for row, marker in enumerate(("<s>", "<o>")):
+            np.testing.assert_array_equal(
+                overlays[marker], explain.overlay(result["image"], relative[level][row], norm)
+            )
 
     words = ["Photo", ":", "Alden", "with", "Corra", "Vane"]
     by_span = explain.explain(
@@ -471,3 +484,78 @@ def test_recorder_imports_without_the_analysis_extra(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "history.json").read_text()) == {"expert_names": ["text", "level_6"], "history": []}
+
+
+def test_expert_weight_dots_show_every_example_and_the_mean():
+    """Fig. 9b once drew box plots without outliers: an expert taking all the weight of a fifth of the examples and
+    none of the others (mean 0.2) got a box and whiskers at 0, as if never used, while Fig. 10 showed it used."""
+    weights = np.zeros((10, 2, 3))
+    weights[:, :, 1] = 1.0  # "level_0" takes everything...
+    weights[:2, :, 1], weights[:2, :, 2] = 0.0, 1.0  # ...except in two examples, which "level_1" takes
+    figure = analysis.new_figure(6, 4)
+    ax = figure.subplots()
+    analysis.expert_weight_dots(ax, weights, ["text", "level_0", "level_1"])
+    by_gid = {artist.get_gid(): artist for artist in ax.get_children() if artist.get_gid()}
+    assert len(by_gid) == 2 * 2 * 3  # examples and mean, per marker and expert
+    for row, marker in enumerate(("<s>", "<o>")):
+        for expert, name in enumerate(["text", "level_0", "level_1"]):
+            drawn = np.sort(by_gid[f"{marker} {name} examples"].get_offsets()[:, 1])
+            np.testing.assert_array_equal(drawn, np.sort(weights[:, row, expert]))
+            (mean_segment,) = by_gid[f"{marker} {name} mean"].get_segments()
+            np.testing.assert_allclose(mean_segment[:, 1], weights[:, row, expert].mean())
+    assert by_gid["<s> level_1 examples"].get_offsets()[:, 1].max() == 1.0  # the two examples at 1 are drawn
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["text only", "ViT level 0", "ViT level 1"]
+
+
+def test_relative_to_even_and_its_colour_scale():
+    grid = np.array([[0.1, 0.3], [0.2, 0.2]])  # mean 0.2
+    np.testing.assert_allclose(analysis.relative_to_even(grid), [[0.5, 1.5], [1.0, 1.0]])
+    np.testing.assert_array_equal(analysis.relative_to_even(np.zeros((2, 2))), np.zeros((2, 2)))
+    norm = analysis.even_spread_norm(analysis.relative_to_even(grid))
+    assert (norm.vmin, norm.vcenter, norm.vmax) == (0.5, 1.0, 1.5)
+    nearly_even = analysis.even_spread_norm(np.array([0.99, 1.01]))  # noise is not magnified
+    assert (nearly_even.vmin, nearly_even.vmax) == (0.75, 1.25)
+
+
+def test_explain_command_line_names_a_missing_crop_once(model, processor, sample_dir, tmp_path, capsys):
+    image = next((sample_dir / "img_org" / "val").iterdir())
+    missing = tmp_path / "missing_crop.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        explain.main(
+            [
+                "--model", str(tmp_path), "--text", "Alden with Brisk", "--subject", "Alden", "--object", "Brisk",
+                "--image", str(image), "--crops", str(missing), "--output", str(tmp_path / "explain.png"),
+            ]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"error: --crops: no such file: {missing}\n")
+    assert "Traceback" not in error
+
+
+def test_overlay_keeps_the_image_visible():
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    norm = explain.map_norm([np.ones((2, 2))])
+    assert (norm.vmin, norm.vmax) == (0.0, 2.0)
+    blended = explain.overlay(pixels, np.ones((2, 2)), norm, alpha=0.5)
+    colour = np.asarray(matplotlib.colormaps[explain.OVERLAY_COLOURS](0.5)[:3])  # 1 = even: the middle colour
+    expected = np.rint((0.5 * 200 / 255 + 0.5 * colour) * 255).astype(np.uint8)  # half image, half colour
+    np.testing.assert_array_equal(blended, np.broadcast_to(expected, (8, 8, 3)))
+    assert not np.array_equal(expected, np.rint(colour * 255))  # the image still shows through
+
+
+def test_fig6_with_level_0_only_says_why_nothing_is_drawn(tmp_path):
+    """H_V^0 is the identity (Eq. 17): a model reading only level 0 gets the numbers but no picture of them."""
+    statistics = analysis._SplitStatistics(config=None, tsne_examples=0)
+    statistics.layout = analysis.VisualTokenLayout(num_tokens=MAIN_TOKENS, grid=4, crop_tokens=4)
+    statistics.num_examples = 2
+    statistics.sums["patch_patch_main"] = 2 * torch.eye(MAIN_TOKENS, dtype=torch.float64)[None]  # two examples
+    results = {"figures": {}, "skipped": {}}
+    analysis._patch_patch_results(statistics, tmp_path, results)
+    assert results["fig6_patch_patch_maps"]["levels"] == [0]
+    np.testing.assert_array_equal(results["fig6_patch_patch_maps"]["main_image"]["mean"], [np.eye(MAIN_TOKENS)])
+    assert results["skipped"] == {
+        "fig6_patch_patch_maps": "only ViT level 0 is read, and H_V^0 is the identity by definition (Eq. 17): "
+        "nothing to draw"
+    }
+    assert results["figures"] == {} and not list(tmp_path.glob("*.png"))

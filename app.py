@@ -1,0 +1,123 @@
+"""HVFormer demo page (Gradio; a Hugging Face Space runs it as it is).
+
+Upload a picture, type the post, name the subject and the object as they occur in the post: the page shows the
+relations with their probabilities, the expert weights G (paper Eq. 9) of the subject and object tokens per ViT
+level, and their hierarchical tracking maps (Eq. 18) over the picture. The drawing and the model call are
+[`processing.explain.explain`]'s.
+
+    pip install -e ".[demo]"
+    python app.py [--model DIR_OR_HUB_ID] [--port 7860]
+
+The model defaults to `$HVFORMER_MODEL`, else to the folder `python run_mre.py` writes
+(`outputs/hvformer-sample/model`). The page is served on 127.0.0.1 only; nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+
+from processing.analysis import MARKERS, expert_label
+from processing.explain import explain, figure_pixels, load
+
+MODEL_ENV = "HVFORMER_MODEL"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "outputs" / "hvformer-sample" / "model"
+HOST = "127.0.0.1"
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+"""Gradio's default look with the system's fonts (the default theme asks Google's servers for its fonts)."""
+
+
+def predict(
+    model: torch.nn.Module, processor: Any, image: Any, text: str, subject: str, obj: str
+) -> tuple[dict[str, float], str, list[list[Any]], np.ndarray]:
+    """
+    The page's answer for one post: [`explain`] with `entities=[subject, obj]`.
+
+    Returns:
+        The probabilities `{relation: p}`, the predicted relation, the expert weights as table rows
+        `[expert, weight at the subject, weight at the object]` (empty without a router) and the explanation
+        figure (the picture with the tracking maps over it, and the expert weights) as an `(H, W, 3)` uint8 image.
+
+    Raises:
+        `gr.Error`: for a missing image or field, or a subject / object not found in the post (the processor's
+        message).
+    """
+    fields = (("a picture", image), ("the post", text), ("the subject", subject), ("the object", obj))
+    missing = [name for name, value in fields if value is None or not str(value).strip()]
+    if missing:
+        raise gr.Error(f"Please give {', '.join(missing)}.")
+    try:
+        result = explain(model, processor, text, entities=[subject.strip(), obj.strip()], image=image)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    weights = result["expert_weights"]
+    rows = (
+        []
+        if weights is None
+        else [
+            [expert_label(name), *(round(weights[marker][name], 4) for marker in MARKERS)]
+            for name in result["expert_names"]
+        ]
+    )
+    return result["probabilities"], result["relation"], rows, figure_pixels(result["figure"])
+
+
+def build_demo(model: torch.nn.Module, processor: Any) -> gr.Blocks:
+    """The page, for a loaded model and its processor."""
+    with gr.Blocks(title="HVFormer: multimodal relation extraction", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# HVFormer: what relation does a post with a picture express?\n"
+            "Upload the picture, type the post and name the subject and the object exactly as they occur in it."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Picture", type="pil", elem_id="image")
+                text = gr.Textbox(label="Post", lines=3, elem_id="post")
+                subject = gr.Textbox(label="Subject (as in the post)", elem_id="subject")
+                obj = gr.Textbox(label="Object (as in the post)", elem_id="object")
+                submit = gr.Button("Find the relation", variant="primary", elem_id="submit")
+            with gr.Column():
+                relation = gr.Textbox(label="Predicted relation", interactive=False, elem_id="relation")
+                probabilities = gr.Label(label="Relations and their probabilities", num_top_classes=5)
+                experts = gr.Dataframe(
+                    headers=["expert", "weight at the subject", "weight at the object"],
+                    label="Expert weights per ViT level (how much the router uses each expert, Eq. 9)",
+                    interactive=False,
+                    elem_id="experts",
+                )
+        gr.Markdown("### Where the subject and the object look in the picture (tracking maps, Eq. 18)")
+        maps = gr.Image(show_label=False, type="numpy", interactive=False, elem_id="maps")
+        submit.click(
+            lambda *inputs: predict(model, processor, *inputs),
+            inputs=[image, text, subject, obj],
+            outputs=[probabilities, relation, experts, maps],
+        )
+    return demo
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python app.py [--model ...] [--port ...]`: serves the page on 127.0.0.1 until interrupted."""
+    parser = argparse.ArgumentParser(description="HVFormer demo page")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get(MODEL_ENV, str(DEFAULT_MODEL)),
+        help=f"model folder or Hub id (default: ${MODEL_ENV}, else {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    args = parser.parse_args(argv)
+    if args.model == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_dir():
+        parser.error(f"no model at {DEFAULT_MODEL}: train one with `python run_mre.py`, or pass --model")
+    model, processor = load(args.model, args.device)
+    build_demo(model, processor).launch(server_name=HOST, server_port=args.port, theme=THEME, ssr_mode=False)
+
+
+if __name__ == "__main__":
+    main()

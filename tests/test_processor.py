@@ -211,8 +211,22 @@ def test_padding_and_tensor_types(processor):
     assert isinstance(as_numpy["input_ids"], np.ndarray) and as_numpy["input_ids"].shape == (2, 10)
     with pytest.raises(ValueError, match="padding"):
         processor(**kwargs, padding="sideways")
-    with pytest.raises(TypeError, match="truncation"):
-        processor(**kwargs, truncation=True)
+    for tensor_type, expected_type in (("pt", torch.Tensor), ("np", np.ndarray), (None, list)):
+        encoding = processor(**kwargs, padding="longest", truncation=True, return_tensors=tensor_type)
+        assert isinstance(encoding["input_ids"], expected_type)
+        assert np.asarray(encoding["input_ids"]).tolist() == processor(**kwargs)["input_ids"].tolist()
+    with pytest.raises(ValueError, match="`truncation` must be True, False or 'do_not_truncate', got 'sideways'"):
+        processor(**kwargs, truncation="sideways")
+
+
+def test_truncation_false_refuses_too_long_texts(processor):
+    kwargs = {"text": ["a b", "a b c d e f g"], "entity_spans": [[(0, 1), (2, 3)], [(0, 1), (12, 13)]]}
+    # [CLS] + 4 markers + 7 one-letter words + [SEP] = 13 tokens for sample 1.
+    assert processor(**kwargs, max_length=13, truncation=False)["attention_mask"].sum(-1).tolist() == [8, 13]
+    for truncation in (False, "do_not_truncate"):
+        with pytest.raises(ValueError, match=r"Sample 1: the text needs 13 tokens .* more than max_length=12"):
+            processor(**kwargs, max_length=12, truncation=truncation)
+    assert processor(**kwargs, max_length=12, truncation=True)["input_ids"].shape == (2, 12)
 
 
 def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
@@ -265,6 +279,9 @@ def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
         ({"images": [None]}, "Sample 0: the image is None"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "object_crops": []}, "`object_crops` needs `images`"),
         ({}, "Nothing to process"),
+        ({"text": [], "entity_spans": []}, "`text` is an empty list: pass one text, or a list of texts"),
+        ({"images": []}, "`images` is an empty list"),
+        ({"text": ["a b"], "entity_spans": [[(0, 1), (2, 3)]], "images": []}, "`images` is an empty list"),
     ],
 )
 def test_invalid_inputs_raise_value_errors(processor, kwargs, message):
@@ -415,7 +432,11 @@ def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | n
     if mode == "I":
         return Image.fromarray(rng.integers(-1000, 70000, (height, width)).astype(np.int32))
     if mode == "F":
-        return Image.fromarray(rng.normal(100, 80, (height, width)).astype(np.float32))
+        return Image.fromarray(rng.random((height, width)).astype(np.float32))
+    if mode == "La":
+        return Image.fromarray(rgba[..., [0, 3]], mode="LA").convert("La")
+    if mode == "array-float":
+        return rng.random((height, width, 3))
     if mode == "P+transparency":
         image = Image.fromarray(rgba[..., :3]).convert("P")
         image.info["transparency"] = 0
@@ -428,8 +449,8 @@ def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | n
     return Image.fromarray(rgba, mode="RGBA").convert(mode)
 
 
-MODES = ["1", "L", "LA", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F"]
-MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16"]
+MODES = ["1", "L", "LA", "La", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F"]
+MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16", "array-float"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -468,6 +489,11 @@ def test_property_image_modes_and_sizes(processor, mode, width, height, seed, nu
         (np.full((2, 3), 257 * 3, dtype=np.uint16), (3, 3, 3)),
         (np.full((2, 3, 1), 5, dtype=np.uint8), (5, 5, 5)),
         (np.zeros((2, 3), dtype=bool), (0, 0, 0)),
+        (Image.fromarray(np.full((2, 3), 0.2, dtype=np.float32)), (51, 51, 51)),
+        (np.full((2, 3), 0.2, dtype=np.float64), (51, 51, 51)),
+        (np.full((2, 3, 3), [0.0, 0.5, 1.0], dtype=np.float32), (0, 128, 255)),
+        (Image.new("LA", (3, 2), (90, 255)).convert("La"), (90, 90, 90)),
+        (Image.new("LA", (3, 2), (90, 0)).convert("La"), (255, 255, 255)),
     ],
 )
 def test_image_modes_convert_to_rgb(processor, image, rgb):
@@ -485,11 +511,25 @@ def test_palette_transparency_composites_on_white(processor):
 
 
 @pytest.mark.parametrize(
-    "array", [np.zeros((4, 4), np.float32), np.zeros((3, 5, 6), np.uint8), np.zeros((4, 4, 2), np.uint8)]
+    "array", [np.zeros((4, 4), np.int64), np.zeros((3, 5, 6), np.uint8), np.zeros((4, 4, 2), np.uint8)]
 )
 def test_unsupported_arrays_raise(processor, array):
     with pytest.raises(ValueError, match="image array must"):
         processor.load_image(array)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((2, 2), 255.0),
+        np.array([[0.5, -0.1]], dtype=np.float32),
+        np.array([[0.5, np.nan]]),
+        Image.fromarray(np.full((2, 2), 255.0, dtype=np.float32)),
+    ],
+)
+def test_float_images_outside_zero_one_are_refused(processor, image):
+    with pytest.raises(ValueError, match=r"A float image must hold finite values in \[0, 1\]"):
+        processor.load_image(image)
 
 
 def test_image_files_png_jpeg_and_palette(processor, tmp_path):

@@ -6,6 +6,8 @@ import ast
 import json
 import os
 import string
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -761,3 +763,142 @@ def test_every_mnre_line_encodes_with_all_markers_within_80_tokens(minilm):
         subject_open, _, object_open, _ = minilm.marker_token_ids()
         assert ids.gather(1, encoding["marker_positions"][:, :1]).eq(subject_open).all()
         assert ids.gather(1, encoding["marker_positions"][:, 1:]).eq(object_open).all()
+
+
+# Files that belong together
+
+
+def matching_config(processor: HVFormerProcessor, **overrides):
+    """A tiny HVFormer config that `processor` matches: vocabulary, marker ids, labels, crops and positions."""
+    from tiny_models import tiny_config, tiny_text_config
+
+    text_config = tiny_text_config()
+    text_config.vocab_size = len(processor.tokenizer)
+    text_config.max_position_embeddings = 128
+    kwargs = {
+        "text_config": text_config,
+        "entity_marker_token_ids": processor.marker_token_ids(),
+        "id2label": dict(enumerate(processor.relation_labels)),
+        "num_object_crops": processor.num_object_crops,
+        "object_image_size": processor.object_image_size,
+    }
+    return tiny_config(**{**kwargs, **overrides})
+
+
+def test_check_matches_model_accepts_a_matching_config_as_object_or_dict(processor):
+    config = matching_config(processor)
+    processor.check_matches_model(config)
+    processor.check_matches_model(json.loads(config.to_json_string()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"entity_marker_token_ids": [116, 117, 119, 118]},
+            r"markers the ids \[116, 117, 118, 119\], .* \[116, 117, 119",
+        ),
+        ({"id2label": dict(enumerate(reversed(RELATIONS)))}, r"`relation_labels` \(processor_config.json\) \['None'"),
+        ({"num_object_crops": 2}, r"`num_object_crops` 3 \(processor_config.json\) differs from the model's 2"),
+        ({"object_image_size": 8}, r"`object_image_size` 16 \(processor_config.json\) differs from the model's 8"),
+    ],
+)
+def test_check_matches_model_names_the_mismatch(processor, overrides, message):
+    with pytest.raises(ValueError, match="The processor does not match the model: .*" + message):
+        processor.check_matches_model(matching_config(processor, **overrides))
+
+
+def test_check_matches_model_compares_vocabulary_and_positions(processor):
+    config = json.loads(matching_config(processor).to_json_string())
+    config["text_config"].update(vocab_size=9, max_position_embeddings=40)
+    message = (
+        r"the tokenizer \(tokenizer.json\) has 120 tokens but the text encoder \(config.json "
+        r"`text_config.vocab_size`\) has 9; .* `max_length` 80 \(processor_config.json\) exceeds the text encoder's "
+        r"40 positions"
+    )
+    with pytest.raises(ValueError, match=message):
+        processor.check_matches_model(config)
+
+
+def save_model_folder(processor: HVFormerProcessor, folder: Path, **overrides) -> Path:
+    """Saves `processor` with the `config.json` of a matching (or, with `overrides`, mismatching) model."""
+    processor.save_pretrained(folder)
+    matching_config(processor, **overrides).save_pretrained(folder)
+    return folder
+
+
+def test_from_pretrained_checks_the_folders_model_config(tmp_path, processor):
+    reloaded = HVFormerProcessor.from_pretrained(save_model_folder(processor, tmp_path / "good"))
+    assert reloaded.marker_token_ids() == processor.marker_token_ids()
+    save_model_folder(processor, tmp_path / "bad", id2label=dict(enumerate(reversed(RELATIONS))))
+    with pytest.raises(ValueError, match=r"relation_labels` \(processor_config.json\)"):
+        HVFormerProcessor.from_pretrained(tmp_path / "bad")
+
+
+def test_missing_or_corrupt_tokenizer_json_is_refused_naming_the_file(tmp_path, processor):
+    folder = save_model_folder(processor, tmp_path / "saved")
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tokenizer.json of '.*saved' is not valid JSON"):
+        HVFormerProcessor.from_pretrained(folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'.*saved' has no tokenizer.json, which HVFormerProcessor needs"):
+        HVFormerProcessor.from_pretrained(folder)
+
+
+def test_max_length_beyond_the_text_encoder_is_refused(tmp_path, tmp_path_factory):
+    tokenizer = tiny_tokenizer(tmp_path_factory, model_max_length=128)
+    processor = HVFormerProcessor(image_processor(), tokenizer, max_length=128)
+    kwargs = {"text": "a b", "entity_spans": [(0, 1), (2, 3)]}
+    with pytest.raises(ValueError, match=r"`max_length` 1000 exceeds the text encoder's 128 positions"):
+        processor(**kwargs, max_length=1000)
+    with pytest.raises(ValueError, match=r"`max_length` 200 exceeds the text encoder's 128 positions"):
+        HVFormerProcessor(image_processor(), tokenizer, max_length=200)
+    tiny_tokenizer(tmp_path_factory).save_pretrained(tmp_path / "text")
+    transformers.BertConfig(vocab_size=len(VOCAB), max_position_embeddings=64).save_pretrained(tmp_path / "text")
+    vision = save_image_processor(image_processor(), tmp_path / "vision")
+    with pytest.raises(ValueError, match=r"`max_length` 80 exceeds the text encoder's 64 positions"):
+        HVFormerProcessor.from_text_vision_pretrained(tmp_path / "text", vision, local_files_only=True)
+    capped = HVFormerProcessor.from_text_vision_pretrained(tmp_path / "text", vision, max_length=64)
+    assert capped.tokenizer.model_max_length == 64
+
+
+NO_PROMPT_LOAD = """
+import sys
+from processing import HVFormerProcessor
+
+processor = HVFormerProcessor.from_pretrained(sys.argv[1])
+print(type(processor.tokenizer).__name__, processor.marker_token_ids())
+"""
+
+
+def test_from_pretrained_of_a_model_folder_asks_no_trust_remote_code(tmp_path, processor):
+    """The model's config.json names remote code; loading the processor with its own class must not read it through
+    AutoConfig, which would prompt (here: fail, as stdin is closed) in a process that has not registered HVFormer."""
+    from modeling_hvformer import HVFormerForRelationExtraction
+
+    folder = save_model_folder(processor, tmp_path / "saved")
+    HVFormerForRelationExtraction(matching_config(processor)).save_pretrained(folder)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", NO_PROMPT_LOAD, str(folder)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trust_remote_code" not in result.stderr and "custom code" not in result.stderr
+    assert result.stdout.split() == ["BertTokenizer", "[116,", "117,", "118,", "119]"]
+
+
+def test_entity_texts_keep_the_case_as_written(processor):
+    text = "Barack Obama visited Paris"
+    assert processor.entity_texts(text, entities=("Barack Obama", "Paris")) == [("Barack Obama", "Paris")]
+    assert processor.entity_texts([text], entity_spans=[[(21, 26), (0, 6)]]) == [("Paris", "Barack")]
+    words = text.split()
+    assert processor.entity_texts(words, entity_spans=[(0, 2), (3, 4)], is_split_into_words=True) == [
+        ("Barack Obama", "Paris")
+    ]
+    with pytest.raises(ValueError, match="the object entity 'Rome' is absent"):
+        processor.entity_texts(text, entities=("Obama", "Rome"))

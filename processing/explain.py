@@ -26,13 +26,6 @@ from .analysis import MARKERS, VisualTokenLayout, marker_rows, new_figure, save_
 __all__ = ["explain", "main"]
 
 
-def _entity_text(input_ids: list[int], start_id: int, end_id: int, tokenizer: Any) -> str:
-    """The decoded word pieces between an opening and a closing marker (other markers skipped)."""
-    start = input_ids.index(start_id)
-    end = input_ids.index(end_id, start)
-    return tokenizer.decode(input_ids[start + 1 : end], skip_special_tokens=True)
-
-
 def _overlay(pixels: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """A patch-grid map upsampled (bilinear) to the image's `(H, W)`."""
     height, width = pixels.shape[:2]
@@ -114,7 +107,7 @@ def explain(
 
     Returns:
         `dict`: `relation` (predicted label), `label_id`, `probability` (its softmax probability),
-        `probabilities` (`{label: p}`), `subject` / `object` (the marked text), `expert_names` and
+        `probabilities` (`{label: p}`), `subject` / `object` (as written in the text, case kept), `expert_names` and
         `expert_weights` (`{"<s>": {expert: weight}, "<o>": ...}`; both `None` without a router),
         `patch_token_maps` (`{level: {"<s>": grid, "<o>": grid, "cls": [<s>, <o>]}}`, the H_C^l head means over the
         main image's patch grid and on [CLS]; `{}` with `visual_context="cls"`), `output_path` and `figure` (the
@@ -143,15 +136,16 @@ def explain(
 
     probabilities = outputs.logits[0].float().softmax(dim=-1).cpu()
     label_id = int(probabilities.argmax())
-    input_ids = inputs["input_ids"][0].tolist()
-    marker_ids = config.entity_marker_token_ids or processor.marker_token_ids()
+    subject, obj = processor.entity_texts(
+        text, entity_spans=entity_spans, entities=entities, is_split_into_words=is_split_into_words
+    )[0]
     result: dict[str, Any] = {
         "relation": config.id2label[label_id],
         "label_id": label_id,
         "probability": float(probabilities[label_id]),
         "probabilities": {config.id2label[i]: float(p) for i, p in enumerate(probabilities.tolist())},
-        "subject": _entity_text(input_ids, marker_ids[0], marker_ids[1], processor.tokenizer),
-        "object": _entity_text(input_ids, marker_ids[2], marker_ids[3], processor.tokenizer),
+        "subject": subject,
+        "object": obj,
         "expert_names": None,
         "expert_weights": None,
         "patch_token_maps": {},

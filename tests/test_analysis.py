@@ -345,7 +345,7 @@ def test_explain(model, processor, sample_dir, tmp_path):
     assert result["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
     assert result["relation"] == RELATIONS[int(probabilities.argmax())] == RELATIONS[result["label_id"]]
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert (result["subject"], result["object"]) == ("alden", "corra vane")
+    assert (result["subject"], result["object"]) == ("Alden", "Corra Vane")
     for marker in ("<s>", "<o>"):
         assert sum(result["expert_weights"][marker].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(result["patch_token_maps"]) == {0, 1, 2}

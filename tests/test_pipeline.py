@@ -67,6 +67,7 @@ ISOLATED_PIPELINE = (
     BLOCK_PROJECT_IMPORTS
     + """
 import base64, json, sys
+from pathlib import Path
 import numpy as np
 from PIL import Image
 from transformers import pipeline
@@ -200,6 +201,7 @@ ISOLATED_HANDLER = (
     BLOCK_PROJECT_IMPORTS
     + """
 import importlib.util, json, sys
+from pathlib import Path
 
 folder, requests_file, output_file = sys.argv[1:4]
 sys.path.insert(0, folder)  # as Inference Endpoints do

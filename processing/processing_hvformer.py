@@ -84,9 +84,10 @@ def _find_word_occurrences(words: Sequence[str], needle: Sequence[str]) -> list[
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Converts any PIL mode to 8-bit RGB.
 
-    Transparent pixels (LA, RGBA, PA, palette images with transparency) are composited on white. 16-bit modes
-    (`I;16*`, and `I`, which 16-bit PNG/TIFF decoders produce) are mapped from [0, 65535] to [0, 255], values outside
-    being clipped. Every other mode (L, 1, CMYK, YCbCr, F, ...) goes through PIL's own conversion.
+    Transparent pixels (LA, La, RGBA, RGBa, PA, palette images with transparency) are composited on white. 16-bit
+    modes (`I;16*`, and `I`, which 16-bit PNG/TIFF decoders produce) are mapped from [0, 65535] to [0, 255], values
+    outside being clipped. Float (`F`) images must hold values in [0, 1], scaled by 255 like float arrays. Every other
+    mode (L, 1, CMYK, YCbCr, ...) goes through PIL's own conversion.
     """
     if image.mode == "RGB":
         return image

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import statistics
 import string
 import sys
@@ -369,29 +370,47 @@ def render_model_card(
     dataset_name: str,
     metrics: dict[str, float],
 ) -> str:
-    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results."""
+    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results.
+
+    `base_model` lists only the names of `base_models` that are Hub model ids (no local paths), `datasets` and the
+    model-index only appear when `dataset_name` is a Hub dataset id (`owner/name`), as both must name Hub
+    repositories. Metric values are fractions in [0, 1], as in `all_results.json`, in the metadata and in the table.
+    """
+    hub_id = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]|[A-Za-z0-9][\w.-]*[A-Za-z0-9]")
     split = "test" if "test_f1" in metrics else "validation"
     prefix = "test" if split == "test" else "eval"
     results = {name: metrics.get(f"{prefix}_{name}") for name in ("precision", "recall", "f1", "accuracy")}
-    metric_lines = "\n".join(
-        f"          - type: {name}\n            value: {100 * value:.2f}\n            name: {name.capitalize()}"
-        for name, value in results.items()
-        if value is not None
-    )
-    table = "\n".join(
-        f"| {name.capitalize()} | {100 * value:.2f} |" for name, value in results.items() if value is not None
-    )
+    results = {name: round(float(value), 4) for name, value in results.items() if value is not None}
+    base_ids = [name for name in base_models if hub_id.fullmatch(name) and not Path(name).exists()]
+    dataset_id = dataset_name if "/" in dataset_name and hub_id.fullmatch(dataset_name) else None
+
+    base_model_block = "".join(f"  - {name}\n" for name in base_ids)
+    model_index_block = ""
+    if dataset_id is not None and results:
+        metric_lines = "".join(
+            f"          - type: {name}\n            value: {value}\n            name: {name.capitalize()}\n"
+            for name, value in results.items()
+        )
+        model_index_block = (
+            f"model-index:\n  - name: {model_id}\n    results:\n      - task:\n"
+            "          type: visual-question-answering\n          name: Multimodal relation extraction\n"
+            f"        dataset:\n          type: {dataset_id}\n          name: {dataset_id}\n          split: {split}\n"
+            f"        metrics:\n{metric_lines}"
+        )
     return string.Template(template.read_text(encoding="utf-8")).substitute(
         model_id=model_id,
-        base_models="\n".join(f"  - {name}" for name in base_models) or "  - none",
+        base_model_block=f"base_model:\n{base_model_block}" if base_model_block else "",
+        datasets_block=f"datasets:\n  - {dataset_id}\n" if dataset_id else "",
+        model_index_block=model_index_block,
         dataset=dataset_name,
         split=split,
-        metrics=metric_lines or "          []",
-        results_table=table or "| (not evaluated) | |",
+        results_table="\n".join(f"| {name.capitalize()} | {value:.4f} |" for name, value in results.items())
+        or "| (not evaluated) | |",
         vision_levels=", ".join(map(str, config.vision_levels)),
         experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
         visual_context=config.visual_context,
         num_labels=config.num_labels,
+        num_object_crops=config.num_object_crops,
         labels=", ".join(f"`{label}`" for label in config.id2label.values()),
         transformers_version=transformers.__version__,
     )

@@ -227,8 +227,23 @@ class HVFormerConfig(PreTrainedConfig):
             )
         if self.none_label not in self.label2id:
             raise ValueError(f"`none_label` {self.none_label!r} is not one of the labels in `label2id`.")
-        if sorted(self.label2id.values()) != list(range(len(self.id2label))):
-            raise ValueError("`label2id` must map the labels of `id2label` to the ids 0..num_labels-1.")
+        if sorted(self.id2label) != list(range(len(self.id2label))):
+            raise ValueError(f"`id2label` must have the ids 0..num_labels-1, got {sorted(self.id2label)}.")
+        inverse = {label: index for index, label in self.id2label.items()}
+        if len(inverse) != len(self.id2label):
+            raise ValueError(f"`id2label` maps two ids to the same label: {self.id2label}.")
+        if self.label2id != inverse:
+            wrong = sorted(
+                f"{label!r}: {self.label2id.get(label)} instead of {index}"
+                for label, index in inverse.items()
+                if self.label2id.get(label) != index
+            )
+            extra = sorted(set(self.label2id) - set(inverse))
+            raise ValueError(
+                "`label2id` must be the inverse of `id2label`; "
+                + "; ".join(wrong + [f"{label!r} is not in id2label" for label in extra])
+                + "."
+            )
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")

@@ -7,6 +7,8 @@ Implements §3.2-3.5 of "Multimodal Relation Extraction via a Mixture of Hierarc
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -549,7 +551,8 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         output_tracking_maps: bool = False,
-    ) -> HVFormerRelationExtractionOutput:
+        return_dict: bool | None = None,
+    ) -> HVFormerRelationExtractionOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
@@ -575,7 +578,11 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 Return the visual representations V^0..V^max_level.
             output_tracking_maps (`bool`, *optional*, defaults to `False`):
                 Return the hierarchical tracking maps H_V (Eq. 17) and H_C (Eq. 18); implies attention maps.
+            return_dict (`bool`, *optional*):
+                Return a [`HVFormerRelationExtractionOutput`] (the default, `config.return_dict`) or, when `False`,
+                the tuple of its fields that are not `None`, in field order.
         """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("`pixel_values` are required: HVFormer reads the post's image.")
         output_attentions = bool(output_attentions or output_tracking_maps)
@@ -617,7 +624,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                     patch_token_tracking_maps(attentions, patch_patch_maps[level], patch_mask=patch_mask)
                     for level, attentions in zip(self.config.vision_levels, cross_attentions, strict=True)
                 )
-        return HVFormerRelationExtractionOutput(
+        output = HVFormerRelationExtractionOutput(
             loss=loss,
             logits=logits,
             expert_weights=expert_weights,
@@ -629,6 +636,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             patch_patch_tracking_maps=patch_patch_maps,
             patch_token_tracking_maps=patch_token_maps,
         )
+        return output if return_dict else output.to_tuple()
 
     @classmethod
     def from_text_vision_pretrained(
@@ -672,6 +680,22 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         model.vision_encoder.load_backbone(vision_backbone)
         model.resize_token_embeddings(len(tokenizer))
         return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """Saves the model as [`~PreTrainedModel.save_pretrained`] does, and makes the folder usable by
+        `pipeline("multimodal-relation-extraction", model=folder, trust_remote_code=True)` and by Inference Endpoints:
+        the pipeline is registered in `config.custom_pipelines`, and `pipeline_hvformer.py` and `handler.py` are
+        copied next to the model code. Save the processor into the same folder."""
+        # Imported here, as the pipelines module of transformers takes seconds to import; these relative imports also
+        # make both files travel with this file as remote code.
+        from .handler import EndpointHandler
+        from .pipeline_hvformer import CUSTOM_PIPELINES, HVFormerRelationExtractionPipeline
+
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            for shipped in (HVFormerRelationExtractionPipeline, EndpointHandler):
+                shutil.copy(inspect.getfile(shipped), save_directory)
 
 
 HVFormerForRelationExtraction.register_for_auto_class("AutoModel")

@@ -1,0 +1,6 @@
+"""Processing for HVFormer: the processor (tokenizer with entity markers + image processor), MNRE reading, collation,
+metric and analysis. Only the processor is imported here; the other modules are imported by name."""
+
+from .processing_hvformer import HVFormerProcessor
+
+__all__ = ["HVFormerProcessor"]

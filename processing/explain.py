@@ -45,17 +45,6 @@ DISPLAY_SIZE = 224
 """Side, in pixels, of the image the maps are drawn over (the model's view of the image, enlarged smoothly)."""
 
 
-def _entity_words(
-    text: str | list[str], entity_spans: Sequence | None, entities: Sequence[str] | None, is_split_into_words: bool
-) -> tuple[str, str]:
-    """The subject and the object as the user wrote them: the given strings, or the text inside the given spans."""
-    if entities is not None:
-        return str(entities[0]), str(entities[1])
-    if is_split_into_words:
-        return tuple(" ".join(text[start:end]) for start, end in entity_spans)
-    return tuple(text[start:end] for start, end in entity_spans)
-
-
 def display_image(processor: Any, image: Any, size: int = DISPLAY_SIZE) -> np.ndarray:
     """The main image as the model sees it (resized / cropped by the processor), enlarged smoothly to `size` x `size`
     for drawing; `(size, size, 3)` uint8."""
@@ -194,8 +183,7 @@ def explain(
 
     Returns:
         `dict`: `relation` (predicted label), `label_id`, `probability` (its softmax probability),
-        `probabilities` (`{label: p}`), `subject` / `object` (as given: the `entities`, or the text of the
-        `entity_spans`), `expert_names` and
+        `probabilities` (`{label: p}`), `subject` / `object` (as written in the text, case kept), `expert_names` and
         `expert_weights` (`{"<s>": {expert: weight}, "<o>": ...}`; both `None` without a router),
         `patch_token_maps` (`{level: {"<s>": grid, "<o>": grid, "cls": [<s>, <o>]}}`, the H_C^l head means over the
         main image's patch grid and on [CLS]; `{}` with `visual_context="cls"`), `image` (the image drawn on,
@@ -226,7 +214,9 @@ def explain(
 
     probabilities = outputs.logits[0].float().softmax(dim=-1).cpu()
     label_id = int(probabilities.argmax())
-    subject, obj = _entity_words(text, entity_spans, entities, is_split_into_words)
+    subject, obj = processor.entity_texts(
+        text, entity_spans=entity_spans, entities=entities, is_split_into_words=is_split_into_words
+    )[0]
     result: dict[str, Any] = {
         "relation": config.id2label[label_id],
         "label_id": label_id,

@@ -19,6 +19,7 @@ This file travels to the Hugging Face Hub as remote code, so it imports nothing 
 from __future__ import annotations
 
 import inspect
+import json
 import operator
 import os
 import warnings
@@ -28,15 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 from transformers.feature_extraction_utils import BatchFeature
 
 # Imported from its module: transformers 5.17 exports a placeholder `AutoImageProcessor` when torchvision is missing.
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
+from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.processing_utils import ProcessorMixin
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+from transformers.utils import cached_file
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 
 def _size_value(size: Any, key: str) -> int | None:
@@ -79,9 +84,10 @@ def _find_word_occurrences(words: Sequence[str], needle: Sequence[str]) -> list[
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Converts any PIL mode to 8-bit RGB.
 
-    Transparent pixels (LA, RGBA, PA, palette images with transparency) are composited on white. 16-bit modes
-    (`I;16*`, and `I`, which 16-bit PNG/TIFF decoders produce) are mapped from [0, 65535] to [0, 255], values outside
-    being clipped. Every other mode (L, 1, CMYK, YCbCr, F, ...) goes through PIL's own conversion.
+    Transparent pixels (LA, La, RGBA, RGBa, PA, palette images with transparency) are composited on white. 16-bit
+    modes (`I;16*`, and `I`, which 16-bit PNG/TIFF decoders produce) are mapped from [0, 65535] to [0, 255], values
+    outside being clipped. Float (`F`) images must hold values in [0, 1], scaled by 255 like float arrays. Every other
+    mode (L, 1, CMYK, YCbCr, ...) goes through PIL's own conversion.
     """
     if image.mode == "RGB":
         return image
@@ -91,17 +97,33 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(array).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "La":
+        image = image.convert("LA")
     if image.mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode == "F":
-        image = image.convert("L")
+        return _array_to_image(np.asarray(image)).convert("RGB")
     return image.convert("RGB")
 
 
+def _float_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scales a float image with values in [0, 1] to uint8 (value * 255, rounded); other values are refused."""
+    if array.size and not (np.isfinite(array).all() and array.min() >= 0.0 and array.max() <= 1.0):
+        low, high = np.nanmin(array), np.nanmax(array)
+        raise ValueError(
+            f"A float image must hold finite values in [0, 1] (scaled by 255), got values in [{low}, {high}]; "
+            "convert images in [0, 255] to uint8 first."
+        )
+    return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+
+
 def _array_to_image(array: np.ndarray) -> Image.Image:
-    """Turns an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16 or bool values into a PIL image."""
+    """Turns an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16, bool or float values into a PIL image.
+
+    Float values must lie in [0, 1] and are scaled by 255, as for float ('F' mode) PIL images.
+    """
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
@@ -112,12 +134,39 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = _float_to_uint8(array)
     elif array.dtype != np.uint8:
         raise ValueError(
-            f"An image array must hold uint8, uint16 or bool values, got dtype {array.dtype}; float arrays are "
-            "ambiguous ([0, 1] or [0, 255]), convert them to uint8 first."
+            f"An image array must hold uint8, uint16, bool or float (in [0, 1]) values, got dtype {array.dtype}."
         )
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _read_json_file(
+    pretrained_model_name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str, Any], required: bool
+) -> dict[str, Any] | None:
+    """Reads a JSON file of a local folder or Hub repository; the errors name the file.
+
+    Returns `None` for an absent optional file; raises `FileNotFoundError` for an absent required one and `ValueError`
+    for a file that is not valid JSON.
+    """
+    resolved = cached_file(
+        pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
+    if resolved is None:
+        if required:
+            raise FileNotFoundError(
+                f"{os.fspath(pretrained_model_name_or_path)!r} has no {filename}, which HVFormerProcessor needs; save "
+                "the processor with `processor.save_pretrained` to write it."
+            )
+        return None
+    try:
+        with open(resolved, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = os.fspath(pretrained_model_name_or_path)
+        raise ValueError(f"{filename} of {where!r} is not valid JSON: {error}") from error
 
 
 def _fit_to_budget(segments: list[list[int]], budget: int, nested: bool) -> list[list[int]]:
@@ -213,12 +262,124 @@ class HVFormerProcessor(ProcessorMixin):
         self._check_max_length(max_length)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> HVFormerProcessor:
+        r"""
+        Loads a processor saved with [`~ProcessorMixin.save_pretrained`] from a folder or a Hub repository.
+
+        The tokenizer is loaded with the class named in `tokenizer_config.json`, so no model configuration is read
+        on the way (a model folder's `config.json` names remote code, which would ask for `trust_remote_code`). When
+        the folder also holds an HVFormer `config.json`, the processor is checked against it with
+        [`check_matches_model`].
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`):
+                A folder or a Hub repository id.
+            kwargs:
+                `cache_dir`, `force_download`, `local_files_only`, `proxies`, `revision`, `subfolder` and `token` go to
+                the file downloads; arguments of [`HVFormerProcessor.__init__`] override the saved ones. Others (the
+                `trust_remote_code` of `AutoProcessor`, the `dtype` a pipeline passes on) do not concern this class
+                and are ignored, as in [`~ProcessorMixin.from_pretrained`].
+
+        Raises:
+            `FileNotFoundError`: when `processor_config.json`, `tokenizer.json` or `tokenizer_config.json` is absent.
+            `ValueError`: when one of them is not valid JSON, or the processor does not match the folder's model.
+        """
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        path = pretrained_model_name_or_path
+        processor_dict = _read_json_file(path, "processor_config.json", hub_kwargs, required=True)
+        _read_json_file(path, "tokenizer.json", hub_kwargs, required=True)
+        tokenizer_config = _read_json_file(path, "tokenizer_config.json", hub_kwargs, required=True)
+        class_name = tokenizer_config.get("tokenizer_class")
+        tokenizer_class = tokenizer_class_from_name(class_name) if isinstance(class_name, str) else None
+        if tokenizer_class is None:
+            raise ValueError(
+                f"tokenizer_config.json of {os.fspath(path)!r} names no known `tokenizer_class` (got {class_name!r})."
+            )
+        tokenizer = tokenizer_class.from_pretrained(path, **hub_kwargs)
+        image_processor = AutoImageProcessor.from_pretrained(path, **hub_kwargs)
+        init_names = set(inspect.signature(cls.__init__).parameters) - {
+            "self",
+            "image_processor",
+            "tokenizer",
+            "kwargs",
+        }
+        init_kwargs = {name: processor_dict[name] for name in init_names if name in processor_dict}
+        init_kwargs.update({name: kwargs[name] for name in init_names if name in kwargs})
+        processor = cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
+        model_config = _read_json_file(path, "config.json", hub_kwargs, required=False)
+        if model_config is not None and model_config.get("model_type") == "hvformer":
+            processor.check_matches_model(model_config)
+        return processor
+
+    def check_matches_model(self, config: PreTrainedConfig | dict[str, Any]) -> None:
+        r"""
+        Checks that this processor encodes posts the way the HVFormer model of `config` reads them.
+
+        Call it wherever a processor and a model meet (training script, pipeline, endpoint handler): a processor and
+        a model saved apart, or files copied from different runs, otherwise give wrong predictions without an error.
+        Compared: the tokenizer's size with the text encoder's `vocab_size`, the entity markers and their ids,
+        `relation_labels` with the order of `id2label`, `max_length` with the text encoder's
+        `max_position_embeddings`, and the object-crop settings.
+
+        Args:
+            config (`PreTrainedConfig` or `dict`):
+                The model's `HVFormerConfig`, or the content of its `config.json`.
+
+        Raises:
+            `ValueError`: naming every mismatch and the files (`tokenizer.json`, `processor_config.json`,
+            `config.json`) it comes from.
+        """
+        if isinstance(config, PreTrainedConfig):
+            config = config.to_dict()
+        text_config = config.get("text_config") or {}
+        problems = []
+        vocab_size = text_config.get("vocab_size")
+        if vocab_size is not None and len(self.tokenizer) != vocab_size:
+            problems.append(
+                f"the tokenizer (tokenizer.json) has {len(self.tokenizer)} tokens but the text encoder "
+                f"(config.json `text_config.vocab_size`) has {vocab_size}"
+            )
+        markers = config.get("entity_markers")
+        if markers is not None and tuple(markers) != self.MARKERS:
+            problems.append(f"the model's entity markers (config.json) are {markers}, the processor's {self.MARKERS}")
+        marker_ids = config.get("entity_marker_token_ids")
+        if marker_ids is not None and list(marker_ids) != self.marker_token_ids():
+            problems.append(
+                f"the tokenizer (tokenizer.json) gives the markers the ids {self.marker_token_ids()}, the model "
+                f"(config.json `entity_marker_token_ids`) expects {list(marker_ids)}"
+            )
+        id2label = {int(index): label for index, label in (config.get("id2label") or {}).items()}
+        labels = [id2label[index] for index in sorted(id2label)]
+        if self.relation_labels is not None and self.relation_labels != labels:
+            problems.append(
+                f"the processor's `relation_labels` (processor_config.json) {self.relation_labels} are not the "
+                f"model's labels in id order (config.json `id2label`) {labels}"
+            )
+        positions = text_config.get("max_position_embeddings")
+        if positions is not None and self.max_length > positions:
+            problems.append(
+                f"the processor's `max_length` {self.max_length} (processor_config.json) exceeds the text encoder's "
+                f"{positions} positions (config.json `text_config.max_position_embeddings`)"
+            )
+        names = ("num_object_crops", "object_image_size") if config.get("num_object_crops") else ("num_object_crops",)
+        for name in names:
+            if name in config and getattr(self, name) != config[name]:
+                problems.append(
+                    f"the processor's `{name}` {getattr(self, name)} (processor_config.json) differs from the model's "
+                    f"{config[name]} (config.json)"
+                )
+        if problems:
+            raise ValueError("The processor does not match the model: " + "; ".join(problems) + ".")
+
+    @classmethod
     def from_text_vision_pretrained(
         cls, text_name_or_path: str | os.PathLike, vision_name_or_path: str | os.PathLike, **kwargs
     ) -> HVFormerProcessor:
         r"""
         Builds a processor from the tokenizer of a text checkpoint and the image processor of a vision checkpoint,
-        and adds the entity markers to the tokenizer.
+        and adds the entity markers to the tokenizer. The tokenizer's `model_max_length` is capped by the text
+        encoder's `max_position_embeddings` (when the text checkpoint has a configuration), so a `max_length` the
+        encoder cannot read is refused here and by every later call.
 
         Args:
             text_name_or_path (`str` or `os.PathLike`):
@@ -233,6 +394,13 @@ class HVFormerProcessor(ProcessorMixin):
         init_names = set(inspect.signature(cls.__init__).parameters) - {"self", "image_processor", "tokenizer"}
         init_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in init_names}
         tokenizer = AutoTokenizer.from_pretrained(text_name_or_path, **kwargs)
+        try:
+            text_config = AutoConfig.from_pretrained(text_name_or_path, **kwargs)
+            positions = getattr(text_config, "max_position_embeddings", None)
+        except (OSError, ValueError):  # a tokenizer-only folder: the tokenizer's own `model_max_length` applies
+            positions = None
+        if positions is not None:
+            tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
         image_processor = AutoImageProcessor.from_pretrained(vision_name_or_path, **kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
 
@@ -266,12 +434,19 @@ class HVFormerProcessor(ProcessorMixin):
         return with_special[:position], with_special[position + 1 :]
 
     def _check_max_length(self, max_length: Any) -> None:
-        """Checks that `max_length` holds the special tokens, the four markers and one word piece per entity."""
+        """Checks that `max_length` holds the special tokens, the four markers and one word piece per entity, and
+        that the text encoder can read it (`tokenizer.model_max_length`, unless that is unset)."""
         minimum = len(self._prefix_ids) + len(self._suffix_ids) + len(self.MARKERS) + 2
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < minimum:
             raise ValueError(
                 f"`max_length` must be an integer >= {minimum} (special tokens, four markers and one word piece per "
                 f"entity), got {max_length!r}."
+            )
+        limit = self.tokenizer.model_max_length
+        if limit < VERY_LARGE_INTEGER and max_length > limit:
+            raise ValueError(
+                f"`max_length` {max_length} exceeds the text encoder's {limit} positions "
+                "(`tokenizer.model_max_length`)."
             )
 
     def marker_token_ids(self) -> list[int]:
@@ -294,6 +469,7 @@ class HVFormerProcessor(ProcessorMixin):
         is_split_into_words: bool = False,
         max_length: int | None = None,
         padding: bool | str = True,
+        truncation: bool | str = True,
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
@@ -334,8 +510,8 @@ class HVFormerProcessor(ProcessorMixin):
                 the text: as a substring not glued to a longer word for strings, as a run of words (the string split
                 on whitespace) for word lists.
             images (*optional*):
-                One image per sample (a PIL image, a uint8/uint16 `(H, W[, C])` array or a file path); a single
-                image for a single text. See [`HVFormerProcessor.load_image`].
+                One image per sample (a PIL image, a uint8, uint16, bool or float `(H, W[, C])` array or a file
+                path); a single image for a single text. See [`HVFormerProcessor.load_image`].
             object_crops (*optional*):
                 Per sample, a list of 0 to `num_object_crops` object crops (same types as `images`); for a single
                 text, one such list. Missing crops are zero images with `object_mask` 0. Requires `images`.
@@ -348,6 +524,9 @@ class HVFormerProcessor(ProcessorMixin):
             padding (`bool` or `str`, *optional*, defaults to `True`):
                 `True`/`"longest"` pads to the longest sample, `"max_length"` to `max_length`, `False`/`"do_not_pad"`
                 does not pad (then only `return_tensors=None` can hold samples of different lengths).
+            truncation (`bool` or `str`, *optional*, defaults to `True`):
+                `True` shortens the samples longer than `max_length` with the policy above; `False` or
+                `"do_not_truncate"` raises a `ValueError` naming the first such sample instead.
             return_tensors (`str`, *optional*, defaults to `"pt"`):
                 `"pt"`, `"np"`, or `None` for Python lists.
 
@@ -361,6 +540,10 @@ class HVFormerProcessor(ProcessorMixin):
             raise TypeError(f"HVFormerProcessor.__call__ got unexpected keyword arguments: {sorted(kwargs)}.")
         if return_tensors not in ("pt", "np", None):
             raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
+        if truncation not in (True, False, "do_not_truncate"):
+            raise ValueError(f"`truncation` must be True, False or 'do_not_truncate', got {truncation!r}.")
+        if isinstance(images, (list, tuple)) and not images:
+            raise ValueError("`images` is an empty list: pass one image, or a list with one image per sample.")
         if text is None and images is None:
             raise ValueError("Nothing to process: pass `text`, `images`, or both.")
         if object_crops is not None and images is None:
@@ -371,7 +554,9 @@ class HVFormerProcessor(ProcessorMixin):
             texts, is_batched = self._batch_texts(text, is_split_into_words)
             batch_size = len(texts)
             data.update(
-                self._encode_texts(texts, entity_spans, entities, is_batched, is_split_into_words, max_length, padding)
+                self._encode_texts(
+                    texts, entity_spans, entities, is_batched, is_split_into_words, max_length, padding, truncation
+                )
             )
         else:
             if entity_spans is not None or entities is not None:
@@ -415,6 +600,8 @@ class HVFormerProcessor(ProcessorMixin):
             )
         if isinstance(text, str):
             return [text], False
+        if isinstance(text, (list, tuple)) and not text:
+            raise ValueError("`text` is an empty list: pass one text, or a list of texts.")
         if isinstance(text, (list, tuple)) and all(isinstance(sample, str) for sample in text):
             return list(text), True
         raise ValueError(
@@ -530,6 +717,30 @@ class HVFormerProcessor(ProcessorMixin):
             )
         return starts[0], starts[0] + size
 
+    def entity_texts(
+        self,
+        text: str | list[str] | list[list[str]],
+        entity_spans: Sequence | None = None,
+        entities: Sequence | None = None,
+        is_split_into_words: bool = False,
+    ) -> list[tuple[str, str]]:
+        r"""
+        The subject and the object of each sample as written in the text, case kept (the tokenizer may lower-case).
+
+        Takes the `text`, `entity_spans` / `entities` and `is_split_into_words` arguments of [`__call__`], checked
+        the same way; a word span is returned as its words joined by single spaces.
+
+        Returns:
+            `list[tuple[str, str]]`: `(subject, object)` per sample (one pair for a single text).
+        """
+        texts, is_batched = self._batch_texts(text, is_split_into_words)
+        spans = self._entity_spans(texts, entity_spans, entities, is_batched, is_split_into_words)
+        join = " ".join if is_split_into_words else "".join
+        return [
+            (join(sample[subject[0] : subject[1]]), join(sample[obj[0] : obj[1]]))
+            for sample, (subject, obj) in zip(texts, spans, strict=True)
+        ]
+
     def _encode_texts(
         self,
         texts: list,
@@ -539,8 +750,9 @@ class HVFormerProcessor(ProcessorMixin):
         is_split_into_words: bool,
         max_length: int | None,
         padding: bool | str,
+        truncation: bool | str,
     ) -> dict[str, Any]:
-        """Tokenizes, marks, truncates and pads the texts."""
+        """Tokenizes, marks, truncates (or refuses too long samples) and pads the texts."""
         max_length = self.max_length if max_length is None else max_length
         self._check_max_length(max_length)
         if padding in (True, "longest"):
@@ -574,6 +786,12 @@ class HVFormerProcessor(ProcessorMixin):
                         f"Sample {index}: the {role} entity {segments[index][slot]!r} gives no word pieces with this "
                         "tokenizer."
                     )
+            needed = sum(len(piece) for piece in sample_pieces)
+            if needed > budget and truncation in (False, "do_not_truncate"):
+                raise ValueError(
+                    f"Sample {index}: the text needs {max_length - budget + needed} tokens with the special tokens "
+                    f"and markers, more than max_length={max_length}; pass `truncation=True` to shorten it."
+                )
             fitted = _fit_to_budget(sample_pieces, budget, nested)
             sequence = self._prefix_ids + fitted[0]
             marker_at = {}
@@ -657,16 +875,18 @@ class HVFormerProcessor(ProcessorMixin):
 
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `str` or `os.PathLike`):
-                A PIL image, an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16 (scaled to 8 bits) or
-                bool values, or the path of an image file.
+                A PIL image, an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16 (scaled to 8 bits),
+                bool or float values, or the path of an image file. Float arrays and float ('F' mode) PIL images
+                must hold values in [0, 1], which are scaled by 255.
 
         Returns:
             `PIL.Image.Image`: The image in RGB, EXIF orientation applied. Grayscale, palette, CMYK and 16-bit images
-            are converted; transparent pixels are composited on white.
+            are converted; transparent pixels (LA, La, PA, RGBA, RGBa, palette) are composited on white.
 
         Raises:
             `ValueError`: for an unreadable or corrupt file, a decompression bomb (more pixels than
-            `PIL.Image.MAX_IMAGE_PIXELS`), an empty image or an unsupported array; the message names the path.
+            `PIL.Image.MAX_IMAGE_PIXELS`), an empty image, an unsupported array or float values outside [0, 1]; the
+            message names the path.
             `TypeError`: for other input types.
         """
         if isinstance(image, (str, os.PathLike)):

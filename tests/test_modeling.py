@@ -346,6 +346,36 @@ def test_config_rejects_bad_values_naming_the_field(overrides, field):
         tiny_config(**overrides)
 
 
+def test_label2id_must_be_the_inverse_of_id2label(tmp_path):
+    swapped = {"None": 1, "/per/per/peer": 0, "/per/org/member_of": 2}
+    message = (
+        r"`label2id` must be the inverse of `id2label`; '/per/per/peer': 0 instead of 1; 'None': 1 instead of 0\."
+    )
+    with pytest.raises(ValueError, match=message):
+        tiny_config(label2id=swapped)
+    with pytest.raises(ValueError, match=r"'founder' is not in id2label"):
+        tiny_config(label2id={**{label: index for index, label in LABELS.items()}, "founder": 3})
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["label2id"] = swapped
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="`label2id` must be the inverse of `id2label`"):
+        HVFormerConfig.from_pretrained(tmp_path)
+
+
+def test_return_dict_false_gives_the_outputs_fields_as_a_tuple():
+    model = build()
+    inputs = tiny_inputs()
+    outputs = model(**inputs)
+    as_tuple = model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 5
+    expected = (outputs.loss, outputs.logits, outputs.expert_weights, outputs.marker_positions)
+    for value, reference in zip(as_tuple, (*expected, outputs.visual_token_mask), strict=True):
+        torch.testing.assert_close(value, reference, rtol=0, atol=0)
+    model.config.return_dict = False
+    assert isinstance(model(**inputs), tuple)
+
+
 def test_config_round_trip_and_defaults(tmp_path):
     config = tiny_config("vit", vision_levels=[2, 0], fusion="concat")
     config.save_pretrained(tmp_path)

@@ -6,6 +6,8 @@ import ast
 import json
 import os
 import string
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -211,8 +213,22 @@ def test_padding_and_tensor_types(processor):
     assert isinstance(as_numpy["input_ids"], np.ndarray) and as_numpy["input_ids"].shape == (2, 10)
     with pytest.raises(ValueError, match="padding"):
         processor(**kwargs, padding="sideways")
-    with pytest.raises(TypeError, match="truncation"):
-        processor(**kwargs, truncation=True)
+    for tensor_type, expected_type in (("pt", torch.Tensor), ("np", np.ndarray), (None, list)):
+        encoding = processor(**kwargs, padding="longest", truncation=True, return_tensors=tensor_type)
+        assert isinstance(encoding["input_ids"], expected_type)
+        assert np.asarray(encoding["input_ids"]).tolist() == processor(**kwargs)["input_ids"].tolist()
+    with pytest.raises(ValueError, match="`truncation` must be True, False or 'do_not_truncate', got 'sideways'"):
+        processor(**kwargs, truncation="sideways")
+
+
+def test_truncation_false_refuses_too_long_texts(processor):
+    kwargs = {"text": ["a b", "a b c d e f g"], "entity_spans": [[(0, 1), (2, 3)], [(0, 1), (12, 13)]]}
+    # [CLS] + 4 markers + 7 one-letter words + [SEP] = 13 tokens for sample 1.
+    assert processor(**kwargs, max_length=13, truncation=False)["attention_mask"].sum(-1).tolist() == [8, 13]
+    for truncation in (False, "do_not_truncate"):
+        with pytest.raises(ValueError, match=r"Sample 1: the text needs 13 tokens .* more than max_length=12"):
+            processor(**kwargs, max_length=12, truncation=truncation)
+    assert processor(**kwargs, max_length=12, truncation=True)["input_ids"].shape == (2, 12)
 
 
 def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
@@ -265,6 +281,9 @@ def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
         ({"images": [None]}, "Sample 0: the image is None"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "object_crops": []}, "`object_crops` needs `images`"),
         ({}, "Nothing to process"),
+        ({"text": [], "entity_spans": []}, "`text` is an empty list: pass one text, or a list of texts"),
+        ({"images": []}, "`images` is an empty list"),
+        ({"text": ["a b"], "entity_spans": [[(0, 1), (2, 3)]], "images": []}, "`images` is an empty list"),
     ],
 )
 def test_invalid_inputs_raise_value_errors(processor, kwargs, message):
@@ -415,7 +434,11 @@ def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | n
     if mode == "I":
         return Image.fromarray(rng.integers(-1000, 70000, (height, width)).astype(np.int32))
     if mode == "F":
-        return Image.fromarray(rng.normal(100, 80, (height, width)).astype(np.float32))
+        return Image.fromarray(rng.random((height, width)).astype(np.float32))
+    if mode == "La":
+        return Image.fromarray(rgba[..., [0, 3]], mode="LA").convert("La")
+    if mode == "array-float":
+        return rng.random((height, width, 3))
     if mode == "P+transparency":
         image = Image.fromarray(rgba[..., :3]).convert("P")
         image.info["transparency"] = 0
@@ -428,8 +451,8 @@ def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | n
     return Image.fromarray(rgba, mode="RGBA").convert(mode)
 
 
-MODES = ["1", "L", "LA", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F"]
-MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16"]
+MODES = ["1", "L", "LA", "La", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F"]
+MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16", "array-float"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -468,6 +491,11 @@ def test_property_image_modes_and_sizes(processor, mode, width, height, seed, nu
         (np.full((2, 3), 257 * 3, dtype=np.uint16), (3, 3, 3)),
         (np.full((2, 3, 1), 5, dtype=np.uint8), (5, 5, 5)),
         (np.zeros((2, 3), dtype=bool), (0, 0, 0)),
+        (Image.fromarray(np.full((2, 3), 0.2, dtype=np.float32)), (51, 51, 51)),
+        (np.full((2, 3), 0.2, dtype=np.float64), (51, 51, 51)),
+        (np.full((2, 3, 3), [0.0, 0.5, 1.0], dtype=np.float32), (0, 128, 255)),
+        (Image.new("LA", (3, 2), (90, 255)).convert("La"), (90, 90, 90)),
+        (Image.new("LA", (3, 2), (90, 0)).convert("La"), (255, 255, 255)),
     ],
 )
 def test_image_modes_convert_to_rgb(processor, image, rgb):
@@ -485,11 +513,25 @@ def test_palette_transparency_composites_on_white(processor):
 
 
 @pytest.mark.parametrize(
-    "array", [np.zeros((4, 4), np.float32), np.zeros((3, 5, 6), np.uint8), np.zeros((4, 4, 2), np.uint8)]
+    "array", [np.zeros((4, 4), np.int64), np.zeros((3, 5, 6), np.uint8), np.zeros((4, 4, 2), np.uint8)]
 )
 def test_unsupported_arrays_raise(processor, array):
     with pytest.raises(ValueError, match="image array must"):
         processor.load_image(array)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((2, 2), 255.0),
+        np.array([[0.5, -0.1]], dtype=np.float32),
+        np.array([[0.5, np.nan]]),
+        Image.fromarray(np.full((2, 2), 255.0, dtype=np.float32)),
+    ],
+)
+def test_float_images_outside_zero_one_are_refused(processor, image):
+    with pytest.raises(ValueError, match=r"A float image must hold finite values in \[0, 1\]"):
+        processor.load_image(image)
 
 
 def test_image_files_png_jpeg_and_palette(processor, tmp_path):
@@ -721,3 +763,142 @@ def test_every_mnre_line_encodes_with_all_markers_within_80_tokens(minilm):
         subject_open, _, object_open, _ = minilm.marker_token_ids()
         assert ids.gather(1, encoding["marker_positions"][:, :1]).eq(subject_open).all()
         assert ids.gather(1, encoding["marker_positions"][:, 1:]).eq(object_open).all()
+
+
+# Files that belong together
+
+
+def matching_config(processor: HVFormerProcessor, **overrides):
+    """A tiny HVFormer config that `processor` matches: vocabulary, marker ids, labels, crops and positions."""
+    from tiny_models import tiny_config, tiny_text_config
+
+    text_config = tiny_text_config()
+    text_config.vocab_size = len(processor.tokenizer)
+    text_config.max_position_embeddings = 128
+    kwargs = {
+        "text_config": text_config,
+        "entity_marker_token_ids": processor.marker_token_ids(),
+        "id2label": dict(enumerate(processor.relation_labels)),
+        "num_object_crops": processor.num_object_crops,
+        "object_image_size": processor.object_image_size,
+    }
+    return tiny_config(**{**kwargs, **overrides})
+
+
+def test_check_matches_model_accepts_a_matching_config_as_object_or_dict(processor):
+    config = matching_config(processor)
+    processor.check_matches_model(config)
+    processor.check_matches_model(json.loads(config.to_json_string()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"entity_marker_token_ids": [116, 117, 119, 118]},
+            r"markers the ids \[116, 117, 118, 119\], .* \[116, 117, 119",
+        ),
+        ({"id2label": dict(enumerate(reversed(RELATIONS)))}, r"`relation_labels` \(processor_config.json\) \['None'"),
+        ({"num_object_crops": 2}, r"`num_object_crops` 3 \(processor_config.json\) differs from the model's 2"),
+        ({"object_image_size": 8}, r"`object_image_size` 16 \(processor_config.json\) differs from the model's 8"),
+    ],
+)
+def test_check_matches_model_names_the_mismatch(processor, overrides, message):
+    with pytest.raises(ValueError, match="The processor does not match the model: .*" + message):
+        processor.check_matches_model(matching_config(processor, **overrides))
+
+
+def test_check_matches_model_compares_vocabulary_and_positions(processor):
+    config = json.loads(matching_config(processor).to_json_string())
+    config["text_config"].update(vocab_size=9, max_position_embeddings=40)
+    message = (
+        r"the tokenizer \(tokenizer.json\) has 120 tokens but the text encoder \(config.json "
+        r"`text_config.vocab_size`\) has 9; .* `max_length` 80 \(processor_config.json\) exceeds the text encoder's "
+        r"40 positions"
+    )
+    with pytest.raises(ValueError, match=message):
+        processor.check_matches_model(config)
+
+
+def save_model_folder(processor: HVFormerProcessor, folder: Path, **overrides) -> Path:
+    """Saves `processor` with the `config.json` of a matching (or, with `overrides`, mismatching) model."""
+    processor.save_pretrained(folder)
+    matching_config(processor, **overrides).save_pretrained(folder)
+    return folder
+
+
+def test_from_pretrained_checks_the_folders_model_config(tmp_path, processor):
+    reloaded = HVFormerProcessor.from_pretrained(save_model_folder(processor, tmp_path / "good"))
+    assert reloaded.marker_token_ids() == processor.marker_token_ids()
+    save_model_folder(processor, tmp_path / "bad", id2label=dict(enumerate(reversed(RELATIONS))))
+    with pytest.raises(ValueError, match=r"relation_labels` \(processor_config.json\)"):
+        HVFormerProcessor.from_pretrained(tmp_path / "bad")
+
+
+def test_missing_or_corrupt_tokenizer_json_is_refused_naming_the_file(tmp_path, processor):
+    folder = save_model_folder(processor, tmp_path / "saved")
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tokenizer.json of '.*saved' is not valid JSON"):
+        HVFormerProcessor.from_pretrained(folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'.*saved' has no tokenizer.json, which HVFormerProcessor needs"):
+        HVFormerProcessor.from_pretrained(folder)
+
+
+def test_max_length_beyond_the_text_encoder_is_refused(tmp_path, tmp_path_factory):
+    tokenizer = tiny_tokenizer(tmp_path_factory, model_max_length=128)
+    processor = HVFormerProcessor(image_processor(), tokenizer, max_length=128)
+    kwargs = {"text": "a b", "entity_spans": [(0, 1), (2, 3)]}
+    with pytest.raises(ValueError, match=r"`max_length` 1000 exceeds the text encoder's 128 positions"):
+        processor(**kwargs, max_length=1000)
+    with pytest.raises(ValueError, match=r"`max_length` 200 exceeds the text encoder's 128 positions"):
+        HVFormerProcessor(image_processor(), tokenizer, max_length=200)
+    tiny_tokenizer(tmp_path_factory).save_pretrained(tmp_path / "text")
+    transformers.BertConfig(vocab_size=len(VOCAB), max_position_embeddings=64).save_pretrained(tmp_path / "text")
+    vision = save_image_processor(image_processor(), tmp_path / "vision")
+    with pytest.raises(ValueError, match=r"`max_length` 80 exceeds the text encoder's 64 positions"):
+        HVFormerProcessor.from_text_vision_pretrained(tmp_path / "text", vision, local_files_only=True)
+    capped = HVFormerProcessor.from_text_vision_pretrained(tmp_path / "text", vision, max_length=64)
+    assert capped.tokenizer.model_max_length == 64
+
+
+NO_PROMPT_LOAD = """
+import sys
+from processing import HVFormerProcessor
+
+processor = HVFormerProcessor.from_pretrained(sys.argv[1])
+print(type(processor.tokenizer).__name__, processor.marker_token_ids())
+"""
+
+
+def test_from_pretrained_of_a_model_folder_asks_no_trust_remote_code(tmp_path, processor):
+    """The model's config.json names remote code; loading the processor with its own class must not read it through
+    AutoConfig, which would prompt (here: fail, as stdin is closed) in a process that has not registered HVFormer."""
+    from modeling_hvformer import HVFormerForRelationExtraction
+
+    folder = save_model_folder(processor, tmp_path / "saved")
+    HVFormerForRelationExtraction(matching_config(processor)).save_pretrained(folder)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-c", NO_PROMPT_LOAD, str(folder)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trust_remote_code" not in result.stderr and "custom code" not in result.stderr
+    assert result.stdout.split() == ["BertTokenizer", "[116,", "117,", "118,", "119]"]
+
+
+def test_entity_texts_keep_the_case_as_written(processor):
+    text = "Barack Obama visited Paris"
+    assert processor.entity_texts(text, entities=("Barack Obama", "Paris")) == [("Barack Obama", "Paris")]
+    assert processor.entity_texts([text], entity_spans=[[(21, 26), (0, 6)]]) == [("Paris", "Barack")]
+    words = text.split()
+    assert processor.entity_texts(words, entity_spans=[(0, 2), (3, 4)], is_split_into_words=True) == [
+        ("Barack Obama", "Paris")
+    ]
+    with pytest.raises(ValueError, match="the object entity 'Rome' is absent"):
+        processor.entity_texts(text, entities=("Obama", "Rome"))

@@ -117,13 +117,12 @@ def test_model_card_carries_the_measured_results(full_run):
     card = (output_dir / "README.md").read_text()
     _, front_matter, body = card.split("---\n", 2)
     meta = yaml.safe_load(front_matter)
-    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
-    assert "custom_code" in meta["tags"]
-    results = meta["model-index"][0]["results"][0]
-    assert results["dataset"]["split"] == "test"
-    values = {metric["type"]: metric["value"] for metric in results["metrics"]}
-    assert values["f1"] == pytest.approx(round(100 * metrics["test_f1"], 2))
-    assert values["precision"] == pytest.approx(round(100 * metrics["test_precision"], 2))
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "visual-question-answering"
+    assert "custom_code" in meta["tags"] and meta["license"] == "apache-2.0"
+    # The built-in sample has no Hub dataset id, so no `datasets` and no model-index; the table holds the results.
+    assert "datasets" not in meta and "model-index" not in meta and "base_model" not in meta
+    assert f"| F1 | {metrics['test_f1']:.4f} |" in body
+    assert f"| Precision | {metrics['test_precision']:.4f} |" in body
     assert "trust_remote_code=True" in body and "$" not in card
 
 
@@ -173,7 +172,7 @@ def test_push_to_hub_uploads_model_processor_code_and_card(full_run, tmp_path, m
     }
     assert expected <= upload["files"], expected - upload["files"]
     assert not any(name.startswith("checkpoint-") for name in upload["files"])
-    assert "name: hvformer-sample" in upload["card"] and "value:" in upload["card"]
+    assert "# hvformer-sample" in upload["card"] and "| F1 | " in upload["card"]
 
 
 def test_config_files_and_overrides_parse():

@@ -1,0 +1,85 @@
+"""Hugging Face Inference Endpoints handler for HVFormer (copied into every saved model folder as `handler.py`).
+
+Request (JSON):
+
+```json
+{"inputs": {"text": "Obama and Merkel at the G7", "subject": "Obama", "object": "Merkel", "image": "<base64>"},
+ "parameters": {"top_k": 3, "return_expert_weights": true}}
+```
+
+`inputs` holds the keys of the `multimodal-relation-extraction` pipeline (or is a list of such dicts), with images
+(`image`, `object_crops`) as base64 strings. The response is the pipeline's JSON-serialisable output, or
+`{"error": "..."}` naming the problem; never a traceback.
+
+This file imports nothing from the model folder: it builds the pipeline that the folder's `config.json` registers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import pipeline
+
+TASK = "multimodal-relation-extraction"
+PARAMETERS = ("top_k", "return_expert_weights")
+"""The `parameters` a request may set."""
+
+
+class EndpointHandler:
+    r"""
+    Answers Inference Endpoints requests with the model's `multimodal-relation-extraction` pipeline, on the first GPU
+    when there is one.
+
+    Args:
+        path (`str`, *optional*, defaults to `""`):
+            The model folder (weights, configuration, processor and remote code).
+    """
+
+    def __init__(self, path: str = "") -> None:
+        self.pipeline = pipeline(
+            TASK,
+            model=path or ".",
+            trust_remote_code=True,
+            device=0 if torch.cuda.is_available() else -1,
+            allow_image_paths=False,
+        )
+
+    def __call__(self, data: Any) -> list[Any] | dict[str, Any]:
+        """Runs one request; returns the relations (see the pipeline) or `{"error": message}`."""
+        try:
+            inputs, parameters = self._parse(data)
+            return self.pipeline(inputs, **parameters)
+        except (ValueError, TypeError, KeyError) as error:
+            return {"error": str(error)}
+        except Exception as error:  # a service boundary: the client gets a message, never a traceback
+            return {"error": f"{type(error).__name__} while predicting: {error}"}
+
+    @staticmethod
+    def _parse(data: Any) -> tuple[Any, dict[str, Any]]:
+        """Checks the request's shape and returns the pipeline inputs and parameters."""
+        if not isinstance(data, dict):
+            raise ValueError(f"The request must be a JSON object with `inputs`, got {type(data).__name__}.")
+        unknown = sorted(set(data) - {"inputs", "parameters"})
+        if unknown:
+            raise ValueError(f"Unknown request keys {unknown}; a request has `inputs` and optional `parameters`.")
+        if "inputs" not in data:
+            raise ValueError("The request has no `inputs`.")
+        inputs = data["inputs"]
+        samples = inputs if isinstance(inputs, list) else [inputs]
+        if not samples or not all(isinstance(sample, dict) for sample in samples):
+            raise ValueError("`inputs` must be an object with `text`, `subject`, `object`, `image` or a list of them.")
+        for index, sample in enumerate(samples):
+            where = f"inputs[{index}]" if isinstance(inputs, list) else "inputs"
+            for field in ("image", "object_crops"):
+                images = sample.get(field)
+                images = images if isinstance(images, list) or images is None else [images]
+                if images is not None and not all(isinstance(image, str) for image in images):
+                    raise ValueError(f"`{where}.{field}` must hold base64-encoded images (strings).")
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f"`parameters` must be a JSON object, got {type(parameters).__name__}.")
+        unknown = sorted(set(parameters) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"Unknown parameters {unknown}; the parameters are {list(PARAMETERS)}.")
+        return inputs, parameters

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import transformers
 from tqdm.auto import tqdm
+from transformers.trainer_callback import ExportableState
 
 from modeling_hvformer.tracking_maps import attention_kurtosis, cross_modal_kurtosis, head_divergence
 
@@ -197,17 +198,20 @@ class VisualTokenLayout:
 # Fig. 9a: expert weights during training
 
 
-class ExpertWeightsRecorder(transformers.TrainerCallback):
+class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
     """Records the mean expert weights G (Eq. 9) of `<s>` and of `<o>` during training (paper Fig. 9a).
 
-    On `on_train_begin` a forward hook goes on the model (unwrapped from DDP / `torch.compile`); in training mode it
+    At the first `on_epoch_begin` a forward hook goes on the model (unwrapped from DDP / `torch.compile`); in training
+    mode it
     adds the rows of `expert_weights` at `marker_positions` (detached, float32, on the model's device: no graph is
     kept and no device sync happens per step) to running sums. At the end of each epoch (`every="epoch"`) or at each
     logging step (`every="log"`) the means are appended to [`history`] as
     `{"epoch", "step", "count", "<s>": [E means], "<o>": [E means]}` (`count`: examples averaged, experts in the order
     of `config.expert_names`) and the sums reset. `on_train_end` records a last partial interval, if any, and removes
-    the hook. Evaluation forwards (eval mode) are not counted. The history restarts at each `train()` call (a resumed
-    run records the resumed part only).
+    the hook. Evaluation forwards (eval mode) are not counted. The history is part of each checkpoint
+    (`stateful_callbacks` in `trainer_state.json`), so a run resumed with `restore_callback_states_from_checkpoint`
+    keeps the epochs recorded before the restart (Trainer then replaces this callback by a restored copy, which is
+    why the hook is placed at the start of an epoch rather than of training).
 
     Distributed training: each process records the examples of its own shard only, with no communication; save the
     history of the main process (what `run_mre.py` does), which averages over its `1 / world_size` of the data.
@@ -248,12 +252,14 @@ class ExpertWeightsRecorder(transformers.TrainerCallback):
             self._hook.remove()
             self._hook = None
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def state(self) -> dict[str, Any]:
+        return {"args": {"every": self.every}, "attributes": {"history": self.history}}
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("ExpertWeightsRecorder needs the model in the callback arguments (a Trainer passes it).")
-        self._remove_hook()
-        self.history, self._sums, self._count = [], None, 0
-        self._hook = _unwrap_model(model).register_forward_hook(self._record)
+        if self._hook is None:
+            self._hook = _unwrap_model(model).register_forward_hook(self._record)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.every == "epoch":

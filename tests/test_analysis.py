@@ -71,6 +71,7 @@ def processor() -> HVFormerProcessor:
     return HVFormerProcessor(
         image_processor=image_processor_class(size={"height": 32, "width": 32}),
         tokenizer=BertTokenizerFast(vocab={word: index for index, word in enumerate(sample_vocabulary())}),
+        max_length=tiny_text_config().max_position_embeddings,
         num_object_crops=NUM_CROPS,
         object_image_size=16,
         relation_labels=RELATIONS,
@@ -315,7 +316,7 @@ def test_expert_weights_recorder_keeps_no_graph_and_logs(processor, data):
     model = make_model(processor).train()
     recorder = analysis.ExpertWeightsRecorder(every="log")
     args, state, control = TrainingArguments(output_dir="unused", report_to="none"), TrainerState(), TrainerControl()
-    recorder.on_train_begin(args, state, control, model=torch.nn.parallel.DataParallel(model))
+    recorder.on_epoch_begin(args, state, control, model=torch.nn.parallel.DataParallel(model))
     batch = HVFormerDataCollator(processor)([data["train"][i] for i in range(3)])
     outputs = model(**batch)
     outputs.loss.backward()

@@ -18,9 +18,8 @@ import dataclasses
 import json
 import logging
 import os
-import re
+import shutil
 import statistics
-import string
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,9 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 import yaml
-from huggingface_hub import HfApi
 from transformers import (
     AutoConfig,
     BertConfig,
@@ -41,15 +38,19 @@ from transformers import (
     Trainer,
     TrainingArguments,
     ViTConfig,
-    ViTImageProcessor,
+    ViTImageProcessorPil,
     ViTModel,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.integrations import get_available_reporting_integrations
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.analysis import ExpertWeightsRecorder, marker_rows, run_analysis
+from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, marker_rows, run_analysis
+from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
+from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
+from processing.hub import MODEL_CARD_TEMPLATE, export_model_folder, hub_ids, push_folder_to_hub, render_model_card
 from processing.metrics import compute_metrics_fn
 from processing.mnre import MNRE_RELATIONS, image_report, load_mnre, read_mnre_file
 from processing.processing_hvformer import HVFormerProcessor
@@ -57,8 +58,10 @@ from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 
 logger = logging.getLogger("run_mre")
 
-PROJECT_ROOT = Path(__file__).resolve().parent
-MODEL_CARD_TEMPLATE = PROJECT_ROOT / "model_card.md"
+MODEL_FOLDER = "model"
+"""Sub-folder of `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of `output_dir`
+is the run: checkpoints, trainer state, results, predictions, figures."""
+RESULTS_FILE = "all_results.json"
 BUILTIN_ENCODERS = "builtin"
 
 
@@ -132,6 +135,10 @@ class ExperimentArguments:
     do_analysis: bool = field(default=False, metadata={"help": "Write the paper's analysis figures (§4.3)."})
     analysis_split: str = field(default="val", metadata={"help": "Split the analysis reads."})
     dataset_name: str | None = field(default=None, metadata={"help": "Dataset name for the model card."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train anew although output_dir holds a finished run or checkpoints (they are deleted)."},
+    )
 
 
 RUN_DEFAULTS = {
@@ -154,6 +161,7 @@ RUN_DEFAULTS = {
     "per_device_eval_batch_size": 64,
     "report_to": "none",
     "ddp_find_unused_parameters": False,
+    "restore_callback_states_from_checkpoint": True,
     "seed": 42,
 }
 """Defaults of this script (the built-in sample run); configs/paper.yaml sets the paper's values."""
@@ -197,10 +205,27 @@ def config_file_to_argv(path: str) -> list[str]:
     return argv
 
 
+USAGE = "run_mre.py [CONFIG.yaml ...] [--option VALUE ...]"
+DESCRIPTION = (
+    "Train, evaluate, predict with and analyse HVFormer. Leading YAML/JSON config files (e.g. configs/paper.yaml "
+    "configs/ablations/wo_tva.yaml) set options; later files and the options after them win. Without --data_dir, "
+    "the built-in sample dataset and tiny encoders are used (no download)."
+)
+EPILOG = "transformers' TrainingArguments options are accepted too (--learning_rate, --bf16, ...): see --help_all."
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, ExperimentArguments, TrainingArguments]:
-    """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win)."""
+    """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win).
+
+    `--help` shows this script's own options; `--help_all` adds transformers' `TrainingArguments`.
+    """
     argv = list(argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, ExperimentArguments, TrainingArguments))
+    own = (ModelArguments, DataArguments, ExperimentArguments)
+    if {"-h", "--help", "--help_all"} & set(argv):
+        groups = own + (TrainingArguments,) * ("--help_all" in argv)
+        HfArgumentParser(groups, usage=USAGE, description=DESCRIPTION, epilog=EPILOG).print_help()
+        raise SystemExit(0)
+    parser = HfArgumentParser((*own, TrainingArguments), usage=USAGE)
     parser.set_defaults(**RUN_DEFAULTS, **machine_defaults())
     config_files = []
     while argv and argv[0].endswith((".yaml", ".yml", ".json")):
@@ -211,6 +236,12 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     )
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))
+    if missing:
+        parser.error(
+            f"--report_to {' '.join(missing)}: not installed. Install it (`pip install {' '.join(missing)}`; "
+            "TensorBoard also as `pip install -e '.[tensorboard]'`) or choose another (`--report_to none`)."
+        )
     return model_args, data_args, experiment_args, training_args
 
 
@@ -250,7 +281,7 @@ def build_builtin_vision_encoder(folder: Path) -> Path:
         image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
     )
     ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
 
 
@@ -266,6 +297,7 @@ def build_model_and_processor(
     if model_args.model_name_or_path:
         model = HVFormerForRelationExtraction.from_pretrained(model_args.model_name_or_path)
         processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
+        processor.check_matches_model(model.config)
         return model, processor
 
     text_path, vision_path = model_args.text_model_name_or_path, model_args.vision_model_name_or_path
@@ -313,11 +345,7 @@ def build_model_and_processor(
             if (value := getattr(model_args, name)) is not None
         },
     )
-    if model.config.entity_marker_token_ids != processor.marker_token_ids():
-        raise ValueError(
-            f"The model's entity-marker ids {model.config.entity_marker_token_ids} differ from the processor's "
-            f"{processor.marker_token_ids()}."
-        )
+    processor.check_matches_model(model.config)
     return model, processor
 
 
@@ -362,75 +390,8 @@ def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any, i
             handle.write(json.dumps(row) + "\n")
 
 
-def render_model_card(
-    template: Path,
-    model_id: str,
-    config: Any,
-    base_models: list[str],
-    dataset_name: str,
-    metrics: dict[str, float],
-) -> str:
-    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results.
-
-    `base_model` lists only the names of `base_models` that are Hub model ids (no local paths), `datasets` and the
-    model-index only appear when `dataset_name` is a Hub dataset id (`owner/name`), as both must name Hub
-    repositories. Metric values are fractions in [0, 1], as in `all_results.json`, in the metadata and in the table.
-    """
-    hub_id = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]|[A-Za-z0-9][\w.-]*[A-Za-z0-9]")
-    split = "test" if "test_f1" in metrics else "validation"
-    prefix = "test" if split == "test" else "eval"
-    results = {name: metrics.get(f"{prefix}_{name}") for name in ("precision", "recall", "f1", "accuracy")}
-    results = {name: round(float(value), 4) for name, value in results.items() if value is not None}
-    base_ids = [name for name in base_models if hub_id.fullmatch(name) and not Path(name).exists()]
-    dataset_id = dataset_name if "/" in dataset_name and hub_id.fullmatch(dataset_name) else None
-
-    base_model_block = "".join(f"  - {name}\n" for name in base_ids)
-    model_index_block = ""
-    if dataset_id is not None and results:
-        metric_lines = "".join(
-            f"          - type: {name}\n            value: {value}\n            name: {name.capitalize()}\n"
-            for name, value in results.items()
-        )
-        model_index_block = (
-            f"model-index:\n  - name: {model_id}\n    results:\n      - task:\n"
-            "          type: visual-question-answering\n          name: Multimodal relation extraction\n"
-            f"        dataset:\n          type: {dataset_id}\n          name: {dataset_id}\n          split: {split}\n"
-            f"        metrics:\n{metric_lines}"
-        )
-    return string.Template(template.read_text(encoding="utf-8")).substitute(
-        model_id=model_id,
-        base_model_block=f"base_model:\n{base_model_block}" if base_model_block else "",
-        datasets_block=f"datasets:\n  - {dataset_id}\n" if dataset_id else "",
-        model_index_block=model_index_block,
-        dataset=dataset_name,
-        split=split,
-        results_table="\n".join(f"| {name.capitalize()} | {value:.4f} |" for name, value in results.items())
-        or "| (not evaluated) | |",
-        vision_levels=", ".join(map(str, config.vision_levels)),
-        experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
-        visual_context=config.visual_context,
-        num_labels=config.num_labels,
-        num_object_crops=config.num_object_crops,
-        labels=", ".join(f"`{label}`" for label in config.id2label.values()),
-        transformers_version=transformers.__version__,
-    )
-
-
-def push_folder_to_hub(folder: Path, training_args: TrainingArguments) -> str:
-    """Creates the Hub repository and uploads the model folder (weights, config, processor, remote code, card)."""
-    api = HfApi(token=training_args.hub_token)
-    repo_id = training_args.hub_model_id or folder.name
-    repo_id = api.create_repo(repo_id, private=training_args.hub_private_repo, exist_ok=True).repo_id
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        commit_message="Upload HVFormer model, processor, remote code and model card",
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "builtin-encoders/**", "runs/**", "seed-*/**"],
-    )
-    return repo_id
-
-
 def base_model_names(model_args: ModelArguments) -> list[str]:
+    """The Hub ids this run's model starts from, for the model card."""
     names = (
         [model_args.model_name_or_path]
         if model_args.model_name_or_path
@@ -439,7 +400,38 @@ def base_model_names(model_args: ModelArguments) -> list[str]:
             model_args.vision_model_name_or_path,
         ]
     )
-    return [name for name in names if name != BUILTIN_ENCODERS and not Path(name).exists()]
+    return hub_ids([name for name in names if name != BUILTIN_ENCODERS])
+
+
+def finished_run_results(output_dir: Path) -> dict[str, float] | None:
+    """The results of a run that finished in `output_dir` (its results file and a complete model folder), or `None`."""
+    model_dir = output_dir / MODEL_FOLDER
+    if not (output_dir / RESULTS_FILE).is_file() or not (model_dir / "model.safetensors").is_file():
+        return None
+    return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+def clear_run(output_dir: Path) -> None:
+    """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
+    for path in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(path)
+    if (output_dir / MODEL_FOLDER).is_dir():
+        shutil.rmtree(output_dir / MODEL_FOLDER)
+    for name in (RESULTS_FILE, "predictions.jsonl", "trainer_state.json", HISTORY_FILE):
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def resume_checkpoint(training_args: TrainingArguments, output_dir: Path) -> str | None:
+    """`--resume_from_checkpoint` when given (refused when incomplete), else the last complete checkpoint."""
+    if training_args.resume_from_checkpoint is not None:
+        problem = checkpoint_problem(training_args.resume_from_checkpoint)
+        if problem is not None:
+            raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: {problem}")
+        return training_args.resume_from_checkpoint
+    checkpoint = last_valid_checkpoint(output_dir)
+    if checkpoint is not None:
+        logger.warning("Resuming from %s", checkpoint)
+    return checkpoint
 
 
 def run(
@@ -449,10 +441,29 @@ def run(
     training_args: TrainingArguments,
     push_to_hub: bool = False,
 ) -> dict[str, float]:
-    """One training / evaluation / prediction run; returns its metrics. The Hub push happens once, at the end,
-    with the model card (Trainer's own per-save push is off)."""
-    set_seed(training_args.seed)
+    """One training / evaluation / prediction run; returns its metrics. A run that already finished in `output_dir`
+    is not repeated (its results are returned, and its model folder pushed when asked). The Hub push happens once, at
+    the end, with the model card (Trainer's own per-save push is off)."""
     output_dir = Path(training_args.output_dir)
+    model_dir = output_dir / MODEL_FOLDER
+    finished = finished_run_results(output_dir)
+    if finished is not None and not experiment_args.overwrite_output_dir:
+        logger.warning(
+            "%s holds a finished run: not training again (pass --overwrite_output_dir to start over).", output_dir
+        )
+        if push_to_hub and training_args.process_index == 0:
+            repo_id = push_folder_to_hub(
+                model_dir,
+                training_args.hub_model_id or output_dir.name,
+                training_args.hub_token,
+                training_args.hub_private_repo,
+            )
+            logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
+        return finished
+    if experiment_args.overwrite_output_dir and output_dir.is_dir() and training_args.process_index == 0:
+        clear_run(output_dir)
+
+    set_seed(training_args.seed)
     sample_dir = None
     if data_args.data_dir is None:
         with training_args.main_process_first(desc="generating the built-in sample dataset"):
@@ -494,7 +505,9 @@ def run(
         f"{split}_{name}": value for split, counts in images.items() for name, value in counts.items()
     }
 
-    callbacks = [ExpertWeightsRecorder()] if model.config.fusion == "mome" else []
+    callbacks = [TrainingLossRecorder(), EpochReport()]
+    if model.config.fusion == "mome":
+        callbacks.append(ExpertWeightsRecorder())
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -506,19 +519,18 @@ def run(
         preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressBar)
 
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and output_dir.is_dir():
-            checkpoint = get_last_checkpoint(str(output_dir))
-            if checkpoint is not None:
-                logger.info("Resuming from %s", checkpoint)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
+        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args, output_dir))
         metrics.update(train_result.metrics)
+        metrics["train_loss"] = find_callback(trainer, TrainingLossRecorder).mean
         trainer.save_state()
-        if callbacks and trainer.is_world_process_zero():
-            callbacks[0].save(output_dir / "expert_weights_history.json", model.config.expert_names)
+        recorder = find_callback(trainer, ExpertWeightsRecorder)
+        if recorder is not None and trainer.is_world_process_zero():
+            recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
     if training_args.do_train or training_args.do_eval:
         metrics.update(trainer.evaluate(eval_dataset=data["val"], metric_key_prefix="eval"))
     if training_args.do_predict:
@@ -530,9 +542,6 @@ def run(
             )
 
     if trainer.is_world_process_zero():
-        if not training_args.do_train:
-            trainer.save_model()
-        trainer.save_metrics("all", metrics)
         card = render_model_card(
             MODEL_CARD_TEMPLATE,
             training_args.hub_model_id or output_dir.name,
@@ -541,10 +550,16 @@ def run(
             dataset_name,
             metrics,
         )
-        (output_dir / "README.md").write_text(card, encoding="utf-8")
+        export_model_folder(trainer.model, processor, model_dir, card)
+        trainer.save_metrics("all", metrics)
         if push_to_hub:
-            repo_id = push_folder_to_hub(output_dir, training_args)
-            logger.info("Pushed to https://huggingface.co/%s", repo_id)
+            repo_id = push_folder_to_hub(
+                model_dir,
+                training_args.hub_model_id or output_dir.name,
+                training_args.hub_token,
+                training_args.hub_private_repo,
+            )
+            logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
     if experiment_args.do_analysis:
         run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
     return metrics
@@ -563,28 +578,23 @@ def summarize_seeds(per_seed: dict[int, dict[str, float]], output_dir: Path) -> 
     return summary
 
 
-def print_scores(metrics: dict[str, float]) -> None:
-    for prefix, name in (("eval", "validation"), ("test", "test")):
-        if f"{prefix}_f1" in metrics:
-            scores = "  ".join(
-                f"{label} {100 * metrics[f'{prefix}_{key}']:.2f}"
-                for key, label in (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
-            )
-            print(f"{name:>10}: {scores}")
+def find_callback(trainer: Trainer, callback_class: type) -> Any:
+    """The trainer's callback of `callback_class` (resuming replaces stateful callbacks by restored copies)."""
+    return next(
+        (callback for callback in trainer.callback_handler.callbacks if isinstance(callback, callback_class)), None
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_launcher(os.environ)
     model_args, data_args, experiment_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.should_log else logging.WARNING,
-    )
+    set_up_logging(training_args)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     if not experiment_args.seeds:
         metrics = run(model_args, data_args, experiment_args, training_args, push_to_hub)
         if training_args.process_index == 0:
-            print_scores(metrics)
+            output_dir = Path(training_args.output_dir)
+            print_summary(metrics, output_dir, output_dir / MODEL_FOLDER)
         return metrics
     root = Path(training_args.output_dir)
     per_seed = {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPVisionModel, PreTrainedModel, ViTModel
 from transformers import initialization as init
@@ -22,7 +23,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer, CLIPVisionEmbeddings
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_hvformer import HVFormerConfig
 from .tracking_maps import patch_patch_tracking_maps, patch_token_tracking_maps
@@ -678,8 +679,30 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         model = cls(config)
         model.text_encoder.load_state_dict(text_encoder.state_dict())
         model.vision_encoder.load_backbone(vision_backbone)
-        model.resize_token_embeddings(len(tokenizer))
+        # Mean resizing (the marker rows drawn from the distribution of the pretrained embeddings) is the intended
+        # start; transformers' notice about it is kept from every user's console.
+        resize_logger = logging.get_logger("transformers.modeling_utils")
+        level = resize_logger.level
+        resize_logger.setLevel(logging.ERROR)
+        try:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        finally:
+            resize_logger.setLevel(level)
         return model
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> HVFormerForRelationExtraction:
+        """[`~PreTrainedModel.from_pretrained`], with unreadable weights (a truncated or corrupt `model.safetensors`)
+        reported as an `OSError` that names the model they belong to."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The weights of {os.fspath(pretrained_model_name_or_path)!r} (model.safetensors) cannot be read: "
+                f"{error}. The file is incomplete or corrupt."
+            ) from error
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """Saves the model as [`~PreTrainedModel.save_pretrained`] does, and makes the folder usable by

@@ -106,9 +106,10 @@ class TrainingLossRecorder(TrainerCallback, ExportableState):
         self._flush()
         return {"args": {"total": self.total, "count": self.count}, "attributes": {}}
 
-    def on_train_begin(
+    def on_epoch_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ) -> None:
+        # Not at `on_train_begin`: on resume, Trainer replaces this callback by a restored copy after that event.
         if model is not None and self._hook is None:
             self._hook = model.register_forward_hook(self._record)
 

@@ -173,7 +173,7 @@ def read_mnre_file(
     """
     path = Path(path)
     split = split if split is not None else path.stem
-    lines = path.read_text(encoding="utf-8").split("\n")  # "\n" only, as the reference's readlines()
+    lines = path.read_text(encoding="utf-8-sig").split("\n")  # "\n" only, as readlines(); a BOM is not text
     while lines and not lines[-1].strip():
         lines.pop()
     records = []

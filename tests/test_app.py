@@ -69,6 +69,7 @@ def model_dir(tmp_path_factory) -> Path:
     processor = HVFormerProcessor(
         image_processor=image_processor_class(size={"height": 32, "width": 32}),
         tokenizer=BertTokenizerFast(vocab={word: index for index, word in enumerate(sample_vocabulary())}),
+        max_length=tiny_text_config().max_position_embeddings,
         num_object_crops=2,
         object_image_size=16,
         relation_labels=relations,

@@ -120,7 +120,7 @@ def test_config_runs_end_to_end(workspace, name):
 
     rows = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == [f"test-{index}" for index in range(24)]
-    config = json.loads((output_dir / "config.json").read_text())
+    config = json.loads((output_dir / run_mre.MODEL_FOLDER / "config.json").read_text())
     model_args, *_ = run_mre.parse_args(config_files)
     assert config["vision_levels"] == model_args.vision_levels
     assert (config["fusion"], config["visual_context"], config["use_text_expert"]) == (
@@ -129,7 +129,7 @@ def test_config_runs_end_to_end(workspace, name):
         model_args.use_text_expert,
     )
     assert ("expert_weights" in rows[0]) == (config["fusion"] == "mome")
-    assert (output_dir / "model.safetensors").is_file()
+    assert (output_dir / run_mre.MODEL_FOLDER / "model.safetensors").is_file()
     if analysis:
         figures = json.loads((output_dir / "analysis" / "analysis.json").read_text())
         assert figures and list((output_dir / "analysis").glob("*.png"))

@@ -111,6 +111,15 @@ def test_trailing_blank_lines_and_extra_keys_are_allowed(tmp_path):
     assert records[0]["kind"] == "text" and "kind" not in records[1] and "extra" not in records[0]
 
 
+def test_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Files saved by Windows editors start with a BOM; the first line must still parse (and keep its index)."""
+    path = tmp_path / "mnre_val.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + (repr(mnre_line()) + "\n" + repr(mnre_line(relation="None")) + "\n").encode())
+    records = read_mnre_file(path)
+    assert [record["relation"] for record in records] == ["/per/misc/present_in", "None"]
+    assert records[0]["token"][0] == "RT"
+
+
 def test_entity_names_that_differ_from_their_span_are_logged(tmp_path, caplog):
     path = write_lines(tmp_path / "mnre_train.txt", [mnre_line(h={"name": "Corra", "pos": [3, 5]})])
     with caplog.at_level(logging.WARNING, logger="processing.mnre"):

@@ -439,6 +439,15 @@ def test_saved_weights_load_as_a_plain_state_dict(tmp_path, vision):
     torch.testing.assert_close(fresh(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
 
 
+def test_truncated_weights_are_reported_with_their_folder(tmp_path):
+    build().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    for loader in (HVFormerForRelationExtraction, AutoModel):
+        with pytest.raises(OSError, match=f"The weights of '{tmp_path}' \\(model.safetensors\\) cannot be read"):
+            loader.from_pretrained(tmp_path, trust_remote_code=True)
+
+
 def test_auto_classes_load_in_process(tmp_path):
     model = build()
     model.save_pretrained(tmp_path)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
+from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
+from processing import hub
 from processing.metrics import mre_scores
 from processing.mnre import read_mnre_file
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
@@ -106,7 +113,7 @@ def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path)
     image = next((build_sample_dataset() / "img_org" / "test").iterdir())
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    result = run_isolated(script, str(output_dir), str(image), cwd=workdir)
+    result = run_isolated(script, str(output_dir / run_mre.MODEL_FOLDER), str(image), cwd=workdir)
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["labels"] == ["None", *SAMPLE_RELATIONS]
     assert sum(loaded["probabilities"]) == pytest.approx(1.0, abs=1e-5)
@@ -114,7 +121,7 @@ def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path)
 
 def test_model_card_carries_the_measured_results(full_run):
     output_dir, metrics = full_run
-    card = (output_dir / "README.md").read_text()
+    card = (output_dir / run_mre.MODEL_FOLDER / "README.md").read_text()
     _, front_matter, body = card.split("---\n", 2)
     meta = yaml.safe_load(front_matter)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "visual-question-answering"
@@ -137,42 +144,104 @@ class FakeHfApi:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         return type("RepoUrl", (), {"repo_id": f"someone/{repo_id}" if "/" not in repo_id else repo_id})()
 
-    def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
+    def upload_folder(self, repo_id, folder_path, commit_message):
         folder = Path(folder_path)
         files = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
-        ignored = {name for name in files if any(Path(name).match(pattern) for pattern in ignore_patterns)}
         FakeHfApi.uploads.append(
-            {"repo_id": repo_id, "files": files - ignored, "card": (folder / "README.md").read_text()}
+            {"repo_id": repo_id, "folder": folder, "files": files, "card": (folder / "README.md").read_text()}
         )
 
 
-def test_push_to_hub_uploads_model_processor_code_and_card(full_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_mre, "HfApi", FakeHfApi)
-    FakeHfApi.uploads.clear()
-    output_dir = tmp_path / "pushed"
-    run_mre.main(
-        ["--model_name_or_path", str(full_run[0]), "--output_dir", str(output_dir), "--do_train", "false"]
-        + FAST
-        + ["--push_to_hub", "true", "--hub_model_id", "hvformer-sample"]
+MODEL_REPOSITORY_FILES = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "configuration_hvformer.py",
+    "modeling_hvformer.py",
+    "tracking_maps.py",
+    "pipeline_hvformer.py",
+    "handler.py",
+    "processor_config.json",
+    "processing_hvformer.py",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
+"""Exactly what the model folder (and so the Hub repository) holds."""
+
+
+def test_model_folder_is_a_clean_model_repository(full_run):
+    """No pickle, no checkpoint, no run files, no local path or loading flag of this machine."""
+    output_dir, _ = full_run
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    assert {path.name for path in model_dir.iterdir()} == MODEL_REPOSITORY_FILES
+    for path in model_dir.iterdir():
+        if path.suffix in (".json", ".md", ".py"):
+            text = path.read_text()
+            for local in (str(output_dir), str(Path.cwd()), str(Path.home()), "builtin-encoders"):
+                assert local not in text, (path.name, local)
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert not {"is_local", "local_files_only"} & set(tokenizer_config)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert (
+        config["text_config"].get("_name_or_path", "") == "" and config["vision_config"].get("_name_or_path", "") == ""
     )
+
+
+def test_push_to_hub_uploads_exactly_the_model_folder(full_run, monkeypatch):
+    """Rerunning the finished run with --push_to_hub uploads its model folder, without training again."""
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    FakeHfApi.uploads.clear()
+    output_dir, metrics = full_run
+    state_before = (output_dir / "trainer_state.json").stat().st_mtime_ns
+    pushed = train(output_dir, "--push_to_hub", "true", "--hub_model_id", "hvformer-sample")
     (upload,) = FakeHfApi.uploads
-    assert upload["repo_id"] == "someone/hvformer-sample"
-    expected = {
-        "config.json",
-        "model.safetensors",
-        "configuration_hvformer.py",
-        "modeling_hvformer.py",
-        "tracking_maps.py",
-        "processor_config.json",
-        "processing_hvformer.py",
-        "tokenizer.json",
-        "README.md",
-        "all_results.json",
-        "predictions.jsonl",
-    }
-    assert expected <= upload["files"], expected - upload["files"]
-    assert not any(name.startswith("checkpoint-") for name in upload["files"])
-    assert "# hvformer-sample" in upload["card"] and "| F1 | " in upload["card"]
+    assert upload["repo_id"] == "someone/hvformer-sample" and upload["folder"] == output_dir / run_mre.MODEL_FOLDER
+    assert upload["files"] == MODEL_REPOSITORY_FILES
+    assert "| F1 | " in upload["card"]
+    assert pushed == metrics and (output_dir / "trainer_state.json").stat().st_mtime_ns == state_before
+
+
+def test_rerunning_a_finished_run_does_not_train(full_run, caplog):
+    output_dir, metrics = full_run
+    watched = [output_dir / "all_results.json", output_dir / "predictions.jsonl", *output_dir.glob("checkpoint-*/*")]
+    before = {path: path.stat().st_mtime_ns for path in watched}
+    with caplog.at_level("WARNING", logger="run_mre"):
+        again = train(output_dir)
+    assert again == json.loads((output_dir / "all_results.json").read_text()) == metrics
+    assert {path: path.stat().st_mtime_ns for path in watched} == before
+    assert f"{output_dir} holds a finished run: not training again" in caplog.text
+
+
+def test_evaluating_a_trained_model_folder(full_run, tmp_path):
+    """`--model_name_or_path` on the model folder, without training, gives the run's test scores again."""
+    output_dir, metrics = full_run
+    evaluated = run_mre.main(
+        ["--model_name_or_path", str(output_dir / run_mre.MODEL_FOLDER), "--output_dir", str(tmp_path / "eval")]
+        + ["--do_train", "false", *FAST]
+    )
+    for name in ("precision", "recall", "f1"):
+        assert evaluated[f"test_{name}"] == pytest.approx(metrics[f"test_{name}"], abs=1e-6)
+
+
+@pytest.mark.parametrize("tamper", ["no_tokenizer_json", "swapped_labels"])
+def test_model_folder_whose_files_do_not_belong_together_is_refused(full_run, tmp_path, tamper):
+    folder = tmp_path / "tampered"
+    shutil.copytree(full_run[0] / run_mre.MODEL_FOLDER, folder)
+    if tamper == "no_tokenizer_json":
+        (folder / "tokenizer.json").unlink()
+        expected = pytest.raises(FileNotFoundError, match="tokenizer.json")
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config["label2id"]["None"], config["label2id"]["/per/per/peer"] = (
+            config["label2id"]["/per/per/peer"],
+            config["label2id"]["None"],
+        )
+        (folder / "config.json").write_text(json.dumps(config))
+        expected = pytest.raises(ValueError, match="label2id")
+    with expected:
+        run_mre.main(
+            ["--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "out"), "--do_train", "false"]
+        )
 
 
 def test_config_files_and_overrides_parse():
@@ -217,6 +286,48 @@ def test_every_config_file_parses():
         assert training_args.output_dir == expected["output_dir"], path
 
 
+def test_main_job_console_is_quiet(tmp_path):
+    """The main job as a newcomer runs it (fresh output and image cache): stdout has one line per epoch and the
+    closing summary; stderr has Trainer's progress bar and the data-preparation bars, and no warning."""
+    command = [sys.executable, str(PROJECT / "run_mre.py"), "--output_dir", str(tmp_path / "run")]
+    command += ["--cache_dir", str(tmp_path / "cache"), "--num_train_epochs", "2", "--max_train_samples", "64"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1", "epoch 2"]
+    assert lines[2].strip().startswith("validation: P") and lines[3].strip().startswith("test: P")
+    assert f"Model folder: {tmp_path / 'run' / run_mre.MODEL_FOLDER}/" in lines
+    assert len(lines) == 8, lines
+    stderr_lines = result.stderr.replace("\r", "\n").splitlines()
+    visible = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line).strip() for line in stderr_lines]
+    not_progress = [line for line in visible if line and not re.search(r"\d+%\|", line)]
+    assert not_progress == [], not_progress
+    for noise in ("Warning", "warning", "Writing model shards", "Loading weights", "torchvision", "pin_memory"):
+        assert noise not in result.stderr, noise
+
+
+def test_help_leads_with_the_scripts_own_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: run_mre.py [CONFIG.yaml ...] [--option VALUE ...]")
+    assert "--data_dir" in text and "--vision_levels" in text and "--help_all" in text
+    assert "--learning_rate LEARNING_RATE" not in text and len(text.splitlines()) < 150
+    with pytest.raises(SystemExit):
+        run_mre.parse_args(["--help_all"])
+    assert "--learning_rate LEARNING_RATE" in capsys.readouterr().out
+
+
+@pytest.mark.skipif("tensorboard" in get_available_reporting_integrations(), reason="tensorboard is installed")
+def test_report_to_an_uninstalled_integration_stops_at_parsing(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args(["--report_to", "tensorboard"])
+    assert exit_info.value.code == 2
+    assert "--report_to tensorboard: not installed" in capsys.readouterr().err
+
+
 def test_seed_summary_is_mean_and_sample_std(tmp_path):
     per_seed = {
         1: {"test_precision": 0.80, "test_recall": 0.70, "test_f1": 0.75, "test_accuracy": 0.9},
@@ -230,17 +341,39 @@ def test_seed_summary_is_mean_and_sample_std(tmp_path):
     assert json.loads((tmp_path / "seeds_summary.json").read_text())["seeds"] == [1, 2, 3]
 
 
-def test_resume_from_checkpoint_continues_training(tmp_path):
-    output_dir = tmp_path / "resumed"
-    common = ["--output_dir", str(output_dir), "--max_train_samples", "32", "--max_eval_samples", "16", *FAST]
-    common += ["--do_predict", "false", "--save_total_limit", "3"]
-    run_mre.main([*common, "--num_train_epochs", "1"])
-    first = json.loads((output_dir / "trainer_state.json").read_text())
-    assert first["global_step"] == 2
-    run_mre.main([*common, "--num_train_epochs", "2"])
-    second = json.loads((output_dir / "trainer_state.json").read_text())
-    assert second["global_step"] == 4
-    assert [entry["epoch"] for entry in second["log_history"] if "eval_f1" in entry] == [1.0, 2.0]
+def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):
+    """A run interrupted after its first checkpoint, with two later checkpoints left broken (one without trainer state,
+    one with truncated weights, as a kill -9 while saving leaves them), resumes from the first one with a warning
+    naming each broken one, and ends bit-identical to the uninterrupted run: metrics, train_loss, predictions and the
+    expert-weight history (kept in the checkpoints)."""
+    common = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "3", *FAST]
+    common += ["--save_total_limit", "3", "--load_best_model_at_end", "false"]
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    expected = run_mre.main(["--output_dir", str(whole), *common])
+    steps = sorted(int(path.name.split("-")[1]) for path in whole.glob("checkpoint-*"))
+    assert steps == [4, 8, 12]
+
+    interrupted.mkdir()
+    shutil.copytree(whole / "checkpoint-4", interrupted / "checkpoint-4")
+    shutil.copytree(whole / "checkpoint-8", interrupted / "checkpoint-98")
+    weights = interrupted / "checkpoint-98" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.copytree(whole / "checkpoint-12", interrupted / "checkpoint-99")
+    (interrupted / "checkpoint-99" / "trainer_state.json").unlink()
+    with caplog.at_level("WARNING"):
+        resumed = run_mre.main(["--output_dir", str(interrupted), *common])
+    assert (
+        f"Skipping checkpoint {interrupted / 'checkpoint-99'}" in caplog.text and "trainer_state.json" in caplog.text
+    )
+    assert f"Skipping checkpoint {interrupted / 'checkpoint-98'}" in caplog.text and "model.safetensors" in caplog.text
+    assert f"Resuming from {interrupted / 'checkpoint-4'}" in caplog.text
+
+    for key in ("train_loss", "eval_f1", "eval_loss", "test_f1", "test_loss", "test_accuracy"):
+        assert resumed[key] == expected[key], key
+    for name in ("predictions.jsonl", "expert_weights_history.json"):
+        assert (interrupted / name).read_text() == (whole / name).read_text(), name
+    history = json.loads((interrupted / "expert_weights_history.json").read_text())["history"]
+    assert [entry["epoch"] for entry in history] == [1.0, 2.0, 3.0]
 
 
 def test_text_only_without_object_crops_runs(tmp_path):
@@ -248,6 +381,6 @@ def test_text_only_without_object_crops_runs(tmp_path):
     output_dir = tmp_path / "no-crops"
     common = ["--output_dir", str(output_dir), "--max_train_samples", "16", "--max_eval_samples", "16", *FAST]
     run_mre.main([*common, "--num_train_epochs", "1", "--use_images", "false", "--num_object_crops", "0"])
-    config = json.loads((output_dir / "config.json").read_text())
+    config = json.loads((output_dir / run_mre.MODEL_FOLDER / "config.json").read_text())
     assert config["num_object_crops"] == 0 and config["vision_levels"] == [0, 1, 2]
     assert json.loads((output_dir / "all_results.json").read_text())["val_images_disabled"] == 16

@@ -1,0 +1,99 @@
+"""What a run prints: Trainer's progress bar, one line per epoch, and a closing summary; library logging at the run's
+log level, without the progress bars of every weight file saved or loaded."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
+
+SCORE_NAMES: tuple[tuple[str, str], ...] = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
+
+
+MISLEADING_MESSAGES: tuple[str, ...] = ("mtime may not be reliable on this filesystem",)
+"""transformers warnings that describe no problem of the run: checkpoints saved less than a second apart (short
+epochs) make Trainer doubt the filesystem's clock, and it then orders them by step, which is what it should do."""
+
+
+class _DropMessages(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(message in record.getMessage() for message in MISLEADING_MESSAGES)
+
+
+def set_up_logging(training_args: TrainingArguments) -> None:
+    """Logging as in transformers' example scripts: the process's `--log_level` (warnings by default, errors on
+    other processes) for this project, transformers and datasets; no per-file progress bars for weights and none of
+    the [`MISLEADING_MESSAGES`]."""
+    level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stderr)])
+    for name in ("run_mre", "processing"):
+        logging.getLogger(name).setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.get_logger("transformers.trainer_utils").addFilter(_DropMessages())
+    datasets.utils.logging.set_verbosity(level)
+
+
+def format_scores(metrics: dict[str, float], prefix: str) -> str:
+    """`P 61.02  R 55.10  F1 57.91  Acc 80.12` from `{prefix}_precision`, ... (fractions shown as percentages)."""
+    return "  ".join(
+        f"{label} {100 * metrics[f'{prefix}_{key}']:.2f}" for key, label in SCORE_NAMES if f"{prefix}_{key}" in metrics
+    )
+
+
+class ProgressBar(ProgressCallback):
+    """Trainer's progress bars without the dictionary it prints at every log: [`EpochReport`] prints one line."""
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        return None
+
+
+class EpochReport(TrainerCallback):
+    """Prints, on the main process, one line per evaluation during training: the epoch, the last logged training
+    loss and the validation scores."""
+
+    def __init__(self) -> None:
+        self.training = False
+        self.loss: float | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        self.training = True
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        self.training = False
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs,
+    ) -> None:
+        logs = logs or {}
+        if "loss" in logs:
+            self.loss = float(logs["loss"])
+        if self.training and "eval_f1" in logs and state.is_world_process_zero:
+            loss = f"train loss {self.loss:.4f}  " if self.loss is not None else ""
+            tqdm.write(f"epoch {state.epoch:g}: {loss}validation {format_scores(logs, 'eval')}", file=sys.stdout)
+
+
+def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) -> None:
+    """The closing lines: validation and test scores, where the results and the model are, how to load and push."""
+    for prefix, name in (("eval", "validation"), ("test", "test")):
+        if f"{prefix}_f1" in metrics:
+            print(f"{name:>10}: {format_scores(metrics, prefix)}")
+    print(f"Results and predictions: {output_dir}/")
+    print(f"Model folder: {model_dir}/")
+    print(
+        f'  load: AutoModel.from_pretrained("{model_dir}", trust_remote_code=True) and AutoProcessor likewise\n'
+        "  push: rerun the same command with --push_to_hub --hub_model_id USER/NAME (uploads the model folder, "
+        "no retraining)"
+    )

@@ -1,0 +1,130 @@
+"""The model folder of a run and its way to the Hub: what a model repository holds (weights, config, remote code,
+processor files, model card) and nothing specific to the machine or the run, the card rendered from `model_card.md`,
+and the upload of exactly that folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import transformers
+from huggingface_hub import HfApi
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+MACHINE_SPECIFIC_KEYS: tuple[str, ...] = ("is_local", "local_files_only", "cache_dir", "token", "_name_or_path")
+"""Keys that `from_pretrained` records in saved tokenizer / processor configs but that only describe where and how
+files were loaded on this machine."""
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]|[A-Za-z0-9][\w.-]*[A-Za-z0-9]")
+"""A Hub repository id: `name` or `owner/name`."""
+
+
+def hub_ids(names: Sequence[str]) -> list[str]:
+    """The names that are Hub repository ids, not local paths (existing folders are local, whatever their name)."""
+    return [name for name in names if HUB_ID.fullmatch(name) and not Path(name).exists()]
+
+
+def render_model_card(
+    template: Path,
+    model_id: str,
+    config: Any,
+    base_models: list[str],
+    dataset_name: str,
+    metrics: dict[str, float],
+) -> str:
+    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results.
+
+    `base_model` lists only the names of `base_models` that are Hub model ids (no local paths), `datasets` and the
+    model-index only appear when `dataset_name` is a Hub dataset id (`owner/name`), as both must name Hub
+    repositories. Metric values are fractions in [0, 1], as in `all_results.json`, in the metadata and in the table.
+    """
+    split = "test" if "test_f1" in metrics else "validation"
+    prefix = "test" if split == "test" else "eval"
+    results = {name: metrics.get(f"{prefix}_{name}") for name in ("precision", "recall", "f1", "accuracy")}
+    results = {name: round(float(value), 4) for name, value in results.items() if value is not None}
+    base_ids = hub_ids(base_models)
+    dataset_id = dataset_name if "/" in dataset_name and HUB_ID.fullmatch(dataset_name) else None
+
+    base_model_block = "".join(f"  - {name}\n" for name in base_ids)
+    model_index_block = ""
+    if dataset_id is not None and results:
+        metric_lines = "".join(
+            f"          - type: {name}\n            value: {value}\n            name: {name.capitalize()}\n"
+            for name, value in results.items()
+        )
+        model_index_block = (
+            f"model-index:\n  - name: {model_id}\n    results:\n      - task:\n"
+            "          type: visual-question-answering\n          name: Multimodal relation extraction\n"
+            f"        dataset:\n          type: {dataset_id}\n          name: {dataset_id}\n          split: {split}\n"
+            f"        metrics:\n{metric_lines}"
+        )
+    return string.Template(template.read_text(encoding="utf-8")).substitute(
+        model_id=model_id,
+        base_model_block=f"base_model:\n{base_model_block}" if base_model_block else "",
+        datasets_block=f"datasets:\n  - {dataset_id}\n" if dataset_id else "",
+        model_index_block=model_index_block,
+        dataset=dataset_name,
+        split=split,
+        results_table="\n".join(f"| {name.capitalize()} | {value:.4f} |" for name, value in results.items())
+        or "| (not evaluated) | |",
+        vision_levels=", ".join(map(str, config.vision_levels)),
+        experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
+        visual_context=config.visual_context,
+        num_labels=config.num_labels,
+        num_object_crops=config.num_object_crops,
+        labels=", ".join(f"`{label}`" for label in config.id2label.values()),
+        transformers_version=transformers.__version__,
+    )
+
+
+def _drop_machine_specific_keys(path: Path) -> None:
+    """Removes [`MACHINE_SPECIFIC_KEYS`] from a saved JSON config, at any depth."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items() if key not in MACHINE_SPECIFIC_KEYS}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    path.write_text(json.dumps(clean(json.loads(path.read_text(encoding="utf-8"))), indent=2) + "\n", encoding="utf-8")
+
+
+def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, card: str) -> Path:
+    """
+    Writes a model repository to `folder`: `config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`,
+    the remote code, the processor files and the model card as `README.md`.
+
+    The folder holds no pickle, no checkpoint and nothing that describes this machine: the encoders' `_name_or_path`
+    is kept only when it is a Hub id, and the keys `from_pretrained` records about local loading
+    ([`MACHINE_SPECIFIC_KEYS`]) are dropped from the tokenizer and processor configs.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for sub_config in (model.config.text_config, model.config.vision_config):
+        sub_config._name_or_path = next(iter(hub_ids([sub_config._name_or_path or ""])), "")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        if (folder / name).is_file():
+            _drop_machine_specific_keys(folder / name)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
+) -> str:
+    """Creates the Hub repository `repo_id` (if needed) and uploads exactly `folder`; returns the full repo id."""
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message="Upload HVFormer model, processor, remote code and model card",
+    )
+    return repo_id

@@ -85,6 +85,10 @@ class HVFormerConfig(PreTrainedConfig):
             Side of the square object crops, in pixels; a multiple of the ViT patch size.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Keep the ViT's parameters fixed (the crop position embeddings stay trainable).
+        output_expert_weights (`bool`, *optional*, defaults to `True`):
+            Whether `forward` returns the router's weights G of every text token, which needs the fusion (Eq. 4-10)
+            at every token. `False` computes it at the `<s>` and `<o>` rows only, the rows the classifier reads
+            (same logits, a fraction of the work; G at those rows is still returned as `marker_expert_weights`).
         entity_markers (`list[str]`, *optional*, defaults to `["<s>", "</s>", "<o>", "</o>"]`):
             The four entity-marker tokens (Eq. 1).
         entity_marker_token_ids (`list[int]`, *optional*):
@@ -128,6 +132,7 @@ class HVFormerConfig(PreTrainedConfig):
         num_object_crops: int = 3,
         object_image_size: int = 128,
         freeze_vision_encoder: bool = False,
+        output_expert_weights: bool = True,
         entity_markers: list[str] | tuple[str, ...] = ENTITY_MARKERS,
         entity_marker_token_ids: list[int] | None = None,
         none_label: str = "None",
@@ -149,6 +154,7 @@ class HVFormerConfig(PreTrainedConfig):
         self.num_object_crops = num_object_crops
         self.object_image_size = object_image_size
         self.freeze_vision_encoder = freeze_vision_encoder
+        self.output_expert_weights = output_expert_weights
         self.entity_markers = list(entity_markers)
         self.entity_marker_token_ids = None if entity_marker_token_ids is None else list(entity_marker_token_ids)
         self.none_label = none_label

@@ -40,8 +40,9 @@ class HVFormerRelationExtractionOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Relation scores before the softmax of Eq. 11.
         expert_weights (`torch.FloatTensor` of shape `(batch_size, text_length, num_experts)`, *optional*):
-            The router's weights G (Eq. 9), experts in the order of `config.expert_names` (text expert first).
-            `None` for the "w/o MoME" (`fusion="concat"`) ablation.
+            The router's weights G (Eq. 9) of every text token, experts in the order of `config.expert_names` (text
+            expert first). Returned by the per-token path (`output_expert_weights`, attention or tracking maps);
+            `None` otherwise and for the "w/o MoME" (`fusion="concat"`) ablation.
         marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`):
             Positions of `<s>` and `<o>` whose fused representations were classified.
         visual_token_mask (`torch.LongTensor` of shape `(batch_size, num_visual_tokens)`):
@@ -63,6 +64,9 @@ class HVFormerRelationExtractionOutput(ModelOutput):
             With `output_tracking_maps=True` and `visual_context="tva"`: H_C^l for each level of
             `config.vision_levels` (Eq. 18), each `(batch_size, num_cross_attention_heads, text_length,
             num_visual_tokens)`.
+        marker_expert_weights (`torch.FloatTensor` of shape `(batch_size, 2, num_experts)`, *optional*):
+            G at `<s>` and `<o>`, whichever path ran (last field, so the tuple positions of the others stay put).
+            `None` for the "w/o MoME" (`fusion="concat"`) ablation.
     """
 
     loss: torch.FloatTensor | None = None
@@ -75,6 +79,7 @@ class HVFormerRelationExtractionOutput(ModelOutput):
     vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     patch_patch_tracking_maps: torch.FloatTensor | None = None
     patch_token_tracking_maps: tuple[torch.FloatTensor, ...] | None = None
+    marker_expert_weights: torch.FloatTensor | None = None
 
 
 def eager_cross_attention_forward(
@@ -263,18 +268,35 @@ class HVFormerRelationClassifier(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.projection = nn.Linear(2 * config.hidden_size, config.num_labels)
 
-    def forward(self, fused_states: torch.Tensor, marker_positions: torch.LongTensor) -> torch.Tensor:
-        index = marker_positions.unsqueeze(-1).expand(-1, -1, fused_states.shape[-1])  # (batch, 2, d)
-        entity_states = fused_states.gather(1, index).flatten(1)  # [C_<s>; C_<o>], (batch, 2d)
-        return self.projection(self.dropout(entity_states))
+    def forward(self, entity_states: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, num_labels) from C at `<s>` and `<o>`, `entity_states` of shape (batch, 2, d)."""
+        return self.projection(self.dropout(entity_states.flatten(1)))  # [C_<s>; C_<o>] W_r
 
 
-def additive_key_mask(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+def gather_marker_rows(states: torch.Tensor, marker_positions: torch.LongTensor) -> torch.Tensor:
+    """The rows of `<s>` and `<o>`: (batch, n_T, ...) states and (batch, 2) positions -> (batch, 2, ...)."""
+    index = marker_positions.view(*marker_positions.shape, *([1] * (states.dim() - 2)))
+    return states.gather(1, index.expand(-1, -1, *states.shape[2:]))
+
+
+def additive_key_mask(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(batch, n_V) 1/0 mask of visual tokens -> additive attention mask (batch, 1, 1, n_V) hiding the 0 keys, for
-    eager and SDPA attention alike; `None` when every token is present."""
-    if bool(token_mask.all()):
-        return None
+    eager and SDPA attention alike. Built from the values on the device, never inspected on the host (no sync)."""
     return (1.0 - token_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def visual_key_mask(
+    token_mask: torch.Tensor,
+    object_pixel_values: torch.Tensor | None,
+    object_mask: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor | None:
+    """The additive key mask of the visual tokens, or `None` when every token is present by construction (no crops,
+    or crops without an `object_mask`, which means all present). Decided from which inputs are given, never from
+    their values, so no host synchronisation happens; `None` lets SDPA pick its fastest kernel."""
+    if object_pixel_values is None or object_mask is None:
+        return None
+    return additive_key_mask(token_mask, dtype)
 
 
 class HVFormerVisionEncoder(nn.Module):
@@ -384,7 +406,7 @@ class HVFormerVisionEncoder(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Returns [V^0, ..., V^max_level], the visual token mask and, if asked, the self-attention maps."""
         hidden_states, token_mask = self.embed(pixel_values, object_pixel_values, object_mask)
-        attention_mask = additive_key_mask(token_mask, hidden_states.dtype)
+        attention_mask = visual_key_mask(token_mask, object_pixel_values, object_mask, hidden_states.dtype)
         attentions: list[torch.Tensor] = []
         levels = [hidden_states]
         with self._recording_attentions(attentions, enabled=output_attentions):
@@ -552,6 +574,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         output_tracking_maps: bool = False,
+        output_expert_weights: bool | None = None,
         return_dict: bool | None = None,
     ) -> HVFormerRelationExtractionOutput | tuple[torch.Tensor, ...]:
         r"""
@@ -579,6 +602,13 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 Return the visual representations V^0..V^max_level.
             output_tracking_maps (`bool`, *optional*, defaults to `False`):
                 Return the hierarchical tracking maps H_V (Eq. 17) and H_C (Eq. 18); implies attention maps.
+            output_expert_weights (`bool`, *optional*):
+                Return the router's weights G of every text token (`expert_weights`); defaults to
+                `config.output_expert_weights`. When `False` and no attention or tracking maps are asked for, the
+                experts, the router and the mixture (Eq. 4-10) run at the `<s>` and `<o>` rows only: the classifier
+                reads nothing else (Eq. 11) and each row of C depends only on its own row of T and on the image, so
+                the logits and the gradients are those of the per-token path (to float rounding) for a fraction of
+                the work. `marker_expert_weights` is returned either way.
             return_dict (`bool`, *optional*):
                 Return a [`HVFormerRelationExtractionOutput`] (the default, `config.return_dict`) or, when `False`,
                 the tuple of its fields that are not `None`, in field order.
@@ -589,6 +619,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         output_attentions = bool(output_attentions or output_tracking_maps)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if output_expert_weights is None:
+            output_expert_weights = self.config.output_expert_weights
+        per_token = output_expert_weights or output_attentions
         if marker_positions is None:
             marker_positions = self.find_marker_positions(input_ids)
 
@@ -598,7 +631,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         visual_levels, visual_token_mask, vision_attentions = self.vision_encoder(
             pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
         )
-        key_mask = additive_key_mask(visual_token_mask, text_states.dtype)
+        key_mask = visual_key_mask(visual_token_mask, object_pixel_values, object_mask, text_states.dtype)
+        if not per_token:
+            text_states = gather_marker_rows(text_states, marker_positions)  # T at <s>, <o>: (batch, 2, d)
 
         fused, visual_contexts, cross_attentions = [], [], []
         for level in self.config.vision_levels:
@@ -609,7 +644,12 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             visual_contexts.append(context)
             cross_attentions.append(attentions)
         fused_states, expert_weights = self.fusion(text_states, fused, visual_contexts)  # C, G
-        logits = self.classifier(fused_states, marker_positions)
+        marker_expert_weights = expert_weights
+        if per_token:
+            fused_states = gather_marker_rows(fused_states, marker_positions)
+            if expert_weights is not None:
+                marker_expert_weights = gather_marker_rows(expert_weights, marker_positions)
+        logits = self.classifier(fused_states)  # fused_states: C at <s>, <o>, (batch, 2, d)
 
         loss = None
         if labels is not None:
@@ -628,7 +668,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         output = HVFormerRelationExtractionOutput(
             loss=loss,
             logits=logits,
-            expert_weights=expert_weights,
+            expert_weights=expert_weights if per_token else None,
             marker_positions=marker_positions,
             visual_token_mask=visual_token_mask,
             cross_attentions=tuple(cross_attentions) if has_cross_attentions else None,
@@ -636,6 +676,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             vision_hidden_states=tuple(visual_levels) if output_hidden_states else None,
             patch_patch_tracking_maps=patch_patch_maps,
             patch_token_tracking_maps=patch_token_maps,
+            marker_expert_weights=marker_expert_weights,
         )
         return output if return_dict else output.to_tuple()
 

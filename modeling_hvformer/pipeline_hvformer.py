@@ -22,7 +22,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from transformers import Pipeline
 
@@ -173,14 +172,10 @@ class HVFormerRelationExtractionPipeline(Pipeline):
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         entities = model_inputs.pop("entities")
-        outputs = self.model(**model_inputs)
+        outputs = self.model(**model_inputs, output_expert_weights=False)  # fusion at <s> and <o> only
         result = {"logits": outputs.logits, "entities": entities}
-        if outputs.expert_weights is not None:
-            rows = torch.arange(outputs.logits.shape[0], device=outputs.logits.device)
-            positions = outputs.marker_positions
-            result["marker_expert_weights"] = torch.stack(
-                [outputs.expert_weights[rows, positions[:, 0]], outputs.expert_weights[rows, positions[:, 1]]], dim=1
-            )
+        if outputs.marker_expert_weights is not None:
+            result["marker_expert_weights"] = outputs.marker_expert_weights
         return result
 
     def postprocess(

@@ -368,9 +368,11 @@ def test_return_dict_false_gives_the_outputs_fields_as_a_tuple():
     inputs = tiny_inputs()
     outputs = model(**inputs)
     as_tuple = model(**inputs, return_dict=False)
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == 5
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 6
     expected = (outputs.loss, outputs.logits, outputs.expert_weights, outputs.marker_positions)
-    for value, reference in zip(as_tuple, (*expected, outputs.visual_token_mask), strict=True):
+    for value, reference in zip(
+        as_tuple, (*expected, outputs.visual_token_mask, outputs.marker_expert_weights), strict=True
+    ):
         torch.testing.assert_close(value, reference, rtol=0, atol=0)
     model.config.return_dict = False
     assert isinstance(model(**inputs), tuple)

@@ -1,0 +1,176 @@
+"""What the benchmarks share: the paper-size and tiny models, synthetic batches, timing, the environment record and
+the output (a JSON file and a printed table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import BertConfig, CLIPVisionConfig
+
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+
+PROJECT = Path(__file__).resolve().parents[1]
+MARKER_IDS = [1, 2, 3, 4]
+"""Entity-marker ids of the synthetic batches: BERT's `[unused0]`..`[unused3]`."""
+MARKER_POSITIONS = (2, 6)
+"""Where the synthetic batches put `<s>` and `<o>` (`</s>` and `</o>` follow two tokens later)."""
+
+
+def paper_config() -> HVFormerConfig:
+    """The paper's model (§4.1.2): BERT-base, CLIP ViT-B/32 at 224 px, levels 0/6/12, 12 heads, 3 crops of 128 px."""
+    return HVFormerConfig(
+        text_config=BertConfig(),
+        vision_config=CLIPVisionConfig(),
+        vision_levels=[0, 6, 12],
+        num_cross_attention_heads=12,
+        num_object_crops=3,
+        object_image_size=128,
+        entity_marker_token_ids=MARKER_IDS,
+    )
+
+
+def tiny_config() -> HVFormerConfig:
+    """A model small enough for a CPU smoke run: 2-layer BERT (width 32), 2-layer CLIP ViT (width 48, 32 px)."""
+    return HVFormerConfig(
+        text_config=BertConfig(
+            vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+        ),
+        vision_config=CLIPVisionConfig(
+            hidden_size=48,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
+        vision_levels=[0, 1, 2],
+        num_cross_attention_heads=4,
+        num_object_crops=2,
+        object_image_size=16,
+        entity_marker_token_ids=MARKER_IDS,
+    )
+
+
+def build_model(tiny: bool, device: torch.device, seed: int = 0) -> HVFormerForRelationExtraction:
+    """Random weights from the configuration (no download)."""
+    torch.manual_seed(seed)
+    return HVFormerForRelationExtraction(tiny_config() if tiny else paper_config()).to(device)
+
+
+def synthetic_batch(
+    config: HVFormerConfig, batch_size: int, text_length: int, device: torch.device, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A collated batch as `HVFormerDataCollator` gives it: markers in place, normalised-looking pixels, all crops
+    present (`object_mask` given, so the key masks are built as in training), `marker_positions` and `labels`."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab_size = config.text_config.vocab_size
+    input_ids = torch.randint(len(MARKER_IDS) + 1, vocab_size, (batch_size, text_length), generator=generator)
+    subject, obj = MARKER_POSITIONS
+    input_ids[:, [subject, subject + 2, obj, obj + 2]] = torch.tensor(MARKER_IDS)
+    image_size = config.vision_config.image_size
+    crops, crop_size = config.num_object_crops, config.object_image_size
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "token_type_ids": torch.zeros_like(input_ids),
+        "pixel_values": torch.randn(batch_size, 3, image_size, image_size, generator=generator),
+        "object_pixel_values": torch.randn(batch_size, crops, 3, crop_size, crop_size, generator=generator),
+        "object_mask": torch.ones(batch_size, crops, dtype=torch.long),
+        "marker_positions": torch.tensor([MARKER_POSITIONS] * batch_size),
+        "labels": torch.randint(0, config.num_labels, (batch_size,), generator=generator),
+    }
+    return {name: value.to(device) for name, value in batch.items()}
+
+
+def prepare(args: argparse.Namespace) -> torch.device:
+    """The device of `--device` (default: cuda when available, else cpu); one CPU thread for `--tiny`, so that smoke
+    runs on a shared CPU are not slowed down by thread contention."""
+    if args.tiny:
+        torch.set_num_threads(1)
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU (the paper-size runs); float32 on the CPU (the smoke runs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls, the device synchronised around each."""
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        function()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """Where and with what a figure was measured."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "device": name,
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--tiny", action="store_true", help="A tiny model on small inputs, one CPU thread: a smoke run."
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+    parser.add_argument("--output", type=Path, default=None, help="Write the figures to this JSON file.")
+    return parser
+
+
+def report(figures: dict[str, Any], rows: Sequence[dict[str, Any]], columns: Sequence[str], output: Path | None):
+    """Prints `rows` as a table of `columns` and writes `figures` (which holds the rows) to `output` as JSON."""
+    header = " | ".join(columns)
+    print(f"| {header} |\n|{'---|' * len(columns)}")
+    for row in rows:
+        cells = [_cell(row.get(column)) for column in columns]
+        print(f"| {' | '.join(cells)} |")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {output}")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 100 else f"{value:,.0f}"
+    return "" if value is None else str(value)

@@ -1,0 +1,126 @@
+"""HVFormer inference: batch-1 latency (p50/p90) of the model, the processor's own time per post beside it, and the
+evaluation throughput at batch 256; with the fusion at the marker rows (what the pipeline runs) and per token.
+
+The model runs in eval mode under `torch.inference_mode`, bf16 autocast on a GPU, inputs already on the device;
+the processor encodes one post (words, two entity spans, a 400x300 photo and its object crops) on the CPU.
+
+    python benchmarks/inference.py --output inference.json
+    python benchmarks/inference.py --tiny            # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import statistics
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BertTokenizerFast, CLIPImageProcessor, CLIPImageProcessorPil
+from transformers.utils import is_torchvision_available
+
+from benchmarks.common import (
+    argument_parser,
+    autocast,
+    build_model,
+    environment,
+    prepare,
+    report,
+    synthetic_batch,
+    timed,
+)
+from processing import HVFormerProcessor
+
+PAPER = {"text_length": 80, "eval_batch_size": 256, "latency_repeats": 200, "eval_batches": 20, "warmup": 10}
+TINY = {"text_length": 16, "eval_batch_size": 8, "latency_repeats": 5, "eval_batches": 2, "warmup": 1}
+POST = "Corra Vane and Tamsin Holt at Harbor Square today with the whole crew , great night".split()
+ENTITY_SPANS = [(0, 2), (3, 5)]
+"""Word spans of the subject and the object in `POST`."""
+COLUMNS = ["what", "fusion_rows", "batch_size", "p50_ms", "p90_ms", "samples_per_second"]
+
+
+def processor_for(config: Any) -> HVFormerProcessor:
+    """A processor of the model's image size: a WordPiece vocabulary of the post's words, the CLIP image processor."""
+    words = sorted({word.lower() for word in POST})
+    vocab = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    size = config.vision_config.image_size
+    image_processor_class = CLIPImageProcessor if is_torchvision_available() else CLIPImageProcessorPil
+    return HVFormerProcessor(
+        image_processor=image_processor_class(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        tokenizer=BertTokenizerFast(vocab=vocab),
+        max_length=config.text_config.max_position_embeddings,
+        num_object_crops=config.num_object_crops,
+        object_image_size=config.object_image_size,
+    )
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    milliseconds = sorted(1000 * value for value in seconds)
+    return {"p50_ms": statistics.median(milliseconds), "p90_ms": float(np.percentile(milliseconds, 90))}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argument_parser(__doc__.split("\n\n")[0])
+    args = parser.parse_args(argv)
+    settings = TINY if args.tiny else PAPER
+    device = prepare(args)
+    model = build_model(args.tiny, device).eval()
+
+    processor = processor_for(model.config)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    crops = [photo.crop((40 * k, 30 * k, 40 * k + 150, 30 * k + 120)) for k in range(model.config.num_object_crops)]
+
+    def encode() -> None:
+        processor(text=POST, entity_spans=ENTITY_SPANS, images=photo, object_crops=crops, is_split_into_words=True)
+
+    timed(encode, torch.device("cpu"), settings["warmup"])
+    rows = [
+        {
+            "what": "processor, one post (CPU)",
+            **percentiles(timed(encode, torch.device("cpu"), settings["latency_repeats"])),
+        }
+    ]
+
+    single = synthetic_batch(model.config, 1, settings["text_length"], device)
+    evaluation = synthetic_batch(model.config, settings["eval_batch_size"], settings["text_length"], device, seed=1)
+    for marker_rows in (True, False):
+
+        def forward(batch: dict[str, torch.Tensor], marker_rows: bool = marker_rows) -> None:
+            with torch.inference_mode(), autocast(device):
+                model(**batch, output_expert_weights=not marker_rows)
+
+        timed(lambda: forward(single), device, settings["warmup"])
+        latency = percentiles(timed(lambda: forward(single), device, settings["latency_repeats"]))
+        rows.append(
+            {"what": "model latency", "fusion_rows": "markers" if marker_rows else "all", "batch_size": 1, **latency}
+        )
+        timed(lambda: forward(evaluation), device, 1)
+        (seconds,) = timed(lambda: [forward(evaluation) for _ in range(settings["eval_batches"])], device, 1)
+        throughput = settings["eval_batch_size"] * settings["eval_batches"] / seconds
+        rows.append(
+            {
+                "what": "evaluation throughput",
+                "fusion_rows": "markers" if marker_rows else "all",
+                "batch_size": settings["eval_batch_size"],
+                "samples_per_second": throughput,
+            }
+        )
+    figures = {
+        "benchmark": "inference",
+        "environment": environment(device),
+        "settings": {**settings, "tiny": args.tiny},
+        "rows": rows,
+    }
+    report(figures, rows, COLUMNS, args.output)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""HVFormer's training step against its two encoders alone on the same inputs: samples/s, MFU and peak memory.
+
+MFU = samples/s x FLOP per sample / the bf16 matmul rate measured in the same run (a loop of large matmuls);
+FLOP per sample are counted with `torch.utils.flop_counter.FlopCounterMode` over one forward and backward. Paper
+size: BERT-base, CLIP ViT-B/32, levels 0/6/12, 3 crops of 128 px, sequence 80, random weights (no download), bf16
+autocast, fused AdamW, inputs already on the device.
+
+    python benchmarks/train_step.py --output train_step.json [--compile]
+    python benchmarks/train_step.py --tiny            # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.common import (
+    argument_parser,
+    autocast,
+    build_model,
+    environment,
+    prepare,
+    report,
+    synthetic_batch,
+    timed,
+)
+
+PAPER = {"batch_sizes": [32, 64, 256], "text_length": 80, "warmup": 5, "steps": 20, "matmul_size": 8192}
+TINY = {"batch_sizes": [2, 4], "text_length": 16, "warmup": 1, "steps": 2, "matmul_size": 256}
+COLUMNS = ["what", "batch_size", "samples_per_second", "mfu", "flops_per_sample", "peak_memory_gib"]
+
+
+def matmul_peak_flops(device: torch.device, size: int, repeats: int = 20) -> float:
+    """FLOP/s of a loop of `size`-square matmuls, bf16 on a GPU, float32 on the CPU."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    timed(lambda: a @ b, device, repeats=3)  # warm-up
+    (seconds,) = timed(lambda: [a @ b for _ in range(repeats)], device, repeats=1)
+    return 2 * size**3 * repeats / seconds
+
+
+def losses(model: torch.nn.Module) -> dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]]:
+    """The measured computations: HVFormer with the per-token fusion (the issue's baseline) and with the fusion at
+    the marker rows, and the two encoders alone (a mean of their last outputs as the loss)."""
+
+    def encoders(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        text = model.text_encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+        ).last_hidden_state
+        levels, _, _ = model.vision_encoder(batch["pixel_values"], batch["object_pixel_values"], batch["object_mask"])
+        return text.float().mean() + levels[-1].float().mean()
+
+    return {
+        "hvformer_per_token": lambda batch: model(**batch, output_expert_weights=True).loss,
+        "hvformer_marker_rows": lambda batch: model(**batch, output_expert_weights=False).loss,
+        "encoders": encoders,
+    }
+
+
+def flops_per_sample(loss: Callable, batch: dict[str, torch.Tensor], device: torch.device) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, autocast(device):
+        loss(batch).backward()
+    return counter.get_total_flops() / batch["input_ids"].shape[0]
+
+
+def measure(
+    step: Callable[[], None], batch_size: int, device: torch.device, warmup: int, steps: int
+) -> dict[str, float | None]:
+    """Samples/s and ms per step over `steps` steps after `warmup` ones, and the peak GPU memory (GiB)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    timed(step, device, repeats=warmup)
+    (seconds,) = timed(lambda: [step() for _ in range(steps)], device, repeats=1)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {
+        "samples_per_second": batch_size * steps / seconds,
+        "step_ms": 1000 * seconds / steps,
+        "peak_memory_gib": peak,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argument_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="Default 32 64 256 (tiny: 2 4).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed steps per measurement (default 20).")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each loss function.")
+    args = parser.parse_args(argv)
+    settings = dict(TINY if args.tiny else PAPER)
+    settings["batch_sizes"] = args.batch_sizes or settings["batch_sizes"]
+    settings["steps"] = args.steps or settings["steps"]
+    device = prepare(args)
+
+    model = build_model(args.tiny, device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01, fused=device.type == "cuda")
+    peak = matmul_peak_flops(device, settings["matmul_size"])
+    functions = losses(model)
+    counting_batch = synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
+    flops = {name: flops_per_sample(loss, counting_batch, device) for name, loss in functions.items()}
+    model.zero_grad(set_to_none=True)
+    if args.compile:
+        functions = {name: torch.compile(loss) for name, loss in functions.items()}
+
+    rows = []
+    for batch_size in settings["batch_sizes"]:
+        batch = synthetic_batch(model.config, batch_size, settings["text_length"], device)
+        for name, loss in functions.items():
+
+            def step(loss=loss, batch=batch) -> None:
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device):
+                    value = loss(batch)
+                value.backward()
+                optimizer.step()
+
+            figures = measure(step, batch_size, device, settings["warmup"], settings["steps"])
+            mfu = figures["samples_per_second"] * flops[name] / peak
+            rows.append(
+                {"what": name, "batch_size": batch_size, **figures, "flops_per_sample": flops[name], "mfu": mfu}
+            )
+    for row in rows:
+        if row["what"] != "encoders":
+            encoders = next(r for r in rows if r["what"] == "encoders" and r["batch_size"] == row["batch_size"])
+            row["vs_encoders"] = row["samples_per_second"] / encoders["samples_per_second"]
+    figures = {
+        "benchmark": "train_step",
+        "environment": environment(device),
+        "settings": {**settings, "compile": args.compile, "tiny": args.tiny},
+        "matmul_peak_flops": peak,
+        "rows": rows,
+    }
+    print(f"matmul peak: {peak / 1e12:.3g} TFLOP/s")
+    report(figures, rows, [*COLUMNS, "vs_encoders"], args.output)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The speed levers of issue 11 against the plain path: fusion at the marker rows only (Eq. 4-11), no host
+synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import tiny_config, tiny_inputs
+
+from modeling_hvformer import HVFormerForRelationExtraction
+from modeling_hvformer.modeling_hvformer import additive_key_mask, visual_key_mask
+
+MARKER_POSITIONS = torch.tensor([[2, 5]] * 3)  # where `tiny_inputs` puts <s> and <o>
+FP32_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+"""Marker-row fusion vs the per-token path, logits and gradients, float32 (docs/performance.md)."""
+
+VARIANTS = [
+    {},
+    {"fusion": "concat"},
+    {"visual_context": "cls"},
+    {"visual_context": "cls", "fusion": "concat"},
+    {"use_text_expert": False},
+    {"vision_levels": [2]},
+    {"vision_levels": [0]},
+]
+
+
+def build(seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
+    torch.manual_seed(seed)
+    return HVFormerForRelationExtraction(tiny_config(**overrides)).eval()
+
+
+def loss_and_gradients(model, inputs, **kwargs) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    outputs = model(**inputs, **kwargs)
+    outputs.loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return outputs.logits.detach(), outputs.marker_expert_weights, gradients
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_marker_row_fusion_matches_the_per_token_path(overrides):
+    model = build(**overrides)
+    inputs = tiny_inputs()
+    full_logits, full_weights, full_gradients = loss_and_gradients(model, inputs, output_expert_weights=True)
+    rows_logits, rows_weights, rows_gradients = loss_and_gradients(model, inputs, output_expert_weights=False)
+    torch.testing.assert_close(rows_logits, full_logits, **FP32_TOLERANCE)
+    assert rows_gradients.keys() == full_gradients.keys()
+    for name, gradient in full_gradients.items():
+        torch.testing.assert_close(rows_gradients[name], gradient, **FP32_TOLERANCE, msg=name)
+    if model.config.fusion == "concat":
+        assert full_weights is None and rows_weights is None
+    else:
+        torch.testing.assert_close(rows_weights, full_weights, **FP32_TOLERANCE)
+
+
+def test_marker_row_fusion_reads_the_rows_it_is_given():
+    """A `<s>` that is not the first token of its kind still decides the logits: the rows are gathered at
+    `marker_positions`, not at fixed places, and the per-token path agrees at other positions too."""
+    model = build()
+    inputs = dict(tiny_inputs(), marker_positions=torch.tensor([[2, 5], [1, 8], [4, 2]]))
+    full = model(**inputs, output_expert_weights=True)
+    rows = model(**inputs, output_expert_weights=False)
+    torch.testing.assert_close(rows.logits, full.logits, **FP32_TOLERANCE)
+    weights_at_markers = full.expert_weights[torch.arange(3)[:, None], inputs["marker_positions"]]
+    torch.testing.assert_close(full.marker_expert_weights, weights_at_markers, rtol=0, atol=0)
+    torch.testing.assert_close(rows.marker_expert_weights, weights_at_markers, **FP32_TOLERANCE)
+
+
+def test_output_expert_weights_defaults_to_the_config_and_maps_force_the_per_token_path():
+    model = build()
+    inputs = tiny_inputs()
+    assert model.config.output_expert_weights is True
+    assert model(**inputs).expert_weights.shape == (3, 10, 4)
+    model.config.output_expert_weights = False
+    outputs = model(**inputs)
+    assert outputs.expert_weights is None and outputs.marker_expert_weights.shape == (3, 2, 4)
+    with_maps = model(**inputs, output_attentions=True)
+    assert with_maps.expert_weights.shape == (3, 10, 4)
+    assert with_maps.cross_attentions[0].shape == (3, 4, 10, 25)
+    torch.testing.assert_close(with_maps.logits, outputs.logits, **FP32_TOLERANCE)
+    assert model(**inputs, output_tracking_maps=True).patch_token_tracking_maps[0].shape == (3, 4, 10, 25)
+
+
+def test_key_mask_is_decided_from_the_inputs_given_not_from_their_values():
+    token_mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    expected = torch.tensor([[0.0, 0.0, torch.finfo(torch.float32).min], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(additive_key_mask(token_mask, torch.float32)[:, 0, 0], expected)
+    crops = torch.zeros(2, 1, 3, 8, 8)
+    assert visual_key_mask(token_mask, None, None, torch.float32) is None
+    assert visual_key_mask(token_mask, crops, None, torch.float32) is None
+    torch.testing.assert_close(visual_key_mask(token_mask, crops, torch.ones(2, 1), torch.float32)[:, 0, 0], expected)
+
+
+def test_all_present_object_mask_gives_the_logits_of_no_object_mask():
+    """The mask of an all-present `object_mask` is built (zeros) rather than dropped after a host check."""
+    model = build()
+    inputs = tiny_inputs()
+    present = dict(inputs, object_mask=torch.ones(3, 2, dtype=torch.long))
+    omitted = dict(inputs, object_mask=None)
+    torch.testing.assert_close(model(**present).logits, model(**omitted).logits, **FP32_TOLERANCE)
+
+
+@pytest.mark.parametrize("output_expert_weights", [True, False])
+def test_training_forward_and_backward_never_read_a_tensor_value_on_the_host(output_expert_weights):
+    """On the meta device every `bool(tensor)` or `.item()` raises: the training step with `marker_positions` given
+    (as the collator does) has no host synchronisation in HVFormer's code. The text `attention_mask` is left out
+    because transformers' own mask creation checks `attention_mask.all()` outside `torch.compile`."""
+    model = build().train().to("meta")
+    inputs = {name: value.to("meta") for name, value in tiny_inputs().items() if name != "attention_mask"}
+    outputs = model(
+        **inputs, marker_positions=MARKER_POSITIONS.to("meta"), output_expert_weights=output_expert_weights
+    )
+    outputs.loss.backward()
+    assert outputs.logits.shape == (3, 3) and model.classifier.projection.weight.grad.is_meta
+
+
+def test_missing_marker_is_still_reported_when_positions_are_searched():
+    model = build()
+    inputs = tiny_inputs()
+    inputs["input_ids"][0, 2] = 3  # sample 0 loses its <s>
+    with pytest.raises(ValueError, match=r"sample 0 has no '<s>'"):
+        model(**inputs, output_expert_weights=False)
+
+
+@pytest.mark.parametrize("output_expert_weights", [True, False])
+def test_training_step_compiles_as_one_graph(output_expert_weights):
+    """`fullgraph=True` fails on any graph break; the eager backend traces without code generation (fast on CPU)."""
+    model = build().train()
+    inputs = dict(tiny_inputs(), marker_positions=MARKER_POSITIONS)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.manual_seed(1)
+    outputs = compiled(**inputs, output_expert_weights=output_expert_weights)
+    outputs.loss.backward()
+    torch.manual_seed(1)
+    reference = model(**inputs, output_expert_weights=output_expert_weights)
+    torch.testing.assert_close(outputs.logits, reference.logits, **FP32_TOLERANCE)

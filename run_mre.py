@@ -46,7 +46,7 @@ from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, marker_rows, run_analysis
+from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
 from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
 from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
@@ -351,16 +351,14 @@ def build_model_and_processor(
 
 def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
     """`preprocess_logits_for_metrics` for a model with `config`: keeps the logits and, with a router, the expert
-    weights G at `<s>` and `<o>` (batch, 2, E) instead of the whole (batch, tokens, E) tensor. Without a router
-    (`fusion="concat"`) the outputs are (logits, marker_positions, visual_token_mask) and only the logits are kept."""
+    weights G at `<s>` and `<o>` (batch, 2, E). Without a router (`fusion="concat"`) only the logits are kept."""
 
     def preprocess(outputs: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor) -> Any:
         if isinstance(outputs, torch.Tensor):
             return outputs
         if config.fusion != "mome":
             return outputs[0]
-        logits, expert_weights, marker_positions = outputs[0], outputs[1], outputs[2]
-        return logits, marker_rows(expert_weights, marker_positions)
+        return outputs[0], outputs[-1]  # logits, marker_expert_weights (the last field of the output)
 
     return preprocess
 
@@ -478,6 +476,7 @@ def run(
         model, processor = build_model_and_processor(model_args, relation_labels, sample_dir, output_dir)
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     id2label = dict(enumerate(relation_labels))
+    model.config.output_expert_weights = False  # the fusion at the <s>, <o> rows only, while the run lasts
 
     splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
     splits += ["test"] * training_args.do_predict
@@ -513,7 +512,7 @@ def run(
         args=training_args,
         train_dataset=data.get("train"),
         eval_dataset=data.get("val"),
-        data_collator=HVFormerDataCollator(processor),
+        data_collator=HVFormerDataCollator(processor, pad_to_multiple_of=8),
         processing_class=processor,
         compute_metrics=compute_metrics_fn(model.config.none_label_id, id2label),
         preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
@@ -550,7 +549,9 @@ def run(
             dataset_name,
             metrics,
         )
+        trainer.model.config.output_expert_weights = True  # a saved model returns the per-token weights by default
         export_model_folder(trainer.model, processor, model_dir, card)
+        trainer.model.config.output_expert_weights = False
         trainer.save_metrics("all", metrics)
         if push_to_hub:
             repo_id = push_folder_to_hub(

@@ -231,13 +231,12 @@ class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
         self._hook: torch.utils.hooks.RemovableHandle | None = None
 
     def _record(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        expert_weights = getattr(output, "expert_weights", None)
-        marker_positions = getattr(output, "marker_positions", None)
-        if not module.training or expert_weights is None or marker_positions is None:
+        marker_weights = getattr(output, "marker_expert_weights", None)  # G at <s>, <o>: (batch, 2, E)
+        if not module.training or marker_weights is None:
             return
-        rows = marker_rows(expert_weights.detach(), marker_positions.detach()).float().sum(dim=0)  # (2, E)
+        rows = marker_weights.detach().float().sum(dim=0)  # (2, E)
         self._sums = rows if self._sums is None else self._sums + rows
-        self._count += expert_weights.shape[0]
+        self._count += marker_weights.shape[0]
 
     def _close_interval(self, state: transformers.TrainerState) -> None:
         if not self._count:
@@ -338,8 +337,8 @@ class _SplitStatistics:
             patch_token = torch.stack([marker_rows(h, positions).float() for h in outputs.patch_token_tracking_maps])
             self._add("patch_token", patch_token.mean(dim=2).sum(dim=1))  # (levels, 2, n_V)
             self._add("kl_divergence", torch.stack([head_divergence(h) for h in patch_token]).sum(dim=1))  # Eq. 20
-        if outputs.expert_weights is not None:  # Figs. 9-10: G (Eq. 9) at the markers
-            self.expert_weights.append(marker_rows(outputs.expert_weights, positions).float().cpu())
+        if outputs.marker_expert_weights is not None:  # Figs. 9-10: G (Eq. 9) at the markers
+            self.expert_weights.append(outputs.marker_expert_weights.float().cpu())
 
         take = min(self.tsne_examples - sum(len(m) for m in self.tsne_masks), batch_size)
         if take > 0:  # Fig. 8: V^0..V^max (Eq. 3) of the first examples

@@ -229,8 +229,8 @@ def explain(
         "patch_token_maps": {},
     }
     positions = outputs.marker_positions
-    if outputs.expert_weights is not None:
-        weights = marker_rows(outputs.expert_weights, positions)[0].float().cpu().tolist()  # (2, E)
+    if outputs.marker_expert_weights is not None:
+        weights = outputs.marker_expert_weights[0].float().cpu().tolist()  # G at <s>, <o>: (2, E)
         result["expert_names"] = list(config.expert_names)
         result["expert_weights"] = {
             marker: dict(zip(config.expert_names, row, strict=True))

@@ -9,7 +9,12 @@ Runs unchanged under `python`, `torchrun` and `accelerate launch`:
     python run_mre.py configs/paper.yaml --seeds 1 2 3  # a config over several seeds, mean ± std
 
 YAML or JSON config files may come first (e.g. configs/paper.yaml configs/ablations/wo_tva.yaml); later files and
-the command-line arguments after them override earlier values.
+the command-line arguments after them override earlier values. Architecture options left out take the defaults of
+`HVFormerConfig` and `HVFormerProcessor`.
+
+A run writes into `output_dir`: checkpoints, `trainer_state.json`, `all_results.json`, `predictions.jsonl`,
+`expert_weights_history.json`, `analysis/`; and the model repository into `output_dir/model` (what `--push_to_hub`
+uploads). A finished run is not repeated; an interrupted one resumes from its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,32 +33,27 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from transformers import (
-    AutoConfig,
-    BertConfig,
-    BertModel,
-    BertTokenizerFast,
-    HfArgumentParser,
-    Trainer,
-    TrainingArguments,
-    ViTConfig,
-    ViTImageProcessorPil,
-    ViTModel,
-    set_seed,
-)
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from modeling_hvformer import HVFormerForRelationExtraction
 from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
+from processing.builtin_encoders import (
+    BUILTIN,
+    BUILTIN_VISION_DEFAULTS,
+    build_builtin_text_encoder,
+    build_builtin_vision_encoder,
+)
 from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
 from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
 from processing.hub import MODEL_CARD_TEMPLATE, export_model_folder, hub_ids, push_folder_to_hub, render_model_card
 from processing.metrics import compute_metrics_fn
-from processing.mnre import MNRE_RELATIONS, image_report, load_mnre, read_mnre_file
+from processing.mnre import MNRE_RELATIONS, image_report, load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from processing.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
 
@@ -62,45 +61,60 @@ MODEL_FOLDER = "model"
 """Sub-folder of `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of `output_dir`
 is the run: checkpoints, trainer state, results, predictions, figures."""
 RESULTS_FILE = "all_results.json"
-BUILTIN_ENCODERS = "builtin"
+PREDICTIONS_FILE = "predictions.jsonl"
 
 
 @dataclass
 class ModelArguments:
-    """Which encoders or trained HVFormer to start from, and the HVFormer architecture (paper §3)."""
+    """Which encoders or trained HVFormer to start from, and the HVFormer architecture (paper §3). Options left out
+    take `HVFormerConfig`'s defaults (`HVFormerProcessor`'s for `max_seq_length`)."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A trained HVFormer (Hub id or folder) to fine-tune or evaluate."}
     )
     text_model_name_or_path: str = field(
-        default=BUILTIN_ENCODERS,
+        default=BUILTIN,
         metadata={"help": "BERT-like text encoder (e.g. bert-base-uncased); 'builtin' = tiny random, no download."},
     )
     vision_model_name_or_path: str = field(
-        default=BUILTIN_ENCODERS,
+        default=BUILTIN,
         metadata={"help": "CLIP or ViT encoder (e.g. openai/clip-vit-base-patch32); 'builtin' = tiny random ViT."},
     )
     vision_levels: list[int] | None = field(
-        default=None, metadata={"help": "ViT levels with an expert; default: lowest, middle, highest (0 6 12)."}
+        default=None, metadata={"help": "ViT levels with an expert (default: lowest, middle, highest, e.g. 0 6 12)."}
     )
     num_cross_attention_heads: int | None = field(
-        default=None, metadata={"help": "Heads M of the textual-guided visual attention (default: the text's heads)."}
+        default=None, metadata={"help": "Heads M of the textual-guided visual attention (default: the text's)."}
     )
-    use_text_expert: bool = field(default=True, metadata={"help": "Route to the text-only expert too (Eq. 10)."})
-    visual_context: str = field(default="tva", metadata={"help": "'tva' (Eq. 4) or 'cls' (the w/o TVA ablation)."})
-    fusion: str = field(default="mome", metadata={"help": "'mome' (Eq. 9-10) or 'concat' (the w/o MoME ablation)."})
-    num_object_crops: int = field(default=3, metadata={"help": "Visual-grounding object crops per post."})
-    object_image_size: int | None = field(
-        default=None, metadata={"help": "Side of the crops in pixels (default: 128, 16 for the built-in ViT)."}
-    )
-    freeze_vision_encoder: bool = field(default=False, metadata={"help": "Keep the ViT's weights fixed."})
-    hidden_dropout_prob: float | None = field(
-        default=None, metadata={"help": "Dropout of the experts' FFN and the classifier (default: the config's)."}
-    )
-    attention_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout of the cross-modal attention (default: the config's)."}
-    )
-    max_seq_length: int = field(default=80, metadata={"help": "Maximum tokens per post, markers included."})
+    use_text_expert: bool | None = field(default=None, metadata={"help": "Route to the text-only expert (Eq. 10)."})
+    visual_context: str | None = field(default=None, metadata={"help": "'tva' (Eq. 4) or 'cls' (w/o TVA)."})
+    fusion: str | None = field(default=None, metadata={"help": "'mome' (Eq. 9-10) or 'concat' (w/o MoME)."})
+    num_object_crops: int | None = field(default=None, metadata={"help": "Visual-grounding object crops per post."})
+    object_image_size: int | None = field(default=None, metadata={"help": "Side of the object crops in pixels."})
+    freeze_vision_encoder: bool | None = field(default=None, metadata={"help": "Keep the ViT's weights fixed."})
+    hidden_dropout_prob: float | None = field(default=None, metadata={"help": "Dropout of the FFNs and classifier."})
+    attention_dropout: float | None = field(default=None, metadata={"help": "Dropout of the cross-modal attention."})
+    max_seq_length: int | None = field(default=None, metadata={"help": "Maximum tokens per post, markers included."})
+
+
+CONFIG_OPTIONS: tuple[str, ...] = (
+    "vision_levels",
+    "num_cross_attention_heads",
+    "use_text_expert",
+    "visual_context",
+    "fusion",
+    "freeze_vision_encoder",
+    "hidden_dropout_prob",
+    "attention_dropout",
+)
+"""The `ModelArguments` that are `HVFormerConfig` arguments of the same name (the crop settings, which both the
+config and the processor hold, go to the processor, and the model takes them from it)."""
+PROCESSOR_OPTIONS: dict[str, str] = {
+    "max_seq_length": "max_length",
+    "num_object_crops": "num_object_crops",
+    "object_image_size": "object_image_size",
+}
+"""The `ModelArguments` that are `HVFormerProcessor` arguments, by their name there."""
 
 
 @dataclass
@@ -127,7 +141,7 @@ class DataArguments:
 
 @dataclass
 class ExperimentArguments:
-    """Several seeds, analysis, and the Hub."""
+    """Several seeds, analysis, the model card, and starting over."""
 
     seeds: list[int] | None = field(
         default=None, metadata={"help": "Run once per seed into output_dir/seed-N and report mean ± std."}
@@ -164,7 +178,15 @@ RUN_DEFAULTS = {
     "restore_callback_states_from_checkpoint": True,
     "seed": 42,
 }
-"""Defaults of this script (the built-in sample run); configs/paper.yaml sets the paper's values."""
+"""`TrainingArguments` defaults of this script (the built-in sample run); configs/paper.yaml sets the paper's."""
+
+USAGE = "run_mre.py [CONFIG.yaml ...] [--option VALUE ...]"
+DESCRIPTION = (
+    "Train, evaluate, predict with and analyse HVFormer. Leading YAML/JSON config files (e.g. configs/paper.yaml "
+    "configs/ablations/wo_tva.yaml) set options; later files and the options after them win. Without --data_dir, "
+    "the built-in sample dataset and tiny encoders are used (no download)."
+)
+EPILOG = "transformers' TrainingArguments options are accepted too (--learning_rate, --bf16, ...): see --help_all."
 
 
 def machine_defaults() -> dict[str, Any]:
@@ -205,15 +227,6 @@ def config_file_to_argv(path: str) -> list[str]:
     return argv
 
 
-USAGE = "run_mre.py [CONFIG.yaml ...] [--option VALUE ...]"
-DESCRIPTION = (
-    "Train, evaluate, predict with and analyse HVFormer. Leading YAML/JSON config files (e.g. configs/paper.yaml "
-    "configs/ablations/wo_tva.yaml) set options; later files and the options after them win. Without --data_dir, "
-    "the built-in sample dataset and tiny encoders are used (no download)."
-)
-EPILOG = "transformers' TrainingArguments options are accepted too (--learning_rate, --bf16, ...): see --help_all."
-
-
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, ExperimentArguments, TrainingArguments]:
     """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win).
 
@@ -245,55 +258,17 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     return model_args, data_args, experiment_args, training_args
 
 
-def build_builtin_text_encoder(folder: Path, sample_dir: Path) -> Path:
-    """A tiny random 2-layer BERT that needs no download, whose WordPiece vocabulary holds the built-in sample's
-    words and characters; saved as a pretrained folder (reused when already there)."""
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
-        return folder
-    words: set[str] = set()
-    for split in ("train", "val", "test"):
-        for record in read_mnre_file(sample_dir / f"mnre_{split}.txt", split=split):
-            words.update(word.lower() for word in record["token"])
-    characters = {character for word in words for character in word}
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    pieces = sorted(words | characters) + sorted(f"##{character}" for character in characters)
-    vocab = {token: index for index, token in enumerate(specials + pieces)}
-    BertTokenizerFast(vocab=vocab).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=128,
-    )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    return folder
-
-
-def build_builtin_vision_encoder(folder: Path) -> Path:
-    """A tiny random 2-layer ViT on 32x32 images (patch 8) that needs no download, saved as a pretrained folder."""
-    if (folder / "model.safetensors").is_file() and (folder / "preprocessor_config.json").is_file():
-        return folder
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
-    )
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-def default_levels(depth: int) -> list[int]:
-    """The lowest, middle and highest levels, the paper's 0, 6, 12 for a 12-layer ViT."""
-    return sorted({0, depth // 2, depth})
+def given(model_args: ModelArguments, names: Mapping[str, str] | tuple[str, ...]) -> dict[str, Any]:
+    """The options of `names` that were given (not `None`), under their names in `names` (a mapping renames)."""
+    renames = names if isinstance(names, Mapping) else {name: name for name in names}
+    return {target: value for name, target in renames.items() if (value := getattr(model_args, name)) is not None}
 
 
 def build_model_and_processor(
-    model_args: ModelArguments, relation_labels: list[str], sample_dir: Path | None, work_dir: Path
+    model_args: ModelArguments, relation_labels: list[str], data_dir: Path, work_dir: Path
 ) -> tuple[HVFormerForRelationExtraction, HVFormerProcessor]:
-    """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder."""
+    """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder (the built-in tiny
+    ones, made in `work_dir`, by default); the processor is checked against the model either way."""
     if model_args.model_name_or_path:
         model = HVFormerForRelationExtraction.from_pretrained(model_args.model_name_or_path)
         processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
@@ -301,49 +276,27 @@ def build_model_and_processor(
         return model, processor
 
     text_path, vision_path = model_args.text_model_name_or_path, model_args.vision_model_name_or_path
-    if text_path == BUILTIN_ENCODERS:
-        if sample_dir is None:
-            raise ValueError(
-                "The built-in text encoder's vocabulary only covers the built-in sample: name a real text encoder "
-                "(--text_model_name_or_path) for other data."
-            )
-        text_path = str(build_builtin_text_encoder(work_dir / "builtin-encoders" / "text", sample_dir))
-    if vision_path == BUILTIN_ENCODERS:
+    processor_defaults: dict[str, Any] = {}
+    if text_path == BUILTIN:
+        text_path = str(build_builtin_text_encoder(work_dir / "builtin-encoders" / "text", data_dir))
+    if vision_path == BUILTIN:
         vision_path = str(build_builtin_vision_encoder(work_dir / "builtin-encoders" / "vision"))
-
-    vision_config = AutoConfig.from_pretrained(vision_path)
-    vision_config = getattr(vision_config, "vision_config", vision_config)
-    object_image_size = model_args.object_image_size
-    if object_image_size is None:
-        object_image_size = 16 if vision_config.image_size <= 64 else 128
+        processor_defaults = dict(BUILTIN_VISION_DEFAULTS)
     processor = HVFormerProcessor.from_text_vision_pretrained(
         text_path,
         vision_path,
-        max_length=model_args.max_seq_length,
-        num_object_crops=model_args.num_object_crops,
-        object_image_size=object_image_size,
         relation_labels=relation_labels,
+        **{**processor_defaults, **given(model_args, PROCESSOR_OPTIONS)},
     )
+    crops = {"num_object_crops": processor.num_object_crops, "object_image_size": processor.object_image_size}
+    config_kwargs = {name: value for name, value in given(model_args, CONFIG_OPTIONS).items() if name not in crops}
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(
         text_path,
         vision_path,
         tokenizer=processor.tokenizer,
-        vision_levels=model_args.vision_levels or default_levels(vision_config.num_hidden_layers),
-        num_cross_attention_heads=(
-            model_args.num_cross_attention_heads or AutoConfig.from_pretrained(text_path).num_attention_heads
-        ),
-        use_text_expert=model_args.use_text_expert,
-        visual_context=model_args.visual_context,
-        fusion=model_args.fusion,
-        num_object_crops=model_args.num_object_crops,
-        object_image_size=object_image_size,
-        freeze_vision_encoder=model_args.freeze_vision_encoder,
         id2label=dict(enumerate(relation_labels)),
-        **{
-            name: value
-            for name in ("hidden_dropout_prob", "attention_dropout")
-            if (value := getattr(model_args, name)) is not None
-        },
+        **crops,
+        **config_kwargs,
     )
     processor.check_matches_model(model.config)
     return model, processor
@@ -363,59 +316,50 @@ def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
     return preprocess
 
 
-def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any, id2label: dict[int, str]) -> None:
-    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at <s>/<o>."""
+def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -> None:
+    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at `<s>`/`<o>`."""
     logits, marker_weights = (
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
     )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-    rows = []
-    for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
-        row = {
-            "id": example_id,
-            "gold": id2label[int(gold)],
-            "predicted": id2label[int(probabilities[index].argmax())],
-            "probabilities": {id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
-        }
-        if marker_weights is not None:
-            row["expert_weights"] = {
-                marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
-                for k, marker in enumerate(("<s>", "<o>"))
-            }
-        rows.append(row)
+    markers = (config.entity_markers[0], config.entity_markers[2])
     with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
+        for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
+            row = {
+                "id": example_id,
+                "gold": config.id2label[int(gold)],
+                "predicted": config.id2label[int(probabilities[index].argmax())],
+                "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
+            }
+            if marker_weights is not None:
+                row["expert_weights"] = {
+                    marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
+                    for k, marker in enumerate(markers)
+                }
             handle.write(json.dumps(row) + "\n")
 
 
 def base_model_names(model_args: ModelArguments) -> list[str]:
     """The Hub ids this run's model starts from, for the model card."""
-    names = (
-        [model_args.model_name_or_path]
-        if model_args.model_name_or_path
-        else [
-            model_args.text_model_name_or_path,
-            model_args.vision_model_name_or_path,
-        ]
-    )
-    return hub_ids([name for name in names if name != BUILTIN_ENCODERS])
+    if model_args.model_name_or_path:
+        names = [model_args.model_name_or_path]
+    else:
+        names = [model_args.text_model_name_or_path, model_args.vision_model_name_or_path]
+    return hub_ids([name for name in names if name != BUILTIN])
 
 
 def finished_run_results(output_dir: Path) -> dict[str, float] | None:
     """The results of a run that finished in `output_dir` (its results file and a complete model folder), or `None`."""
-    model_dir = output_dir / MODEL_FOLDER
-    if not (output_dir / RESULTS_FILE).is_file() or not (model_dir / "model.safetensors").is_file():
+    if not (output_dir / RESULTS_FILE).is_file() or not (output_dir / MODEL_FOLDER / "model.safetensors").is_file():
         return None
     return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
 
 
 def clear_run(output_dir: Path) -> None:
     """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
-    for path in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(path)
-    if (output_dir / MODEL_FOLDER).is_dir():
-        shutil.rmtree(output_dir / MODEL_FOLDER)
-    for name in (RESULTS_FILE, "predictions.jsonl", "trainer_state.json", HISTORY_FILE):
+    for path in [*output_dir.glob("checkpoint-*"), output_dir / MODEL_FOLDER]:
+        shutil.rmtree(path, ignore_errors=True)
+    for name in (RESULTS_FILE, PREDICTIONS_FILE, "trainer_state.json", HISTORY_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -432,6 +376,22 @@ def resume_checkpoint(training_args: TrainingArguments, output_dir: Path) -> str
     return checkpoint
 
 
+def push(model_dir: Path, training_args: TrainingArguments) -> None:
+    repo_id = push_folder_to_hub(
+        model_dir,
+        training_args.hub_model_id or model_dir.parent.name,
+        token=training_args.hub_token,
+        private=training_args.hub_private_repo,
+    )
+    logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
+
+
+def find_callback(trainer: Trainer, callback_class: type) -> Any:
+    """The trainer's callback of `callback_class` (resuming replaces stateful callbacks by restored copies)."""
+    callbacks = trainer.callback_handler.callbacks
+    return next((callback for callback in callbacks if isinstance(callback, callback_class)), None)
+
+
 def run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -439,45 +399,37 @@ def run(
     training_args: TrainingArguments,
     push_to_hub: bool = False,
 ) -> dict[str, float]:
-    """One training / evaluation / prediction run; returns its metrics. A run that already finished in `output_dir`
-    is not repeated (its results are returned, and its model folder pushed when asked). The Hub push happens once, at
-    the end, with the model card (Trainer's own per-save push is off)."""
+    """One training / evaluation / prediction run into `training_args.output_dir`; returns its metrics."""
+    # A finished run is not repeated: its results are returned (and its model folder pushed when asked).
     output_dir = Path(training_args.output_dir)
     model_dir = output_dir / MODEL_FOLDER
     finished = finished_run_results(output_dir)
     if finished is not None and not experiment_args.overwrite_output_dir:
-        logger.warning(
-            "%s holds a finished run: not training again (pass --overwrite_output_dir to start over).", output_dir
-        )
+        logger.warning("%s holds a finished run: not training again (--overwrite_output_dir starts over).", output_dir)
         if push_to_hub and training_args.process_index == 0:
-            repo_id = push_folder_to_hub(
-                model_dir,
-                training_args.hub_model_id or output_dir.name,
-                training_args.hub_token,
-                training_args.hub_private_repo,
-            )
-            logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
+            push(model_dir, training_args)
         return finished
     if experiment_args.overwrite_output_dir and output_dir.is_dir() and training_args.process_index == 0:
         clear_run(output_dir)
-
     set_seed(training_args.seed)
-    sample_dir = None
+
+    # Data files and labels: MNRE's, or the built-in sample's (generated on first use).
     if data_args.data_dir is None:
         with training_args.main_process_first(desc="generating the built-in sample dataset"):
-            sample_dir = build_sample_dataset()
-        data_dir, relation_labels = sample_dir, ["None", *SAMPLE_RELATIONS]
+            data_dir = build_sample_dataset()
+        relation_labels = ["None", *SAMPLE_RELATIONS]
         dataset_name = experiment_args.dataset_name or "hvformer built-in sample"
     else:
         data_dir, relation_labels = Path(data_args.data_dir), list(MNRE_RELATIONS)
         dataset_name = experiment_args.dataset_name or "MNRE"
 
+    # Model and processor.
     with training_args.main_process_first(desc="building the model"):
-        model, processor = build_model_and_processor(model_args, relation_labels, sample_dir, output_dir)
+        model, processor = build_model_and_processor(model_args, relation_labels, data_dir, output_dir)
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    id2label = dict(enumerate(relation_labels))
     model.config.output_expert_weights = False  # the fusion at the <s>, <o> rows only, while the run lasts
 
+    # Preprocessing: tokenised posts and decoded images, cached.
     splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
     splits += ["test"] * training_args.do_predict
     with training_args.main_process_first(desc="reading and caching the data"):
@@ -494,16 +446,16 @@ def run(
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
         )
-    if data_args.max_train_samples is not None and "train" in data:
-        data["train"] = data["train"].select(range(min(data_args.max_train_samples, len(data["train"]))))
-    for split in ("val", "test"):
-        if data_args.max_eval_samples is not None and split in data:
-            data[split] = data[split].select(range(min(data_args.max_eval_samples, len(data[split]))))
-    images = image_report(data)
-    metrics: dict[str, float] = {
-        f"{split}_{name}": value for split, counts in images.items() for name, value in counts.items()
+    limits = {"train": data_args.max_train_samples, "val": data_args.max_eval_samples}
+    limits["test"] = data_args.max_eval_samples
+    for split, limit in limits.items():
+        if limit is not None and split in data:
+            data[split] = data[split].select(range(min(limit, len(data[split]))))
+    metrics: dict[str, Any] = {
+        f"{split}_{name}": value for split, counts in image_report(data).items() for name, value in counts.items()
     }
 
+    # Trainer.
     callbacks = [TrainingLossRecorder(), EpochReport()]
     if model.config.fusion == "mome":
         callbacks.append(ExpertWeightsRecorder())
@@ -514,7 +466,7 @@ def run(
         eval_dataset=data.get("val"),
         data_collator=HVFormerDataCollator(processor, pad_to_multiple_of=8),
         processing_class=processor,
-        compute_metrics=compute_metrics_fn(model.config.none_label_id, id2label),
+        compute_metrics=compute_metrics_fn(model.config.none_label_id, model.config.id2label),
         preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
         callbacks=callbacks,
     )
@@ -522,6 +474,7 @@ def run(
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ProgressBar)
 
+    # Training (resumed from the last complete checkpoint), evaluation, prediction.
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args, output_dir))
         metrics.update(train_result.metrics)
@@ -536,10 +489,9 @@ def run(
         prediction = trainer.predict(data["test"], metric_key_prefix="test")
         metrics.update(prediction.metrics)
         if trainer.is_world_process_zero():
-            write_predictions(
-                output_dir / "predictions.jsonl", data["test"], prediction.predictions, model.config, id2label
-            )
+            write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)
 
+    # The model folder with its card, then the results file, which marks the run finished.
     if trainer.is_world_process_zero():
         card = render_model_card(
             MODEL_CARD_TEMPLATE,
@@ -554,55 +506,32 @@ def run(
         trainer.model.config.output_expert_weights = False
         trainer.save_metrics("all", metrics)
         if push_to_hub:
-            repo_id = push_folder_to_hub(
-                model_dir,
-                training_args.hub_model_id or output_dir.name,
-                training_args.hub_token,
-                training_args.hub_private_repo,
-            )
-            logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
+            push(model_dir, training_args)
     if experiment_args.do_analysis:
         run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
     return metrics
-
-
-def summarize_seeds(per_seed: dict[int, dict[str, float]], output_dir: Path) -> dict[str, Any]:
-    """Mean ± sample standard deviation of P / R / F1 over the seeds, as in the paper's tables."""
-    prefix = "test" if all("test_f1" in metrics for metrics in per_seed.values()) else "eval"
-    summary: dict[str, Any] = {"split": prefix, "seeds": sorted(per_seed)}
-    for name in ("precision", "recall", "f1", "accuracy"):
-        values = [100 * metrics[f"{prefix}_{name}"] for metrics in per_seed.values()]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "seeds_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
-
-
-def find_callback(trainer: Trainer, callback_class: type) -> Any:
-    """The trainer's callback of `callback_class` (resuming replaces stateful callbacks by restored copies)."""
-    return next(
-        (callback for callback in trainer.callback_handler.callbacks if isinstance(callback, callback_class)), None
-    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_launcher(os.environ)
     model_args, data_args, experiment_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     set_up_logging(training_args)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # once, at the end, with the card
+
     if not experiment_args.seeds:
         metrics = run(model_args, data_args, experiment_args, training_args, push_to_hub)
         if training_args.process_index == 0:
             output_dir = Path(training_args.output_dir)
             print_summary(metrics, output_dir, output_dir / MODEL_FOLDER)
         return metrics
-    root = Path(training_args.output_dir)
+
     per_seed = {}
     for seed in experiment_args.seeds:
-        seed_args = dataclasses.replace(training_args, output_dir=str(root / f"seed-{seed}"), seed=seed)
+        seed_args = dataclasses.replace(
+            training_args, output_dir=str(seed_output_dir(training_args.output_dir, seed)), seed=seed
+        )
         per_seed[seed] = run(model_args, data_args, experiment_args, seed_args, push_to_hub=False)
-    summary = summarize_seeds(per_seed, root)
+    summary = summarize_seeds(per_seed, training_args.output_dir)
     if training_args.process_index == 0:
         for name in ("precision", "recall", "f1"):
             mean, std = summary[name]["mean"], summary[name]["std"]

@@ -66,11 +66,14 @@ class HVFormerConfig(PreTrainedConfig):
         vision_config (`PreTrainedConfig` or `dict`, *optional*):
             Configuration of the ViT-like vision encoder producing V^0..V^L (Eq. 3): a `CLIPVisionConfig` (the
             paper's CLIP ViT-B/32) or a `ViTConfig`. Defaults to `CLIPVisionConfig()`.
-        vision_levels (`list[int]`, *optional*, defaults to `[0, 6, 12]`):
+        vision_levels (`list[int]`, *optional*):
             The ViT levels l that get a visual context learner (expert). 0 is the patch embedding V^0, l the
             output of the l-th ViT layer. `[12]` alone is the "w/o HVF" ablation; a single level is an RQ1 variant.
-        num_cross_attention_heads (`int`, *optional*, defaults to 12):
-            Number of heads M of the textual-guided visual attention (Eq. 4).
+            Defaults to the lowest, middle and highest levels of the vision encoder: the paper's `[0, 6, 12]` for a
+            12-layer ViT.
+        num_cross_attention_heads (`int`, *optional*):
+            Number of heads M of the textual-guided visual attention (Eq. 4). Defaults to the text encoder's number
+            of attention heads (12 for BERT-base, as in the paper).
         use_text_expert (`bool`, *optional*, defaults to `True`):
             Whether the router also weighs the text-only expert f_text(T) = T (Eq. 10).
         visual_context (`str`, *optional*, defaults to `"tva"`):
@@ -124,8 +127,8 @@ class HVFormerConfig(PreTrainedConfig):
         self,
         text_config: PreTrainedConfig | dict | None = None,
         vision_config: PreTrainedConfig | dict | None = None,
-        vision_levels: list[int] | tuple[int, ...] = (0, 6, 12),
-        num_cross_attention_heads: int = 12,
+        vision_levels: list[int] | tuple[int, ...] | None = None,
+        num_cross_attention_heads: int | None = None,
         use_text_expert: bool = True,
         visual_context: str = "tva",
         fusion: str = "mome",
@@ -146,7 +149,12 @@ class HVFormerConfig(PreTrainedConfig):
     ) -> None:
         self.text_config = _as_sub_config(text_config, BertConfig, "text_config")
         self.vision_config = _as_sub_config(vision_config, CLIPVisionConfig, "vision_config")
+        if vision_levels is None:
+            depth = self.vision_config.num_hidden_layers
+            vision_levels = sorted({0, depth // 2, depth})
         self.vision_levels = [int(level) for level in vision_levels]
+        if num_cross_attention_heads is None:
+            num_cross_attention_heads = self.text_config.num_attention_heads
         self.num_cross_attention_heads = num_cross_attention_heads
         self.use_text_expert = use_text_expert
         self.visual_context = visual_context

@@ -6,7 +6,8 @@ All scores are fractions in [0, 1] (multiply by 100 for the percentages of the p
   `evaluate` copies that file alone into its cache; this module re-exports it.
 - :func:`load_mre_metric`: the same metric as an `evaluate` module, loaded from the local folder (works
   offline: nothing is fetched from the Hub).
-- :func:`compute_metrics_fn`: a ``compute_metrics`` callable for :class:`transformers.Trainer`.
+- :func:`compute_metrics_fn`: a ``compute_metrics`` callable for :class:`transformers.Trainer`, which runs the
+  `evaluate` module (so `run_mre.py` and the tests use the one implementation, through the one interface).
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def _first(value: Any) -> Any:
 def compute_metrics_fn(
     none_label_id: int, id2label: Mapping[int | str, str] | None = None
 ) -> Callable[[Any], dict[str, float]]:
-    """A ``compute_metrics`` function for :class:`transformers.Trainer`.
+    """A ``compute_metrics`` function for :class:`transformers.Trainer`, computed by the local `evaluate` module.
 
     The returned function takes an ``EvalPrediction`` (or a ``(predictions, label_ids)`` pair) whose
     predictions are logits ``(N, num_labels)`` -- or a tuple of outputs, of which the first is the logits --
     or already label ids ``(N,)``, and returns ``{"precision", "recall", "f1", "accuracy"}`` as floats in
     [0, 1] (Trainer prefixes them with ``eval_``; select the model with ``metric_for_best_model="f1"``).
-    ``id2label`` only validates the ids here.
+    ``id2label`` only validates the ids here. The module keeps its data in memory, so the processes of a
+    distributed run (each given the gathered predictions by Trainer) share no cache file.
     """
+    metric = load_mre_metric(keep_in_memory=True)
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         if hasattr(eval_prediction, "predictions") and hasattr(eval_prediction, "label_ids"):
@@ -75,7 +78,9 @@ def compute_metrics_fn(
                 f"expected logits of shape (N, num_labels) or label ids of shape (N,) for N={labels.shape[0]} "
                 f"labels, got predictions of shape {scores.shape}"
             )
-        result = mre_scores(predicted, labels, none_label_id=none_label_id, id2label=id2label)
+        result = metric.compute(
+            predictions=predicted, references=labels, none_label_id=none_label_id, id2label=id2label
+        )
         return {key: float(result[key]) for key in ("precision", "recall", "f1", "accuracy")}
 
     return compute_metrics

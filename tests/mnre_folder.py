@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import (
-    BertConfig,
-    BertModel,
-    BertTokenizerFast,
     CLIPImageProcessor,
     CLIPImageProcessorPil,
     CLIPVisionConfig,
@@ -38,6 +35,7 @@ from transformers import (
 from transformers.utils import is_torchvision_available
 
 from modeling_hvformer import MNRE_RELATIONS
+from processing.builtin_encoders import save_tiny_text_encoder
 
 DEFAULT_SPLIT_SIZES = {"train": 48, "val": 24, "test": 24}
 IMAGE_SHAPES = [(320, 240), (240, 320), (400, 300), (256, 256), (500, 200)]
@@ -127,27 +125,16 @@ def write_mnre_folder(root: Path, sizes: dict[str, int] | None = None, seed: int
 def save_tiny_encoders(folder: Path, data_dir: Path) -> tuple[Path, Path]:
     """Saves a tiny text encoder (vocabulary of `data_dir`'s words) and a tiny CLIP vision encoder with a 224-px
     image processor under `folder`; returns their two paths."""
-    words = set()
-    for text_file in sorted(data_dir.glob("mnre_*.txt")):
-        for line in text_file.read_text(encoding="utf-8").splitlines():
-            words.update(word.lower() for word in ast.literal_eval(line)["token"])
-    characters = {character for word in words for character in word}
-    pieces = sorted(words | characters) + sorted(f"##{character}" for character in characters)
-    vocab = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces])}
-    text_dir, vision_dir = folder / "text", folder / "vision"
-    BertTokenizerFast(vocab=vocab).save_pretrained(text_dir)
-    torch.manual_seed(0)
-    text_config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=96,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    words = [
+        word
+        for text_file in sorted(data_dir.glob("mnre_*.txt"))
+        for line in text_file.read_text(encoding="utf-8").splitlines()
+        for word in ast.literal_eval(line)["token"]
+    ]
+    text_dir, vision_dir = (
+        save_tiny_text_encoder(folder / "text", words, hidden_size=48, dropout=0.0),
+        folder / "vision",
     )
-    BertModel(text_config, add_pooling_layer=False).save_pretrained(text_dir)
     vision_config = CLIPVisionConfig(
         image_size=224,
         patch_size=32,

@@ -10,13 +10,14 @@ from huggingface_hub import ModelCard
 from tiny_models import tiny_config
 
 import run_mre
+from processing import hub
 
 METRICS = {"test_precision": 0.61234, "test_recall": 0.5, "test_f1": 0.55046, "test_accuracy": 0.875}
 
 
 def render(tmp_path: Path, base_models: list[str], dataset_name: str) -> ModelCard:
-    text = run_mre.render_model_card(
-        run_mre.MODEL_CARD_TEMPLATE, "someone/hvformer-mnre", tiny_config(), base_models, dataset_name, METRICS
+    text = hub.render_model_card(
+        hub.MODEL_CARD_TEMPLATE, "someone/hvformer-mnre", tiny_config(), base_models, dataset_name, METRICS
     )
     assert "$" not in text
     (tmp_path / "README.md").write_text(text, encoding="utf-8")

@@ -119,13 +119,24 @@ def parameter_names(model) -> set[str]:
     ],
 )
 def test_every_variant_runs_and_trains(overrides):
-    model = build(**overrides).train()
+    """Every trainable parameter gets a gradient and is updated by the optimiser, and a few steps on one batch lower
+    its loss."""
+    model = build(**overrides, hidden_dropout_prob=0.0, attention_dropout=0.0).train()
     inputs = tiny_inputs()
-    outputs = model(**inputs)
-    outputs.loss.backward()
-    without_grad = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert without_grad == []
-    assert model.classifier.projection.weight.grad.abs().sum() > 0
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        outputs = model(**inputs)
+        outputs.loss.backward()
+        without_grad = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert without_grad == []
+        optimizer.step()
+        losses.append(outputs.loss.item())
+    unchanged = [name for name, p in model.named_parameters() if name in before and torch.equal(p, before[name])]
+    assert unchanged == []
+    assert losses[-1] < losses[0], losses
     expected_experts = overrides.get("vision_levels", [0, 1, 2])
     assert sorted(model.experts.keys()) == sorted(f"level_{level}" for level in expected_experts)
 
@@ -282,8 +293,12 @@ def test_output_tracking_maps():
     for maps in outputs.patch_token_tracking_maps:
         assert maps.shape == (3, 4, 10, 25)
         torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 10))
-    # Absent crops get no weight.
+    # Absent crops get no weight, in the maps and already in the attention they are computed from: sample 1 lacks
+    # its second crop (tokens 21-24), sample 2 both crops (tokens 17-24).
     assert outputs.patch_token_tracking_maps[2][2, ..., 17:].abs().max() == 0
+    for attentions in (*outputs.vision_attentions, *outputs.cross_attentions):
+        assert attentions[1, ..., 21:].abs().max() == 0 and attentions[1, ..., 17:21].abs().max() > 0
+        assert attentions[2, ..., 17:].abs().max() == 0
 
 
 def test_tracking_maps_of_a_level_0_model():
@@ -499,10 +514,16 @@ def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
     )
     for (name, own), (_, source) in zip(own_layer.named_parameters(), source_layer.named_parameters(), strict=True):
         torch.testing.assert_close(own, source, msg=name)
-    # Crop positions start from the image's patch positions (4x4 grid) resized to the crop grid (2x2).
-    assert not torch.equal(
-        model.vision_encoder.crop_position_embeddings, torch.zeros_like(model.vision_encoder.crop_position_embeddings)
-    )
+    # Crop positions start from the image's patch positions (4x4 grid) resized bicubically to the crop grid (2x2),
+    # the same for each crop.
+    if vision == "clip":
+        image_positions = backbone.embeddings.position_embedding.weight[1:]
+    else:
+        image_positions = backbone.embeddings.position_embeddings[0, 1:]
+    grid = image_positions.detach().reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(2, 2), mode="bicubic").permute(0, 2, 3, 1).reshape(4, -1)
+    for crop in model.vision_encoder.crop_position_embeddings:
+        torch.testing.assert_close(crop, expected)
     inputs = tiny_inputs(num_crops=2)
     inputs["input_ids"][:, [2, 4, 5, 7]] = torch.tensor([100, 101, 102, 103])
     assert model(**inputs).logits.shape == (3, 3)

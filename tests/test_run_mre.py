@@ -21,6 +21,7 @@ from processing import hub
 from processing.metrics import mre_scores
 from processing.mnre import read_mnre_file
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from processing.seed_sweep import summarize_seeds
 
 PROJECT = Path(__file__).resolve().parents[1]
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
@@ -334,7 +335,7 @@ def test_seed_summary_is_mean_and_sample_std(tmp_path):
         2: {"test_precision": 0.84, "test_recall": 0.74, "test_f1": 0.79, "test_accuracy": 0.9},
         3: {"test_precision": 0.88, "test_recall": 0.78, "test_f1": 0.83, "test_accuracy": 0.9},
     }
-    summary = run_mre.summarize_seeds(per_seed, tmp_path)
+    summary = summarize_seeds(per_seed, tmp_path)
     assert summary["f1"]["mean"] == pytest.approx(79.0)
     assert summary["f1"]["std"] == pytest.approx(4.0)  # sqrt(((-4)^2 + 0 + 4^2) / 2)
     assert summary["precision"]["mean"] == pytest.approx(84.0)
@@ -370,10 +371,10 @@ def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_p
 
     for key in ("train_loss", "eval_f1", "eval_loss", "test_f1", "test_loss", "test_accuracy"):
         assert resumed[key] == expected[key], key
-    for name in ("predictions.jsonl", "expert_weights_history.json"):
-        assert (interrupted / name).read_text() == (whole / name).read_text(), name
-    history = json.loads((interrupted / "expert_weights_history.json").read_text())["history"]
-    assert [entry["epoch"] for entry in history] == [1.0, 2.0, 3.0]
+    assert (interrupted / "predictions.jsonl").read_text() == (whole / "predictions.jsonl").read_text()
+    history = json.loads((interrupted / "expert_weights_history.json").read_text())
+    assert history == json.loads((whole / "expert_weights_history.json").read_text())
+    assert [entry["epoch"] for entry in history["history"]] == [1.0, 2.0, 3.0]
 
 
 def test_text_only_without_object_crops_runs(tmp_path):

@@ -140,7 +140,7 @@ def test_patch_patch_rejects_bad_input():
         patch_patch_tracking_maps([])
     with pytest.raises(ValueError, match="eager"):
         patch_patch_tracking_maps([torch.ones(1, 1, 2, 2) / 2, None])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"attention of ViT layer 2 has shape \(1, 1, 3, 3\); expected \(batch=1"):
         patch_patch_tracking_maps([torch.ones(1, 1, 2, 2) / 2, torch.ones(1, 1, 3, 3) / 3])
 
 
@@ -185,7 +185,7 @@ def test_patch_token_rows_sum_to_one_batch_independent_half_precision():
         half = patch_token_tracking_maps(a_c.to(dtype), h_v.to(dtype))
         assert half.dtype == torch.float32
         torch.testing.assert_close(half, patch_token_tracking_maps(a_c.to(dtype).float(), h_v.to(dtype).float()))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"patch_patch_maps must be \(batch, n_V, n_V\) = \(\d+, \d+, \d+\)"):
         patch_token_tracking_maps(a_c, h_v[:, :5, :5])
 
 

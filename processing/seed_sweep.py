@@ -1,0 +1,33 @@
+"""Several seeds of one run: where each goes and the mean ± sample standard deviation of its scores, as in the
+paper's tables."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "seeds_summary.json"
+SCORES: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
+
+
+def seed_output_dir(output_dir: str | Path, seed: int) -> Path:
+    """The run folder of one seed: `output_dir/seed-N`."""
+    return Path(output_dir) / f"seed-{seed}"
+
+
+def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], output_dir: str | Path) -> dict[str, Any]:
+    """Mean ± sample standard deviation (in percent) of P / R / F1 / accuracy over the seeds, on the test split when
+    every seed has it, else validation; written to `output_dir/seeds_summary.json` and returned."""
+    prefix = "test" if all("test_f1" in metrics for metrics in per_seed.values()) else "eval"
+    summary: dict[str, Any] = {"split": prefix, "seeds": sorted(per_seed)}
+    for name in SCORES:
+        values = [100 * metrics[f"{prefix}_{name}"] for metrics in per_seed.values()]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -50,7 +50,8 @@ from processing.collator import HVFormerDataCollator
 from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
 from processing.hub import MODEL_CARD_TEMPLATE, export_model_folder, hub_ids, push_folder_to_hub, render_model_card
 from processing.metrics import compute_metrics_fn
-from processing.mnre import MNRE_RELATIONS, image_report, load_mnre
+from processing.mnre import MNRE_RELATIONS
+from processing.mnre_dataset import image_report, load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from processing.seed_sweep import seed_output_dir, summarize_seeds

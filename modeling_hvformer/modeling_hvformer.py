@@ -1,7 +1,9 @@
 """PyTorch HVFormer: hierarchical visual context fusion transformer for multimodal relation extraction.
 
 Implements §3.2-3.5 of "Multimodal Relation Extraction via a Mixture of Hierarchical Visual Context Learners"
-(WWW 2024); equation numbers below refer to that paper.
+(WWW 2024); equation numbers below refer to that paper. One module per paper concept, in one file as transformers'
+model files are (the Hub loads it as remote code with its config and tracking-map siblings), which is why it runs
+past 400 lines.
 """
 
 from __future__ import annotations

@@ -1115,7 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from modeling_hvformer import HVFormerForRelationExtraction
 
     from .collator import HVFormerDataCollator
-    from .mnre import load_mnre
+    from .mnre_dataset import load_mnre
     from .processing_hvformer import HVFormerProcessor
     from .sample_data import build_sample_dataset
 

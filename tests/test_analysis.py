@@ -34,7 +34,7 @@ from modeling_hvformer import HVFormerForRelationExtraction
 from modeling_hvformer.tracking_maps import head_divergence
 from processing import analysis, explain
 from processing.collator import HVFormerDataCollator
-from processing.mnre import load_mnre
+from processing.mnre_dataset import load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 

@@ -8,7 +8,7 @@ import torch
 from _data_fixtures import CROP_SIZE, IMAGE_SIZE, NUM_CROPS, build_small_sample, make_processor
 
 from processing.collator import HVFormerDataCollator
-from processing.mnre import load_mnre
+from processing.mnre_dataset import load_mnre
 
 MODEL_KEYS = {
     "input_ids",

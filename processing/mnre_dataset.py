@@ -1,0 +1,638 @@
+"""MNRE splits as cached `datasets` ([`load_mnre`]): tokenised posts with entity markers, and every image and crop
+decoded and resized once into uint8 arrays, with what was loaded, substituted or switched off ([`image_report`]).
+
+Normalisation happens later, in [`HVFormerDataCollator`]. Over 400 lines for a reason: this is one pipeline whose
+`Dataset.map` functions must live at module level (so `num_proc` workers can pickle them) next to the features and
+fingerprints they must agree with.
+
+[`HVFormerDataCollator`]: processing.collator.HVFormerDataCollator
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from .mnre import (
+    MNRE_RELATIONS,
+    MNRE_SPLITS,
+    MNREFormatError,
+    find_crops_mapping,
+    find_split_file,
+    load_crops_mapping,
+    lookup_crops,
+    read_mnre_file,
+)
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "marker_positions")
+IMAGE_COLUMNS: tuple[str, ...] = ("pixel_values", "object_pixel_values", "object_mask")
+MODEL_COLUMNS: tuple[str, ...] = TEXT_COLUMNS + IMAGE_COLUMNS + ("labels",)
+"""The columns [`HVFormerForRelationExtraction.forward`] takes; everything else is bookkeeping."""
+
+IMAGE_STATUSES: tuple[str, ...] = ("loaded", "missing", "unreadable", "disabled")
+"""Values of the `image_status` column (and of `crop_status` entries, less `disabled`)."""
+
+_IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+_FAILED = ("missing", "unreadable")
+_IMAGE_BATCH_SIZE = 64
+_MAIN_PROCESS_ID = os.getpid()
+"""The process that imported this module; `Dataset.map(num_proc=...)` workers forked from it see its id too."""
+
+
+class MNREImageError(OSError):
+    """Images or object crops that are missing or cannot be decoded while `missing_images="error"`; the message gives
+    their count and the first paths."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fingerprints
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _file_signature(path: str) -> str | None:
+    """`size:mtime_ns` of a file, or `None` when it does not exist. Part of the cache fingerprint."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _sha256(*parts: Any) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:40]
+
+
+def _source_digest(obj: Any) -> str:
+    """Digest of the Python sources beside the file defining `obj`'s class (its module and the sibling modules it
+    imports), so that cached columns follow code changes."""
+    try:
+        folder = Path(inspect.getfile(type(obj))).parent
+    except (TypeError, OSError):
+        return type(obj).__qualname__
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The map functions (module level, so that `num_proc` workers can pickle them)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _tokenize_batch(batch: dict[str, list], processor: Any, source: str, text_columns: Sequence[str]) -> dict:
+    """Encodes a batch with the processor (unpadded); a sample it rejects is reported as `source:line`."""
+
+    def encode(indices: Sequence[int]) -> Any:
+        return processor(
+            text=[batch["token"][i] for i in indices],
+            entity_spans=[[batch["h"][i]["pos"], batch["t"][i]["pos"]] for i in indices],
+            is_split_into_words=True,
+            padding=False,
+            return_tensors=None,
+        )
+
+    try:
+        encoding = encode(range(len(batch["token"])))
+    except ValueError:
+        for index, line_index in enumerate(batch["line_index"]):
+            try:
+                encode([index])
+            except ValueError as error:
+                raise MNREFormatError(f"{source}:{line_index + 1}: fields 'h'/'t': {error}") from error
+        raise
+    return {column: [list(map(int, row)) for row in encoding[column]] for column in text_columns}
+
+
+def _decode(processor: Any, path: str) -> tuple[Image.Image | None, str]:
+    """Decodes one file with `processor.load_image`; returns the image (or `None`) and its status."""
+    if not os.path.isfile(path):
+        return None, "missing"
+    try:
+        return processor.load_image(path), "loaded"
+    except _IMAGE_ERRORS as error:
+        logger.debug("cannot decode %s: %s", path, error)
+        return None, "unreadable"
+
+
+def _image_columns(processor: Any) -> tuple[str, ...]:
+    """The image columns a processor fills: no crop columns when it takes no object crops."""
+    return IMAGE_COLUMNS if processor.num_object_crops else IMAGE_COLUMNS[:1]
+
+
+def _single_threaded_in_forked_worker() -> None:
+    """Limits torch to one thread in a worker that `Dataset.map(num_proc=...)` forked from this process.
+
+    A forked child inherits the parent's OpenMP state but not its worker threads: once the parent has run a parallel
+    torch op (building the model), the child's first parallel op (the image processor's tensors) waits forever for
+    threads that do not exist. With one thread, torch runs ops inline and never enters an OpenMP region; the workers
+    are parallel already. PyTorch's `DataLoader` does the same in its workers.
+    """
+    if os.getpid() != _MAIN_PROCESS_ID and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool) -> dict[str, Any]:
+    """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
+    _single_threaded_in_forked_worker()
+    blank = Image.new("RGB", (8, 8))
+    size = len(batch["image_path"])
+    if not use_images:
+        arrays = processor.resize_images([blank], object_crops=[[]])
+        return {
+            **{column: np.repeat(arrays[column].numpy(), size, axis=0) for column in _image_columns(processor)},
+            "image_status": ["disabled"] * size,
+            "crop_status": [[] for _ in range(size)],
+        }
+    images, statuses, crops, crop_statuses = [], [], [], []
+    decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image
+    for image_path, crop_paths in zip(batch["image_path"], batch["crop_paths"], strict=True):
+        if image_path not in decoded:
+            decoded[image_path] = _decode(processor, image_path)
+        image, status = decoded[image_path]
+        images.append(image if image is not None else blank)
+        statuses.append(status)
+        found = [_decode(processor, crop_path) for crop_path in crop_paths]
+        crops.append([crop for crop, _ in found if crop is not None])
+        crop_statuses.append([crop_status for _, crop_status in found])
+    arrays = processor.resize_images(images, object_crops=crops)
+    return {
+        **{column: arrays[column].numpy() for column in _image_columns(processor)},
+        "image_status": statuses,
+        "crop_status": crop_statuses,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Features and fingerprints
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _base_features(relation_labels: Sequence[str], with_kind: bool) -> datasets.Features:
+    def entity() -> dict[str, Any]:
+        return {"name": datasets.Value("string"), "pos": datasets.List(datasets.Value("int32"))}
+
+    features = {
+        "id": datasets.Value("string"),
+        "line_index": datasets.Value("int32"),
+        "token": datasets.List(datasets.Value("string")),
+        "h": entity(),
+        "t": entity(),
+        "img_id": datasets.Value("string"),
+        "relation": datasets.Value("string"),
+        **({"kind": datasets.Value("string")} if with_kind else {}),
+        "labels": datasets.ClassLabel(names=list(relation_labels)),
+        "image_path": datasets.Value("string"),
+        "crop_paths": datasets.List(datasets.Value("string")),
+    }
+    return datasets.Features(features)
+
+
+def _text_columns(processor: Any) -> list[str]:
+    """The text columns this processor returns (`token_type_ids` only for tokenizers that use them)."""
+    probe = processor(
+        text=[["a", "b"]],
+        entity_spans=[[[0, 1], [1, 2]]],
+        is_split_into_words=True,
+        padding=False,
+        return_tensors=None,
+    )
+    return [column for column in TEXT_COLUMNS if column in probe]
+
+
+def _text_features(text_columns: Sequence[str]) -> dict[str, Any]:
+    return {
+        column: datasets.List(datasets.Value("int64"), length=2 if column == "marker_positions" else -1)
+        for column in text_columns
+    }
+
+
+def _image_features(processor: Any) -> datasets.Features:
+    """Features of the image columns, with the shapes found by resizing one blank image (no file is read)."""
+    probe = processor.resize_images([Image.new("RGB", (8, 8))], object_crops=[[]])
+    features = {
+        "pixel_values": datasets.Array3D(shape=tuple(probe["pixel_values"].shape[1:]), dtype="uint8"),
+        "image_status": datasets.Value("string"),
+        "crop_status": datasets.List(datasets.Value("string")),
+    }
+    if processor.num_object_crops:
+        crop_shape = tuple(probe["object_pixel_values"].shape[1:])
+        features["object_pixel_values"] = datasets.Array4D(shape=crop_shape, dtype="uint8")
+        features["object_mask"] = datasets.List(datasets.Value("int64"), length=crop_shape[0])
+    return datasets.Features(features)
+
+
+def _text_settings(processor: Any) -> dict[str, Any]:
+    """What the text columns depend on besides the records."""
+    tokenizer = processor.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return {
+        "processor": type(processor).__qualname__,
+        "processor_source": _source_digest(processor),
+        "tokenizer": type(tokenizer).__qualname__,
+        "tokenizer_state": backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items()),
+        "max_length": processor.max_length,
+    }
+
+
+def _image_settings(processor: Any) -> dict[str, Any]:
+    """What the image columns depend on besides the files."""
+    return {
+        "processor": type(processor).__qualname__,
+        "processor_source": _source_digest(processor),
+        "image_processor": processor.image_processor.to_dict(),
+        "num_object_crops": processor.num_object_crops,
+        "object_image_size": processor.object_image_size,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image report and the missing-image policy
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _columns(dataset: datasets.Dataset, names: Sequence[str]) -> dict[str, list]:
+    """Whole columns as Python lists, in one read (iterating `dataset[name]` would format row by row)."""
+    return dataset.select_columns(list(names)).with_format(None)[:]
+
+
+def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, Any]:
+    """
+    Counts, from the `image_status` and `crop_status` columns, how the images and crops of a split were obtained.
+
+    The counts come from the data, so they are right as well when [`load_mnre`] reused its cache. All values are
+    ints, ready for a metrics file.
+
+    Returns:
+        `dict`: for a `DatasetDict`, `{split: counts}`; for a `Dataset`, the counts: `examples`, `images_loaded`,
+        `images_missing` and `images_unreadable` (each replaced by a blank image under `missing_images="blank"`),
+        `images_disabled` (`use_images=False`), `images_blank` (the sum of the last three), `examples_with_crops`
+        (at least one crop loaded), `crops_loaded`, `crops_missing` and `crops_unreadable` (dropped: `object_mask`
+        0).
+    """
+    if isinstance(dataset, datasets.DatasetDict):
+        return {split: image_report(split_dataset) for split, split_dataset in dataset.items()}
+    columns = _columns(dataset, ["image_status", "crop_status"])
+    images = Counter(columns["image_status"])
+    crop_statuses = columns["crop_status"]
+    crops = Counter(status for statuses in crop_statuses for status in statuses)
+    return {
+        "examples": len(dataset),
+        **{f"images_{status}": images[status] for status in IMAGE_STATUSES},
+        "images_blank": images["missing"] + images["unreadable"] + images["disabled"],
+        "examples_with_crops": sum("loaded" in statuses for statuses in crop_statuses),
+        **{f"crops_{status}": crops[status] for status in ("loaded", "missing", "unreadable")},
+    }
+
+
+def _failure_message(split: str, what: str, paths: Sequence[str], total: int, reason: str) -> str:
+    shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return (
+        f"split '{split}': {len(paths)} of {total} {what} {reason} (first: {shown}). Fix the paths, or pass "
+        "missing_images='blank' to use blank images instead (counted in the 'image_status'/'crop_status' columns, "
+        "in image_report() and in the log)."
+    )
+
+
+def _raise_for_missing_files(split: str, records: list[dict[str, Any]], signatures: Mapping[str, str | None]) -> None:
+    """Raises [`MNREImageError`] for images or crops that do not exist (found with `stat`, before any decoding)."""
+    missing = [record["image_path"] for record in records if signatures[record["image_path"]] is None]
+    if missing:
+        raise MNREImageError(_failure_message(split, "images", missing, len(records), "are missing"))
+    crop_paths = [path for record in records for path in record["crop_paths"]]
+    missing = [path for path in crop_paths if signatures[path] is None]
+    if missing:
+        raise MNREImageError(_failure_message(split, "object crops", missing, len(crop_paths), "are missing"))
+
+
+def _decode_failure(processor: Any, path: str) -> str:
+    """Why `path` cannot be decoded (decodes it once more: only called on the way to an error)."""
+    try:
+        processor.load_image(path)
+    except _IMAGE_ERRORS as error:
+        return str(error)
+    return f"{path} was not readable while decoding"
+
+
+def _apply_image_policy(split: str, dataset: datasets.Dataset, missing_images: str, processor: Any) -> None:
+    """Raises for missing or unreadable files under `"error"`; logs what was substituted otherwise."""
+    report = image_report(dataset)
+    if missing_images == "error":
+        columns = _columns(dataset, ["image_path", "image_status", "crop_paths", "crop_status"])
+        images = zip(columns["image_path"], columns["image_status"], strict=True)
+        failed = [path for path, status in images if status in _FAILED]
+        if failed:
+            message = _failure_message(split, "images", failed, len(dataset), "cannot be decoded")
+            raise MNREImageError(f"{message} First error: {_decode_failure(processor, failed[0])}")
+        crop_paths, crop_statuses = columns["crop_paths"], columns["crop_status"]
+        failed = [
+            path
+            for paths, statuses in zip(crop_paths, crop_statuses, strict=True)
+            for path, status in zip(paths, statuses, strict=True)
+            if status in _FAILED
+        ]
+        if failed:
+            total = sum(len(paths) for paths in crop_paths)
+            message = _failure_message(split, "object crops", failed, total, "cannot be decoded")
+            raise MNREImageError(f"{message} First error: {_decode_failure(processor, failed[0])}")
+    substituted = [report[key] for key in ("images_missing", "images_unreadable", "crops_missing", "crops_unreadable")]
+    if any(substituted):
+        logger.warning(
+            "split '%s': blank images for %d missing and %d unreadable images; %d missing and %d unreadable object "
+            "crops dropped (%d examples)",
+            split,
+            *substituted,
+            report["examples"],
+        )
+    if report["images_disabled"]:
+        logger.info("split '%s': images switched off (use_images=False): %d blank images", split, len(dataset))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _resolve_crops_mapping(
+    crops_mapping: str | os.PathLike | Mapping[str, str | os.PathLike] | None,
+    split: str,
+    text_file: Path,
+    data_dir: Path,
+) -> Path:
+    if isinstance(crops_mapping, Mapping):
+        if split not in crops_mapping:
+            raise KeyError(f"crops_mapping has no entry for split '{split}' (it has {sorted(crops_mapping)})")
+        return Path(crops_mapping[split])
+    if crops_mapping is not None and Path(crops_mapping).is_file():
+        return Path(crops_mapping)
+    folders = [Path(crops_mapping)] if crops_mapping is not None else [text_file.parent, data_dir]
+    found = find_crops_mapping(folders, split)
+    if found is None:
+        raise FileNotFoundError(
+            f"split '{split}': no crops mapping mre_{split}_dict.{{pth,pt,json}} in {', '.join(map(str, folders))}; "
+            "pass crops_mapping, or use_object_crops=False to go without object crops"
+        )
+    return found
+
+
+def _attach_paths(
+    records: list[dict[str, Any]],
+    split: str,
+    image_root: Path | None,
+    crops_root: Path | None,
+    mapping_file: Path | None,
+    num_object_crops: int,
+) -> None:
+    """Adds `image_path` and `crop_paths` (the first `num_object_crops` crops listed) to each record, in place."""
+    mapping = load_crops_mapping(mapping_file) if mapping_file is not None else {}
+    matched = 0
+    for record in records:
+        record["image_path"] = str(image_root / split / record["img_id"]) if image_root is not None else ""
+        names = lookup_crops(mapping, record["line_index"], record["img_id"]) or []
+        matched += bool(names)
+        record["crop_paths"] = [str(crops_root / split / "crops" / name) for name in names[:num_object_crops]]
+    if mapping_file is not None:
+        if mapping and not matched:
+            keys = ", ".join(repr(key) for key in list(mapping)[:3])
+            raise MNREFormatError(
+                f"{mapping_file}: none of its {len(mapping)} keys (e.g. {keys}) is a line index or img_id of split "
+                f"'{split}'"
+            )
+        logger.info("split '%s': %d of %d examples have object crops (%s)", split, matched, len(records), mapping_file)
+
+
+def load_mnre(
+    data_dir: str | os.PathLike,
+    processor: Any,
+    *,
+    splits: Sequence[str] | None = None,
+    image_dir: str | os.PathLike | None = None,
+    crops_dir: str | os.PathLike | None = None,
+    crops_mapping: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
+    relation_labels: Sequence[str] | None = None,
+    use_images: bool = True,
+    use_object_crops: bool = True,
+    missing_images: Literal["error", "blank"] = "error",
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.DatasetDict:
+    """
+    Loads MNRE-format splits into a `DatasetDict` for [`HVFormerDataCollator`], decoding each image only once.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            Folder of the text files (see the module docstring for the layout).
+        processor ([`HVFormerProcessor`]):
+            Tokenizes with the entity markers and resizes images (`load_image`, `resize_images`).
+        splits (`Sequence[str]`, *optional*):
+            The splits to load; each must have its text file. Defaults to those of `("train", "val", "test")` that
+            have one (at least one must).
+        image_dir (`str` or `os.PathLike`, *optional*):
+            Folder with a sub-folder per split: `{image_dir}/{split}/{img_id}`. Defaults to `data_dir/img_org`; must
+            exist unless `use_images=False`.
+        crops_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the object crops: `{crops_dir}/{split}/crops/{crop file}`. Defaults to `data_dir/img_vg` when
+            that exists; without crops every `object_mask` is 0 (logged).
+        crops_mapping (`str`, `os.PathLike` or `Mapping[str, str | os.PathLike]`, *optional*):
+            Which crops belong to which line (read with [`load_crops_mapping`]): a `{split: file}` dict, a folder
+            holding `mre_{split}_dict.{pth,pt,json}` (`mre_dev_dict.*` for val, the reference name), or one file when
+            loading one split. Defaults to looking next to the text file, then in `data_dir`. A line is looked up by
+            its 0-based line index (an int, or its decimal string in JSON: what the reference code does), then by its
+            `img_id`, then by the `img_id` without extension; its first `processor.num_object_crops` crops are used.
+            A mapping none of whose keys matches the split raises [`MNREFormatError`].
+        relation_labels (`Sequence[str]`, *optional*):
+            Label names in id order. Defaults to `processor.relation_labels`, else [`MNRE_RELATIONS`].
+        use_images (`bool`, *optional*, defaults to `True`):
+            `False` switches images off explicitly (the text-only experiment): no file is read, every example gets
+            a blank (black) image and no crops, recorded as `image_status="disabled"` and logged.
+        use_object_crops (`bool`, *optional*, defaults to `True`):
+            `False` leaves the object crops out (every `object_mask` 0; logged) even when a crops folder exists.
+        missing_images (`"error"` or `"blank"`, *optional*, defaults to `"error"`):
+            Images or crops that are missing or cannot be decoded: `"error"` raises [`MNREImageError`] with their
+            count and first paths (missing files are found with `stat` before anything is decoded). `"blank"` puts a
+            blank (black) image in place of such an image and drops such a crop (`object_mask` 0); each case is
+            recorded in the `image_status`/`crop_status` columns, counted by [`image_report`] and logged as a
+            warning. Nothing is substituted silently.
+        num_proc (`int`, *optional*):
+            Worker processes for decoding images.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the cached splits. Defaults to `$HF_DATASETS_CACHE/hvformer_mnre`.
+
+    Returns:
+        `datasets.DatasetDict`: one `Dataset` per split with the columns
+        - `id` (`f"{split}-{line_index}"`), `line_index` (0-based), `token`, `h`, `t`, `img_id`, `relation` (the label
+          name), `kind` (only when the file has it, as the sample dataset does; `""` for lines without), `image_path`,
+          `crop_paths`;
+        - `labels` (`ClassLabel` named after `relation_labels`);
+        - `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer uses them), `marker_positions`, all
+          unpadded (the collator pads);
+        - `pixel_values` (uint8 `(3, H, W)`), `object_pixel_values` (uint8 `(t, 3, s, s)`, zeros for absent crops),
+          `object_mask` (`(t,)`): resized, not normalised;
+        - `image_status` (one of [`IMAGE_STATUSES`]) and `crop_status` (the status of each crop in `crop_paths`).
+        The model columns are formatted as numpy arrays (`datasets` returns the uint8 pixels as int64 there; the
+        collator casts them back) and `output_all_columns=True` returns the others as Python objects.
+
+    Caching: each split goes through two `Dataset.map` calls written under `cache_dir` with explicit fingerprints.
+    The text one depends on the records, the tokenizer's full state and `max_length`; the image one on each line's
+    image and crop paths, each file's size and mtime, the image processor's settings, `num_object_crops`,
+    `object_image_size` and `use_images`; both on the source of the processor class and of this module. A rerun
+    with the same inputs loads both from disk and decodes no image; changing the tokenizer or the labels
+    re-tokenizes only.
+    `missing_images` is not part of the fingerprint: decoding records what it finds and the policy is applied to
+    the result. Old cache files are never deleted: remove `cache_dir` to reclaim the space.
+
+    Raises:
+        [`MNREFormatError`]: a malformed line or crops mapping, or a line the processor cannot encode.
+        [`MNREImageError`]: under `missing_images="error"`, images or crops that are missing or cannot be decoded.
+        `FileNotFoundError`: a missing text file, image folder, crops folder or crops mapping.
+    """
+    if missing_images not in ("error", "blank"):
+        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
+    data_dir = Path(data_dir)
+    if relation_labels is None:
+        relation_labels = getattr(processor, "relation_labels", None) or MNRE_RELATIONS
+    if splits is None:
+        splits = [split for split in MNRE_SPLITS if find_split_file(data_dir, split) is not None]
+        if not splits:
+            raise FileNotFoundError(f"no MNRE text file (mnre_{{train,val,test}}.txt) under {data_dir}")
+        logger.info("MNRE splits found under %s: %s", data_dir, ", ".join(splits))
+    single_mapping_file = crops_mapping is not None and not isinstance(crops_mapping, Mapping)
+    if single_mapping_file and Path(crops_mapping).is_file() and len(splits) > 1:
+        raise ValueError("one crops_mapping file given for several splits: pass a {split: file} dict or a folder")
+
+    image_root = None
+    if use_images:
+        image_root = Path(image_dir) if image_dir is not None else data_dir / "img_org"
+        if not image_root.is_dir():
+            raise FileNotFoundError(f"image folder {image_root} not found: pass image_dir, or use_images=False")
+    crops_root = None
+    if use_images and use_object_crops:
+        crops_root = Path(crops_dir) if crops_dir is not None else data_dir / "img_vg"
+        if not crops_root.is_dir():
+            if crops_dir is not None:
+                raise FileNotFoundError(f"object crops folder {crops_root} not found")
+            logger.info("no object crops folder (%s): object_mask is 0 everywhere", crops_root)
+            crops_root = None
+    elif use_images:
+        logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
+
+    loader = _SplitLoader(
+        processor=processor,
+        relation_labels=list(relation_labels),
+        use_images=use_images,
+        missing_images=missing_images,
+        num_proc=num_proc,
+        cache_root=Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre"),
+    )
+    dataset_dict = datasets.DatasetDict()
+    for split in splits:
+        text_file = find_split_file(data_dir, split)
+        if text_file is None:
+            raise FileNotFoundError(f"no text file for split '{split}' (mnre_{split}.txt) under {data_dir}")
+        mapping_file = None
+        if crops_root is not None:
+            mapping_file = _resolve_crops_mapping(crops_mapping, split, text_file, data_dir)
+        dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file)
+    return dataset_dict
+
+
+class _SplitLoader:
+    """Loads one split at a time with the settings [`load_mnre`] shares between splits."""
+
+    def __init__(
+        self,
+        processor: Any,
+        relation_labels: list[str],
+        use_images: bool,
+        missing_images: str,
+        num_proc: int | None,
+        cache_root: Path,
+    ) -> None:
+        self.processor = processor
+        self.relation_labels = relation_labels
+        self.use_images = use_images
+        self.missing_images = missing_images
+        self.num_proc = num_proc
+        self.cache_root = cache_root
+        cache_root.mkdir(parents=True, exist_ok=True)
+        self.text_columns = _text_columns(processor)
+        self.image_features = _image_features(processor)
+        module_source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        self.text_settings = {**_text_settings(processor), "module": module_source}
+        self.image_settings = {**_image_settings(processor), "module": module_source, "use_images": use_images}
+
+    def load(
+        self,
+        split: str,
+        text_file: Path,
+        image_root: Path | None,
+        crops_root: Path | None,
+        mapping_file: Path | None,
+    ) -> datasets.Dataset:
+        records = read_mnre_file(text_file, split=split, relation_labels=self.relation_labels)
+        if not records:
+            raise MNREFormatError(f"{text_file}: no examples")
+        _attach_paths(records, split, image_root, crops_root, mapping_file, self.processor.num_object_crops)
+        with_kind = any("kind" in record for record in records)
+        for record in records:
+            record["labels"] = self.relation_labels.index(record["relation"])
+            if with_kind:
+                record.setdefault("kind", "")
+
+        signatures: dict[str, str | None] = {}
+        if self.use_images:
+            paths = {record["image_path"] for record in records}
+            paths.update(path for record in records for path in record["crop_paths"])
+            signatures = {path: _file_signature(path) for path in sorted(paths)}
+            if self.missing_images == "error":
+                _raise_for_missing_files(split, records, signatures)
+
+        base = datasets.Dataset.from_list(records, features=_base_features(self.relation_labels, with_kind))
+        text_fingerprint = _sha256("text", records, self.text_settings)
+        image_inputs = [(record["image_path"], record["crop_paths"]) for record in records]
+        image_fingerprint = _sha256("images", image_inputs, signatures, self.image_settings)
+        text = base.map(
+            _tokenize_batch,
+            batched=True,
+            fn_kwargs={"processor": self.processor, "source": str(text_file), "text_columns": self.text_columns},
+            features=datasets.Features({**base.features, **_text_features(self.text_columns)}),
+            cache_file_name=str(self.cache_root / f"{split}-text-{text_fingerprint}.arrow"),
+            new_fingerprint=text_fingerprint,
+            desc=f"Tokenizing MNRE {split}",
+        )
+        images = base.map(
+            _encode_images_batch,
+            batched=True,
+            batch_size=_IMAGE_BATCH_SIZE,
+            writer_batch_size=_IMAGE_BATCH_SIZE,
+            fn_kwargs={"processor": self.processor, "use_images": self.use_images},
+            remove_columns=base.column_names,
+            features=self.image_features,
+            num_proc=self.num_proc,
+            cache_file_name=str(self.cache_root / f"{split}-images-{image_fingerprint}.arrow"),
+            new_fingerprint=image_fingerprint,
+            desc=f"Decoding MNRE {split} images",
+        )
+        dataset = datasets.concatenate_datasets([text, images], axis=1)
+        _apply_image_policy(split, dataset, self.missing_images, self.processor)
+        model_columns = [column for column in MODEL_COLUMNS if column in dataset.column_names]
+        dataset.set_format("numpy", columns=model_columns, output_all_columns=True)
+        return dataset

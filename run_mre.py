@@ -45,8 +45,8 @@ from transformers import (
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
 from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
 from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging

@@ -84,14 +84,14 @@ def test_expert_weights_recorder_keeps_no_graph_and_logs(processor, data):
 
 
 def test_recorder_imports_without_the_analysis_extra(tmp_path):
-    """`run_mre.py` imports this module: without matplotlib and scikit-learn (the `analysis` extra) the recorder
+    """`run_mre.py` imports this package: without matplotlib and scikit-learn (the `analysis` extra) the recorder
     works and only drawing fails, naming the extra."""
     script = textwrap.dedent(
         """
         import sys
 
         sys.modules.update(matplotlib=None, sklearn=None)  # importing them raises ImportError
-        from processing.analysis import ExpertWeightsRecorder, new_figure
+        from analysis import ExpertWeightsRecorder, new_figure
 
         ExpertWeightsRecorder().save(sys.argv[1], ["text", "level_6"])
         try:

@@ -3,7 +3,7 @@
 Upload a picture, type the post, name the subject and the object as they occur in the post: the page shows the
 relations with their probabilities, the expert weights G (paper Eq. 9) of the subject and object tokens per ViT
 level, and their hierarchical tracking maps (Eq. 18) over the picture. The drawing and the model call are
-[`processing.explain.explain`]'s.
+[`analysis.explain.explain`]'s.
 
     pip install -e ".[demo]"
     python app.py [--model DIR_OR_HUB_ID] [--port 7860]
@@ -24,8 +24,8 @@ import gradio as gr
 import numpy as np
 import torch
 
-from processing.analysis import MARKERS, expert_label
-from processing.explain import explain, figure_pixels, load
+from analysis import expert_label
+from analysis.explain import explain, figure_pixels, load
 
 MODEL_ENV = "HVFORMER_MODEL"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "outputs" / "hvformer-sample" / "model"
@@ -62,7 +62,7 @@ def predict(
         []
         if weights is None
         else [
-            [expert_label(name), *(round(weights[marker][name], 4) for marker in MARKERS)]
+            [expert_label(name), *(round(by_expert[name], 4) for by_expert in weights.values())]  # subject, object
             for name in result["expert_names"]
         ]
     )

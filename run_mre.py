@@ -37,8 +37,8 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
 from processing.builtin_encoders import (
     BUILTIN,
     BUILTIN_VISION_DEFAULTS,

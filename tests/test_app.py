@@ -26,8 +26,8 @@ from tiny_models import tiny_config, tiny_text_config
 from transformers import BertTokenizerFast, ViTImageProcessor, ViTImageProcessorPil
 from transformers.utils import is_torchvision_available
 
+from analysis.explain import load
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.explain import load
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS
 

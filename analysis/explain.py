@@ -1,12 +1,13 @@
-"""Explaining one HVFormer prediction: the relation, the expert weights and where `<s>` and `<o>` look in the image.
+"""Explaining one HVFormer prediction: the relation, the expert weights and where the entity markers look in the image.
 
 [`explain`] runs the model on one post and its image with the hierarchical tracking maps on and draws the
-patch-token tracking maps H_C^l (paper Eq. 18, mean over heads) of the subject token `<s>` and the object token `<o>`
-over the image, one panel per level of `config.vision_levels`, beside the expert weights G (Eq. 9) of both tokens.
+patch-token tracking maps H_C^l (paper Eq. 18, mean over heads) of the subject and object start markers (`<s>`, `<o>`
+of `config.entity_markers`) over the image, one panel per level of `config.vision_levels`, beside the expert weights
+G (Eq. 9) of both tokens.
 
 CLI::
 
-    python -m processing.explain --model DIR --text "..." --subject "..." --object "..." --image PATH \\
+    python -m analysis.explain --model DIR --text "..." --subject "..." --object "..." --image PATH \\
         [--crops CROP ...] --output out.png
 """
 
@@ -22,15 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .analysis import (
-    MARKERS,
-    VisualTokenLayout,
-    expert_label,
-    marker_rows,
-    new_figure,
-    relative_to_even,
-    save_figure,
-)
+from .drawing import MARKER_ROLES, expert_label, new_figure, relative_to_even, save_figure
+from .tokens import VisualTokenLayout, marker_names, marker_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -90,21 +84,24 @@ def overlay(pixels: np.ndarray, grid: np.ndarray, norm: Any, alpha: float = OVER
     return np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
 
 
-def _draw(result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.ndarray]) -> Figure:
-    """The figure of [`explain`]: the image; the maps of `<s>` (top) and `<o>` (bottom) over it, a column per level,
-    one colour bar; the expert weights on the right."""
+def _draw(
+    result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.ndarray], markers: tuple[str, str]
+) -> Figure:
+    """The figure of [`explain`]: the image; the maps of the subject (top) and object (bottom) markers over it, a
+    column per level, one colour bar; the expert weights on the right."""
     levels = list(relative)
     expert_names = result["expert_names"]
+    entities = (result["subject"], result["object"])
     figure = new_figure(2.6 * (len(levels) + 1) + 4.4, 6.0)
     grid_spec = figure.add_gridspec(2, len(levels) + 2, width_ratios=[1.0] * (len(levels) + 1) + [1.6])
-    names = {"<s>": f"subject “{result['subject']}”", "<o>": f"object “{result['object']}”"}
+    names = [f"{role} “{entity}”" for role, entity in zip(MARKER_ROLES, entities, strict=True)]
     image_ax = figure.add_subplot(grid_spec[:, 0])
     image_ax.imshow(pixels)
     image_ax.set_title("the image (as the model sees it)", fontsize=9)
     image_ax.set_axis_off()
     map_axes = []
     norm = map_norm(list(relative.values()))
-    for row, marker in enumerate(MARKERS):
+    for row in range(len(markers)):
         for column, level in enumerate(levels, start=1):
             ax = figure.add_subplot(grid_spec[row, column])
             ax.imshow(overlay(pixels, relative[level][row], norm))
@@ -113,7 +110,7 @@ def _draw(result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.nda
             if row == 0:
                 ax.set_title(f"ViT level {level}", fontsize=10)
             if column == 1:
-                ax.set_ylabel(names[marker], fontsize=9)
+                ax.set_ylabel(names[row], fontsize=9)
             map_axes.append(ax)
     if map_axes:
         from matplotlib.cm import ScalarMappable
@@ -133,9 +130,9 @@ def _draw(result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.nda
         bars.set_axis_off()
     else:
         positions = np.arange(len(expert_names))
-        for offset, marker in zip((-0.2, 0.2), MARKERS, strict=True):
-            values = [result["expert_weights"][marker][name] for name in expert_names]
-            bars.bar(positions + offset, values, width=0.4, label=names[marker])
+        for offset, marker, name in zip((-0.2, 0.2), markers, names, strict=True):
+            values = [result["expert_weights"][marker][expert] for expert in expert_names]
+            bars.bar(positions + offset, values, width=0.4, label=name)
         bars.set_xticks(positions, [expert_label(name) for name in expert_names], rotation=30, fontsize=8)
         bars.set_ylim(0.0, 1.0)
         bars.set_ylabel("expert weight G (Eq. 9)")
@@ -143,7 +140,7 @@ def _draw(result: dict[str, Any], pixels: np.ndarray, relative: dict[int, np.nda
         bars.legend(fontsize=8)
     figure.suptitle(
         f"Predicted relation: {result['relation']} (probability {result['probability']:.2f})\n"
-        f"between the {names['<s>']} and the {names['<o>']}",
+        f"between the {names[0]} and the {names[1]}",
         fontsize=11,
     )
     return figure
@@ -194,6 +191,7 @@ def explain(
     if image is None:
         raise ValueError("HVFormer reads the post's image: pass `image`.")
     config = model.config
+    markers = marker_names(config)
     image = processor.load_image(image)
     inputs = processor(
         text=text,
@@ -234,7 +232,7 @@ def explain(
         result["expert_names"] = list(config.expert_names)
         result["expert_weights"] = {
             marker: dict(zip(config.expert_names, row, strict=True))
-            for marker, row in zip(MARKERS, weights, strict=True)
+            for marker, row in zip(markers, weights, strict=True)
         }
     layout = VisualTokenLayout.from_config(config, outputs.visual_token_mask.shape[1])
     grids: dict[int, np.ndarray] = {}
@@ -242,7 +240,7 @@ def explain(
         rows = marker_rows(maps, positions)[0].mean(dim=0).float().cpu().numpy()  # H_C^l head mean, (2, n_V)
         grids[level] = layout.image_grid(rows)
         result["patch_token_maps"][level] = {
-            **{marker: grids[level][row].tolist() for row, marker in enumerate(MARKERS)},
+            **{marker: grids[level][row].tolist() for row, marker in enumerate(markers)},
             "cls": rows[:, 0].tolist(),
         }
 
@@ -251,10 +249,10 @@ def explain(
     norm = map_norm(list(relative.values()))
     result["image"] = pixels
     result["overlays"] = {
-        level: {marker: overlay(pixels, grid[row], norm) for row, marker in enumerate(MARKERS)}
+        level: {marker: overlay(pixels, grid[row], norm) for row, marker in enumerate(markers)}
         for level, grid in relative.items()
     }
-    figure = _draw(result, pixels, relative)
+    figure = _draw(result, pixels, relative, markers)
     result["output_path"] = None if output_path is None else str(output_path)
     if output_path is not None:
         save_figure(figure, output_path)
@@ -271,8 +269,7 @@ def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.
         device (`str`, *optional*): torch device; defaults to cuda when available, else cpu.
     """
     from modeling_hvformer import HVFormerForRelationExtraction
-
-    from .processing_hvformer import HVFormerProcessor
+    from processing.processing_hvformer import HVFormerProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = HVFormerForRelationExtraction.from_pretrained(model).to(device).eval()
@@ -288,9 +285,9 @@ def figure_pixels(figure: Figure) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """`python -m processing.explain ...` (see `--help`): prints the prediction as JSON, saves the figure."""
+    """`python -m analysis.explain ...` (see `--help`): prints the prediction as JSON, saves the figure."""
     parser = argparse.ArgumentParser(
-        prog="python -m processing.explain",
+        prog="python -m analysis.explain",
         description="Explain one HVFormer prediction: expert weights and tracking maps of <s>/<o> over the image.",
     )
     parser.add_argument("--model", required=True, help="folder of a trained model and its processor")

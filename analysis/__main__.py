@@ -1,0 +1,5 @@
+"""`python -m analysis ...`: see [`analysis.cli.main`]."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""Where the entity markers and the visual tokens sit in HVFormer's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["VisualTokenLayout", "marker_names", "marker_rows"]
+
+
+def marker_names(config: Any) -> tuple[str, str]:
+    """The subject and object start markers of an `HVFormerConfig` (`entity_markers[0]` and `[2]`): the tokens whose
+    fused representations are classified (Eq. 11) and analysed in §4.3."""
+    return config.entity_markers[0], config.entity_markers[2]
+
+
+def marker_rows(values: torch.Tensor, marker_positions: torch.Tensor) -> torch.Tensor:
+    """The rows of the subject and object markers of a per-token tensor.
+
+    Args:
+        values: `(B, n_T, ...)` (e.g. expert weights G, `(B, n_T, E)`) or `(B, M, n_T, n_V)` per-head maps (A_C, H_C).
+        marker_positions: `(B, 2)` positions of the subject and object markers.
+
+    Returns:
+        `(B, 2, ...)` for the former, `(B, M, 2, n_V)` for the latter (so the result is a valid input of
+        `cross_modal_kurtosis` and `head_divergence`, with the two markers as the text tokens).
+    """
+    if values.dim() == 4:
+        index = marker_positions[:, None, :, None].expand(-1, values.shape[1], -1, values.shape[-1])
+        return values.gather(2, index)
+    index = marker_positions.view(*marker_positions.shape, *([1] * (values.dim() - 2)))
+    return values.gather(1, index.expand(-1, -1, *values.shape[2:]))
+
+
+@dataclass(frozen=True)
+class VisualTokenLayout:
+    """Where the tokens of the ViT sequence `[CLS, main image patches, crop 1 patches, ..., crop t patches]` sit.
+
+    Args:
+        num_tokens: n_V, the length of the sequence.
+        grid: side of the main image's patch grid (`image_size // patch_size`).
+        crop_tokens: patches per object crop (`(object_image_size // patch_size) ** 2`).
+    """
+
+    num_tokens: int
+    grid: int
+    crop_tokens: int
+
+    @classmethod
+    def from_config(cls, config: Any, num_tokens: int) -> VisualTokenLayout:
+        """The layout of an `HVFormerConfig` for sequences of `num_tokens` visual tokens."""
+        vision = config.vision_config
+        layout = cls(
+            num_tokens=num_tokens,
+            grid=vision.image_size // vision.patch_size,
+            crop_tokens=(config.object_image_size // vision.patch_size) ** 2,
+        )
+        extra = num_tokens - layout.main_tokens
+        if extra < 0 or (extra and extra % layout.crop_tokens):
+            raise ValueError(
+                f"{num_tokens} visual tokens do not fit [CLS] + {layout.grid}x{layout.grid} image patches + blocks of "
+                f"{layout.crop_tokens} crop patches (config.vision_config / config.object_image_size)."
+            )
+        return layout
+
+    @property
+    def main_tokens(self) -> int:
+        """[CLS] plus the main image's patches."""
+        return 1 + self.grid**2
+
+    @property
+    def num_crops(self) -> int:
+        return (self.num_tokens - self.main_tokens) // self.crop_tokens
+
+    def block_starts(self) -> list[int]:
+        """First token of each block after [CLS]: the main image's patches, then each crop's."""
+        return [1] + [self.main_tokens + crop * self.crop_tokens for crop in range(self.num_crops)]
+
+    def image_grid(self, values: np.ndarray) -> np.ndarray:
+        """`(..., n_V)` values -> `(..., grid, grid)` values of the main image's patches (row-major, as ViT)."""
+        return values[..., 1 : self.main_tokens].reshape(*values.shape[:-1], self.grid, self.grid)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "num_visual_tokens": self.num_tokens,
+            "main_image_tokens": self.main_tokens,
+            "image_grid": self.grid,
+            "num_crop_blocks": self.num_crops,
+            "tokens_per_crop": self.crop_tokens,
+        }

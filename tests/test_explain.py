@@ -1,0 +1,120 @@
+"""Tests of `analysis.explain`: one post explained (prediction, expert weights, tracking maps over the image), by
+function and by command line."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from analysis_helpers import RELATIONS, assert_png_drawn, make_model
+from PIL import Image
+
+from analysis import relative_to_even
+from analysis.explain import DISPLAY_SIZE, OVERLAY_COLOURS, explain, main, map_norm, overlay
+
+pytest_plugins = ["_analysis_fixtures"]
+
+
+def test_explain(model, processor, sample_dir, tmp_path):
+    image = Image.open(next((sample_dir / "img_org" / "val").iterdir())).convert("RGB")
+    text = "Photo : Alden with Corra Vane"
+    output = tmp_path / "explain.png"
+    result = explain(
+        model, processor, text, entities=["Alden", "Corra Vane"], image=image, object_crops=[image], output_path=output
+    )
+    inputs = processor(text=text, entities=["Alden", "Corra Vane"], images=image, object_crops=[image])
+    with torch.no_grad():
+        probabilities = model(**inputs).logits.softmax(dim=-1)[0]
+    assert 0.0 <= result["probability"] <= 1.0
+    assert result["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
+    assert result["relation"] == RELATIONS[int(probabilities.argmax())] == RELATIONS[result["label_id"]]
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert (result["subject"], result["object"]) == ("Alden", "Corra Vane")  # as the user wrote them
+    for marker in ("<s>", "<o>"):
+        assert sum(result["expert_weights"][marker].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(result["patch_token_maps"]) == {0, 1, 2}
+    assert np.asarray(result["patch_token_maps"][2]["<o>"]).shape == (4, 4)
+    assert result["output_path"] == str(output)
+    assert_png_drawn(output)
+    assert result["image"].shape == (DISPLAY_SIZE, DISPLAY_SIZE, 3)
+    relative = {  # (2, 4, 4) per level: <s>, <o>
+        level: relative_to_even(np.asarray([maps["<s>"], maps["<o>"]]))
+        for level, maps in result["patch_token_maps"].items()
+    }
+    norm = map_norm(list(relative.values()))  # one colour scale for the six maps
+    assert set(result["overlays"]) == {0, 1, 2}
+    for level, overlays in result["overlays"].items():
+        for row, marker in enumerate(("<s>", "<o>")):
+            np.testing.assert_array_equal(overlays[marker], overlay(result["image"], relative[level][row], norm))
+
+    words = ["Photo", ":", "Alden", "with", "Corra", "Vane"]
+    by_span = explain(
+        model,
+        processor,
+        words,
+        entity_spans=[(2, 3), (4, 6)],
+        image=image,
+        object_crops=[image],
+        is_split_into_words=True,
+    )
+    assert by_span["probabilities"] == pytest.approx(result["probabilities"], abs=1e-6)
+    assert by_span["output_path"] is None
+
+
+def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
+    model = make_model(processor, fusion="concat", visual_context="cls")
+    image = Image.open(next((sample_dir / "img_org" / "val").iterdir()))
+    result = explain(
+        model,
+        processor,
+        "Alden and Brisk",
+        entities=["Alden", "Brisk"],
+        image=image,
+        output_path=tmp_path / "explain.png",
+    )
+    assert result["expert_weights"] is None and result["patch_token_maps"] == {}
+    assert_png_drawn(tmp_path / "explain.png")
+
+
+def test_explain_command_line_names_a_missing_crop_once(model, processor, sample_dir, tmp_path, capsys):
+    image = next((sample_dir / "img_org" / "val").iterdir())
+    missing = tmp_path / "missing_crop.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--model", str(tmp_path), "--text", "Alden with Brisk", "--subject", "Alden", "--object", "Brisk",
+                "--image", str(image), "--crops", str(missing), "--output", str(tmp_path / "explain.png"),
+            ]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.endswith(f"error: --crops: no such file: {missing}\n")
+    assert "Traceback" not in error
+
+
+def test_overlay_keeps_the_image_visible():
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    norm = map_norm([np.ones((2, 2))])
+    assert (norm.vmin, norm.vmax) == (0.0, 2.0)
+    blended = overlay(pixels, np.ones((2, 2)), norm, alpha=0.5)
+    colour = np.asarray(matplotlib.colormaps[OVERLAY_COLOURS](0.5)[:3])  # 1 = even: the middle colour
+    expected = np.rint((0.5 * 200 / 255 + 0.5 * colour) * 255).astype(np.uint8)  # half image, half colour
+    np.testing.assert_array_equal(blended, np.broadcast_to(expected, (8, 8, 3)))
+    assert not np.array_equal(expected, np.rint(colour * 255))  # the image still shows through
+
+
+def test_command_line_explains_a_post(model_dir, sample_dir, tmp_path, capsys):
+    image = next((sample_dir / "img_org" / "val").iterdir())
+    capsys.readouterr()
+    result = main(
+        [
+            "--model", str(model_dir), "--text", "Photo : Alden with Corra Vane", "--subject", "Alden", "--object",
+            "Corra Vane", "--image", str(image), "--output", str(tmp_path / "explain.png"), "--device", "cpu",
+        ]
+    )  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["relation"] == result["relation"] and printed["probability"] == pytest.approx(result["probability"])
+    assert_png_drawn(tmp_path / "explain.png")

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _data_fixtures import sample_vocabulary
-from analysis_helpers import HISTORY, NUM_CROPS, RELATIONS, make_model
-from tiny_models import tiny_text_config
-from transformers import BertTokenizerFast, ViTImageProcessor, ViTImageProcessorPil
-from transformers.utils import is_torchvision_available
+from _data_fixtures import make_processor
+from analysis_helpers import HISTORY, NUM_CROPS, RELATIONS
+from tiny_models import tiny_model_for, tiny_text_config
 
 from analysis import HISTORY_FILE, analyse
 from modeling_hvformer import HVFormerForRelationExtraction
@@ -24,15 +22,7 @@ from processing.sample_data import build_sample_dataset
 
 @pytest.fixture(scope="module")
 def processor() -> HVFormerProcessor:
-    image_processor_class = ViTImageProcessor if is_torchvision_available() else ViTImageProcessorPil
-    return HVFormerProcessor(
-        image_processor=image_processor_class(size={"height": 32, "width": 32}),
-        tokenizer=BertTokenizerFast(vocab={word: index for index, word in enumerate(sample_vocabulary())}),
-        max_length=tiny_text_config().max_position_embeddings,
-        num_object_crops=NUM_CROPS,
-        object_image_size=16,
-        relation_labels=RELATIONS,
-    )
+    return make_processor(tiny_text_config().max_position_embeddings, NUM_CROPS, RELATIONS)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def data(sample_dir, processor, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(processor) -> HVFormerForRelationExtraction:
-    return make_model(processor)
+    return tiny_model_for(processor)
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,12 @@ def sample_vocabulary() -> list[str]:
     return _SPECIAL_TOKENS + sorted(words)
 
 
-def make_processor(max_length: int = 80, num_object_crops: int = NUM_CROPS) -> HVFormerProcessor:
-    """A processor with a word-level vocabulary of the sample dataset and a 32x32 ViT image processor (the
-    torchvision backend when available, else the PIL one, which transformers would fall back to with a warning)."""
+def make_processor(
+    max_length: int = 80, num_object_crops: int = NUM_CROPS, relation_labels: list[str] | None = None
+) -> HVFormerProcessor:
+    """The tests' processor: a word-level vocabulary of the sample dataset, a 32x32 ViT image processor (the
+    torchvision backend when available, else the PIL one, which transformers would fall back to with a warning) and
+    16x16 crops."""
     vocabulary = {word: index for index, word in enumerate(sample_vocabulary())}
     image_processor_class = ViTImageProcessor if is_torchvision_available() else ViTImageProcessorPil
     return HVFormerProcessor(
@@ -45,6 +48,7 @@ def make_processor(max_length: int = 80, num_object_crops: int = NUM_CROPS) -> H
         max_length=max_length,
         num_object_crops=num_object_crops,
         object_image_size=CROP_SIZE,
+        relation_labels=relation_labels,
     )
 
 

@@ -7,12 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from tiny_models import tiny_config, tiny_text_config
 
-from modeling_hvformer import HVFormerForRelationExtraction
-from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS
 
 RELATIONS = ["None", *SAMPLE_RELATIONS]
@@ -29,20 +25,6 @@ def assert_png_drawn(path: Path, min_width: int = 300, min_height: int = 200) ->
     assert pixels.std() > 10.0, f"{path.name} looks blank"
     colours = (pixels[..., 0].astype(np.int32) << 16) | (pixels[..., 1].astype(np.int32) << 8) | pixels[..., 2]
     assert len(np.unique(colours)) > 20, f"{path.name} has too few colours"
-
-
-def make_model(processor: HVFormerProcessor, **overrides) -> HVFormerForRelationExtraction:
-    torch.manual_seed(0)
-    text_config = tiny_text_config()
-    text_config.vocab_size = len(processor.tokenizer)
-    config = tiny_config(
-        "vit",
-        text_config=text_config,
-        entity_marker_token_ids=processor.marker_token_ids(),
-        id2label=dict(enumerate(RELATIONS)),
-        **overrides,
-    )
-    return HVFormerForRelationExtraction(config).eval()
 
 
 HISTORY = {

@@ -20,15 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _data_fixtures import sample_vocabulary
+from _data_fixtures import make_processor
 from PIL import Image, ImageDraw
-from tiny_models import tiny_config, tiny_text_config
-from transformers import BertTokenizerFast, ViTImageProcessor, ViTImageProcessorPil
-from transformers.utils import is_torchvision_available
+from tiny_models import tiny_model_for, tiny_text_config
 
 from analysis.explain import load
-from modeling_hvformer import HVFormerForRelationExtraction
-from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS
 
 pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
@@ -64,26 +60,8 @@ pytestmark = pytest.mark.skipif(
 def model_dir(tmp_path_factory) -> Path:
     """A tiny random HVFormer and its processor, saved as `run_mre.py` saves a trained one."""
     folder = tmp_path_factory.mktemp("model")
-    relations = ["None", *SAMPLE_RELATIONS]
-    image_processor_class = ViTImageProcessor if is_torchvision_available() else ViTImageProcessorPil
-    processor = HVFormerProcessor(
-        image_processor=image_processor_class(size={"height": 32, "width": 32}),
-        tokenizer=BertTokenizerFast(vocab={word: index for index, word in enumerate(sample_vocabulary())}),
-        max_length=tiny_text_config().max_position_embeddings,
-        num_object_crops=2,
-        object_image_size=16,
-        relation_labels=relations,
-    )
-    torch.manual_seed(0)
-    text_config = tiny_text_config()
-    text_config.vocab_size = len(processor.tokenizer)
-    config = tiny_config(
-        "vit",
-        text_config=text_config,
-        entity_marker_token_ids=processor.marker_token_ids(),
-        id2label=dict(enumerate(relations)),
-    )
-    HVFormerForRelationExtraction(config).save_pretrained(folder)
+    processor = make_processor(tiny_text_config().max_position_embeddings, 2, ["None", *SAMPLE_RELATIONS])
+    tiny_model_for(processor).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 

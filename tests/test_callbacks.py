@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import assert_png_drawn, make_model
+from analysis_helpers import assert_png_drawn
+from tiny_models import tiny_model_for
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
@@ -23,7 +24,7 @@ pytest_plugins = ["_analysis_fixtures"]
 
 
 def test_expert_weights_recorder_in_trainer(processor, data, tmp_path):
-    model = make_model(processor)
+    model = tiny_model_for(processor)
     recorder = ExpertWeightsRecorder()
     args = TrainingArguments(
         output_dir=str(tmp_path / "run"),
@@ -63,7 +64,7 @@ def test_expert_weights_recorder_in_trainer(processor, data, tmp_path):
 
 
 def test_expert_weights_recorder_keeps_no_graph_and_logs(processor, data):
-    model = make_model(processor).train()
+    model = tiny_model_for(processor).train()
     recorder = ExpertWeightsRecorder(every="log")
     args, state, control = TrainingArguments(output_dir="unused", report_to="none"), TrainerState(), TrainerControl()
     recorder.on_epoch_begin(args, state, control, model=torch.nn.parallel.DataParallel(model))

@@ -9,8 +9,9 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import RELATIONS, assert_png_drawn, make_model
+from analysis_helpers import RELATIONS, assert_png_drawn
 from PIL import Image
+from tiny_models import tiny_model_for
 
 from analysis import relative_to_even
 from analysis.explain import DISPLAY_SIZE, OVERLAY_COLOURS, explain, main, map_norm, overlay
@@ -65,7 +66,7 @@ def test_explain(model, processor, sample_dir, tmp_path):
 
 
 def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
-    model = make_model(processor, fusion="concat", visual_context="cls")
+    model = tiny_model_for(processor, fusion="concat", visual_context="cls")
     image = Image.open(next((sample_dir / "img_org" / "val").iterdir()))
     result = explain(
         model,

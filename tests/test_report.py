@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import MAIN_TOKENS, NUM_CROPS, assert_png_drawn, make_model
+from analysis_helpers import MAIN_TOKENS, NUM_CROPS, assert_png_drawn
+from tiny_models import tiny_model_for
 
 from analysis import VisualTokenLayout, analyse
 from analysis.report import _patch_patch_results
@@ -60,7 +61,7 @@ def test_analysis_writes_figures_and_json(analysed):
     ],
 )
 def test_ablations_skip_figures(overrides, skipped, processor, data, tmp_path):
-    model = make_model(processor, **overrides)
+    model = tiny_model_for(processor, **overrides)
     results = analyse(
         model,
         data["val"],

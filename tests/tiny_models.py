@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import BertConfig, CLIPVisionConfig, ViTConfig
 
-from modeling_hvformer import HVFormerConfig
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 
 VOCAB_SIZE = 100
 MARKER_IDS = [96, 97, 98, 99]
@@ -70,3 +70,19 @@ def tiny_inputs(batch_size: int = 3, text_length: int = 10, num_crops: int = 2, 
         "object_mask": object_mask,
         "labels": torch.arange(batch_size) % len(LABELS),
     }
+
+
+def tiny_model_for(processor, seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
+    """A tiny random HVFormer (ViT backbone) that matches `processor`: its vocabulary, entity-marker ids, relation
+    labels and object crops, in eval mode."""
+    torch.manual_seed(seed)
+    text_config = tiny_text_config()
+    text_config.vocab_size = len(processor.tokenizer)
+    kwargs = {
+        "text_config": text_config,
+        "entity_marker_token_ids": processor.marker_token_ids(),
+        "num_object_crops": processor.num_object_crops,
+        "object_image_size": processor.object_image_size,
+        "id2label": dict(enumerate(processor.relation_labels)),
+    }
+    return HVFormerForRelationExtraction(tiny_config("vit", **{**kwargs, **overrides})).eval()

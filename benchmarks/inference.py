@@ -25,16 +25,7 @@ from PIL import Image
 from transformers import BertTokenizerFast, CLIPImageProcessor, CLIPImageProcessorPil
 from transformers.utils import is_torchvision_available
 
-from benchmarks.common import (
-    argument_parser,
-    autocast,
-    build_model,
-    environment,
-    prepare,
-    report,
-    synthetic_batch,
-    timed,
-)
+from benchmarks import common
 from processing import HVFormerProcessor
 
 PAPER = {"text_length": 80, "eval_batch_size": 256, "latency_repeats": 200, "eval_batches": 20, "warmup": 10}
@@ -66,11 +57,11 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argument_parser(__doc__.split("\n\n")[0])
+    parser = common.argument_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     settings = TINY if args.tiny else PAPER
-    device = prepare(args)
-    model = build_model(args.tiny, device).eval()
+    device = common.prepare(args)
+    model = common.build_model(args.tiny, device).eval()
 
     processor = processor_for(model.config)
     rng = np.random.default_rng(0)
@@ -80,29 +71,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def encode() -> None:
         processor(text=POST, entity_spans=ENTITY_SPANS, images=photo, object_crops=crops, is_split_into_words=True)
 
-    timed(encode, torch.device("cpu"), settings["warmup"])
+    common.timed(encode, torch.device("cpu"), settings["warmup"])
     rows = [
         {
             "what": "processor, one post (CPU)",
-            **percentiles(timed(encode, torch.device("cpu"), settings["latency_repeats"])),
+            **percentiles(common.timed(encode, torch.device("cpu"), settings["latency_repeats"])),
         }
     ]
 
-    single = synthetic_batch(model.config, 1, settings["text_length"], device)
-    evaluation = synthetic_batch(model.config, settings["eval_batch_size"], settings["text_length"], device, seed=1)
+    single = common.synthetic_batch(model.config, 1, settings["text_length"], device)
+    evaluation = common.synthetic_batch(
+        model.config, settings["eval_batch_size"], settings["text_length"], device, seed=1
+    )
     for marker_rows in (True, False):
 
         def forward(batch: dict[str, torch.Tensor], marker_rows: bool = marker_rows) -> None:
-            with torch.inference_mode(), autocast(device):
+            with torch.inference_mode(), common.autocast(device):
                 model(**batch, output_expert_weights=not marker_rows)
 
-        timed(lambda: forward(single), device, settings["warmup"])
-        latency = percentiles(timed(lambda: forward(single), device, settings["latency_repeats"]))
+        common.timed(lambda: forward(single), device, settings["warmup"])
+        latency = percentiles(common.timed(lambda: forward(single), device, settings["latency_repeats"]))
         rows.append(
             {"what": "model latency", "fusion_rows": "markers" if marker_rows else "all", "batch_size": 1, **latency}
         )
-        timed(lambda: forward(evaluation), device, 1)
-        (seconds,) = timed(lambda: [forward(evaluation) for _ in range(settings["eval_batches"])], device, 1)
+        common.timed(lambda: forward(evaluation), device, 1)
+        (seconds,) = common.timed(lambda: [forward(evaluation) for _ in range(settings["eval_batches"])], device, 1)
         throughput = settings["eval_batch_size"] * settings["eval_batches"] / seconds
         rows.append(
             {
@@ -114,11 +107,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     figures = {
         "benchmark": "inference",
-        "environment": environment(device),
+        "environment": common.environment(device),
         "settings": {**settings, "tiny": args.tiny},
         "rows": rows,
     }
-    report(figures, rows, COLUMNS, args.output)
+    common.report(figures, rows, COLUMNS, args.output)
     return figures
 
 

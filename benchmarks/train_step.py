@@ -23,16 +23,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import (
-    argument_parser,
-    autocast,
-    build_model,
-    environment,
-    prepare,
-    report,
-    synthetic_batch,
-    timed,
-)
+from benchmarks import common
 
 PAPER = {"batch_sizes": [32, 64, 256], "text_length": 80, "warmup": 5, "steps": 20, "matmul_size": 8192}
 TINY = {"batch_sizes": [2, 4], "text_length": 16, "warmup": 1, "steps": 2, "matmul_size": 256}
@@ -43,8 +34,8 @@ def matmul_peak_flops(device: torch.device, size: int, repeats: int = 20) -> flo
     """FLOP/s of a loop of `size`-square matmuls, bf16 on a GPU, float32 on the CPU."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    timed(lambda: a @ b, device, repeats=3)  # warm-up
-    (seconds,) = timed(lambda: [a @ b for _ in range(repeats)], device, repeats=1)
+    common.timed(lambda: a @ b, device, repeats=3)  # warm-up
+    (seconds,) = common.timed(lambda: [a @ b for _ in range(repeats)], device, repeats=1)
     return 2 * size**3 * repeats / seconds
 
 
@@ -70,7 +61,7 @@ def losses(model: torch.nn.Module) -> dict[str, Callable[[dict[str, torch.Tensor
 
 def flops_per_sample(loss: Callable, batch: dict[str, torch.Tensor], device: torch.device) -> float:
     counter = FlopCounterMode(display=False)
-    with counter, autocast(device):
+    with counter, common.autocast(device):
         loss(batch).backward()
     return counter.get_total_flops() / batch["input_ids"].shape[0]
 
@@ -82,8 +73,8 @@ def measure(
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    timed(step, device, repeats=warmup)
-    (seconds,) = timed(lambda: [step() for _ in range(steps)], device, repeats=1)
+    common.timed(step, device, repeats=warmup)
+    (seconds,) = common.timed(lambda: [step() for _ in range(steps)], device, repeats=1)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
         "samples_per_second": batch_size * steps / seconds,
@@ -93,7 +84,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argument_parser(__doc__.split("\n\n")[0])
+    parser = common.argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="Default 32 64 256 (tiny: 2 4).")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per measurement (default 20).")
     parser.add_argument("--compile", action="store_true", help="torch.compile each loss function.")
@@ -101,13 +92,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = dict(TINY if args.tiny else PAPER)
     settings["batch_sizes"] = args.batch_sizes or settings["batch_sizes"]
     settings["steps"] = args.steps or settings["steps"]
-    device = prepare(args)
+    device = common.prepare(args)
 
-    model = build_model(args.tiny, device).train()
+    model = common.build_model(args.tiny, device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01, fused=device.type == "cuda")
     peak = matmul_peak_flops(device, settings["matmul_size"])
     functions = losses(model)
-    counting_batch = synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
+    counting_batch = common.synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
     flops = {name: flops_per_sample(loss, counting_batch, device) for name, loss in functions.items()}
     model.zero_grad(set_to_none=True)
     if args.compile:
@@ -115,12 +106,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows = []
     for batch_size in settings["batch_sizes"]:
-        batch = synthetic_batch(model.config, batch_size, settings["text_length"], device)
+        batch = common.synthetic_batch(model.config, batch_size, settings["text_length"], device)
         for name, loss in functions.items():
 
             def step(loss=loss, batch=batch) -> None:
                 optimizer.zero_grad(set_to_none=True)
-                with autocast(device):
+                with common.autocast(device):
                     value = loss(batch)
                 value.backward()
                 optimizer.step()
@@ -136,13 +127,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["vs_encoders"] = row["samples_per_second"] / encoders["samples_per_second"]
     figures = {
         "benchmark": "train_step",
-        "environment": environment(device),
+        "environment": common.environment(device),
         "settings": {**settings, "compile": args.compile, "tiny": args.tiny},
         "matmul_peak_flops": peak,
         "rows": rows,
     }
     print(f"matmul peak: {peak / 1e12:.3g} TFLOP/s")
-    report(figures, rows, [*COLUMNS, "vs_encoders"], args.output)
+    common.report(figures, rows, [*COLUMNS, "vs_encoders"], args.output)
     return figures
 
 

@@ -238,7 +238,7 @@ def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
     second = HVFormerProcessor(image_processor(), tokenizer)
     assert size == len(VOCAB) + 4 and len(tokenizer) == size
     assert first.marker_token_ids() == second.marker_token_ids() == list(range(len(VOCAB), len(VOCAB) + 4))
-    for marker, marker_id in zip(HVFormerProcessor.MARKERS, first.marker_token_ids(), strict=True):
+    for marker, marker_id in zip(first.entity_markers, first.marker_token_ids(), strict=True):
         assert tokenizer.encode(marker, add_special_tokens=False) == [marker_id]
         assert marker in tokenizer.all_special_tokens
 

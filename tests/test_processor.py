@@ -404,26 +404,64 @@ def span_pair(draw, length: int) -> list[tuple[int, int]]:
 MAX_LENGTHS = st.sampled_from([*range(8, 41), 1, 7])  # 7 cannot hold [CLS], four markers, two pieces, [SEP]
 
 
+def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int, words: bool) -> str | None:
+    """The documented `ValueError` (a `match` pattern) that encoding `sample` must raise, or `None` if it is valid.
+
+    Mirrors the documented order of the checks: the text, each span (subject first), the pair, `max_length`, then
+    the word pieces of the entities (both when disjoint, the inner one when nested) under the tokenizer.
+    """
+    if len(sample) == 0:
+        return "Sample 0: the text is empty"
+    for role, (start, end) in zip(("subject", "object"), spans, strict=True):
+        if start >= end:
+            return rf"Sample 0: the {role} span .* is empty \(start must be < end\)"
+        if start < 0 or end > len(sample):
+            return rf"Sample 0: the {role} span .* is out of range for a text of {len(sample)}"
+    (a, b), (c, d) = spans
+    if (a, b) == (c, d):
+        return "Sample 0: the subject and object spans are identical"
+    if a < c < b < d or c < a < d < b:
+        return "Sample 0: the subject span .* overlaps the object span .* without one containing the other"
+    if max_length < 8:
+        return "`max_length` must be an integer >= 8"
+    nested = (a <= c and d <= b) or (c <= a and b <= d)
+    checked = [min(spans, key=lambda span: span[1] - span[0])] if nested else spans
+    for start, end in checked:
+        pieces = processor.tokenizer(
+            list(sample[start:end]) if words else sample[start:end],
+            is_split_into_words=words,
+            add_special_tokens=False,
+            split_special_tokens=True,
+        )["input_ids"]
+        if not pieces:
+            return "Sample 0: the (subject|object) entity .* gives no word pieces with this tokenizer"
+    return None
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), words=st.one_of(WORDS, st.lists(st.just("a b"), min_size=60, max_size=120)))
-def test_property_word_lists_encode_or_raise_value_error(processor, data, words):
+def test_property_word_lists_encode_or_raise_the_documented_error(processor, data, words):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(words)))
-    try:
-        encoding = processor(text=words, entity_spans=spans, is_split_into_words=True, max_length=max_length)
-    except ValueError:
+    kwargs = {"text": words, "entity_spans": spans, "is_split_into_words": True, "max_length": max_length}
+    error = expected_error(processor, words, spans, max_length, words=True)
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            processor(**kwargs)
         return
-    assert_well_formed(processor, encoding, max_length)
+    assert_well_formed(processor, processor(**kwargs), max_length)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), text=st.text(max_size=80))
-def test_property_strings_encode_or_raise_value_error(processor, data, text):
+def test_property_strings_encode_or_raise_the_documented_error(processor, data, text):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(text)))
-    try:
-        encoding = processor(text=[text, "a b"], entity_spans=[spans, [(0, 1), (2, 3)]], max_length=max_length)
-    except ValueError:
+    kwargs = {"text": [text, "a b"], "entity_spans": [spans, [(0, 1), (2, 3)]], "max_length": max_length}
+    error = expected_error(processor, text, spans, max_length, words=False)
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            processor(**kwargs)
         return
-    assert_well_formed(processor, encoding, max_length)
+    assert_well_formed(processor, processor(**kwargs), max_length)
 
 
 def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | np.ndarray:

@@ -291,6 +291,24 @@ def mark_entities(
     return sequences, positions
 
 
+def check_padding(padding: Any) -> None:
+    """Refuses a `padding` other than `True`/`"longest"`, `"max_length"` and `False`/`"do_not_pad"`."""
+    if padding not in (True, "longest", "max_length", False, "do_not_pad"):
+        raise ValueError(f"`padding` must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}.")
+
+
+def padded_length(lengths: list[int], padding: bool | str, max_length: int, pad_to_multiple_of: int | None) -> int:
+    """The length that `padding` pads sequences of `lengths` to, rounded up to a multiple of `pad_to_multiple_of`;
+    -1 for no padding."""
+    check_padding(padding)
+    if padding in (False, "do_not_pad"):
+        return -1
+    pad_to = max_length if padding == "max_length" else max(lengths)
+    if pad_to_multiple_of:
+        pad_to = -(-pad_to // pad_to_multiple_of) * pad_to_multiple_of
+    return pad_to
+
+
 def pad_marked(
     sequences: list[list[int]], positions: list[list[int]], pad_to: int, pad_id: int | None, left: bool
 ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:

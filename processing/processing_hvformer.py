@@ -13,15 +13,15 @@
 # limitations under the License.
 """Processor for HVFormer: glue between a BERT-like tokenizer with entity markers and a ViT-like image processor.
 
-This file travels to the Hugging Face Hub as remote code with its two siblings, `entity_marking.py` (markers,
-truncation, padding) and `image_loading.py` (decoding, resizing, normalising), which `save_pretrained` copies along;
-none of them imports anything from the hvformer project.
+This file travels to the Hugging Face Hub as remote code with its siblings `entity_marking.py` (markers, truncation,
+padding), `image_loading.py` (decoding, resizing, normalising) and `saved_processor.py` (saved files, model checks),
+which `save_pretrained` copies along; none of them imports anything from the hvformer project. The file is over 400
+lines only for the documentation of the public API (about 190 docstring lines); the logic lives in the siblings.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import operator
 import os
 from collections.abc import Sequence
@@ -34,55 +34,27 @@ from transformers.feature_extraction_utils import BatchFeature
 
 # Imported from its module: transformers 5.17 exports a placeholder `AutoImageProcessor` when torchvision is missing.
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
-from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
-from transformers.utils import cached_file
 
 from .entity_marking import (
     ENTITY_MARKERS,
     add_markers,
     batch_texts,
+    check_padding,
     entity_spans,
     mark_entities,
     pad_marked,
+    padded_length,
     special_token_template,
 )
 from .image_loading import load_image, normalize_pixels, resize_batch
-
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
-_PADDING = {True: None, "longest": None, "max_length": "max_length", False: -1, "do_not_pad": -1}
+from .saved_processor import HUB_KWARGS, load_saved_parts, model_mismatches
 
 
 def _init_argument_names(cls: type) -> set[str]:
     """The processor settings of `cls.__init__` (saved in `processor_config.json`), sub-processors excluded."""
     return set(inspect.signature(cls.__init__).parameters) - {"self", "image_processor", "tokenizer", "kwargs"}
-
-
-def _read_json_file(
-    pretrained_model_name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict[str, Any], required: bool
-) -> dict[str, Any] | None:
-    """Reads a JSON file of a local folder or Hub repository; the errors name the file.
-
-    Returns `None` for an absent optional file; raises `FileNotFoundError` for an absent required one and `ValueError`
-    for a file that is not valid JSON.
-    """
-    resolved = cached_file(
-        pretrained_model_name_or_path, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
-    )
-    if resolved is None:
-        if required:
-            raise FileNotFoundError(
-                f"{os.fspath(pretrained_model_name_or_path)!r} has no {filename}, which HVFormerProcessor needs; save "
-                "the processor with `processor.save_pretrained` to write it."
-            )
-        return None
-    try:
-        with open(resolved, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        where = os.fspath(pretrained_model_name_or_path)
-        raise ValueError(f"{filename} of {where!r} is not valid JSON: {error}") from error
 
 
 class HVFormerProcessor(ProcessorMixin):
@@ -174,24 +146,14 @@ class HVFormerProcessor(ProcessorMixin):
             `FileNotFoundError`: when `processor_config.json`, `tokenizer.json` or `tokenizer_config.json` is absent.
             `ValueError`: when one of them is not valid JSON, or the processor does not match the folder's model.
         """
-        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
-        path = pretrained_model_name_or_path
-        processor_dict = _read_json_file(path, "processor_config.json", hub_kwargs, required=True)
-        _read_json_file(path, "tokenizer.json", hub_kwargs, required=True)
-        tokenizer_config = _read_json_file(path, "tokenizer_config.json", hub_kwargs, required=True)
-        class_name = tokenizer_config.get("tokenizer_class")
-        tokenizer_class = tokenizer_class_from_name(class_name) if isinstance(class_name, str) else None
-        if tokenizer_class is None:
-            raise ValueError(
-                f"tokenizer_config.json of {os.fspath(path)!r} names no known `tokenizer_class` (got {class_name!r})."
-            )
-        tokenizer = tokenizer_class.from_pretrained(path, **hub_kwargs)
-        image_processor = AutoImageProcessor.from_pretrained(path, **hub_kwargs)
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        processor_dict, tokenizer, image_processor, model_config = load_saved_parts(
+            pretrained_model_name_or_path, hub_kwargs
+        )
         init_names = _init_argument_names(cls)
         init_kwargs = {name: processor_dict[name] for name in init_names if name in processor_dict}
         init_kwargs.update({name: kwargs[name] for name in init_names if name in kwargs})
         processor = cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
-        model_config = _read_json_file(path, "config.json", hub_kwargs, required=False)
         if model_config is not None and model_config.get("model_type") == "hvformer":
             processor.check_matches_model(model_config)
         return processor
@@ -216,46 +178,7 @@ class HVFormerProcessor(ProcessorMixin):
         """
         if isinstance(config, PreTrainedConfig):
             config = config.to_dict()
-        text_config = config.get("text_config") or {}
-        problems = []
-        vocab_size = text_config.get("vocab_size")
-        if vocab_size is not None and len(self.tokenizer) != vocab_size:
-            problems.append(
-                f"the tokenizer (tokenizer.json) has {len(self.tokenizer)} tokens but the text encoder "
-                f"(config.json `text_config.vocab_size`) has {vocab_size}"
-            )
-        markers = config.get("entity_markers")
-        if markers is not None and list(markers) != self.entity_markers:
-            problems.append(
-                f"the model's entity markers (config.json) are {markers}, the processor's (processor_config.json) "
-                f"{self.entity_markers}"
-            )
-        marker_ids = config.get("entity_marker_token_ids")
-        if marker_ids is not None and list(marker_ids) != self.marker_token_ids():
-            problems.append(
-                f"the tokenizer (tokenizer.json) gives the markers the ids {self.marker_token_ids()}, the model "
-                f"(config.json `entity_marker_token_ids`) expects {list(marker_ids)}"
-            )
-        id2label = {int(index): label for index, label in (config.get("id2label") or {}).items()}
-        labels = [id2label[index] for index in sorted(id2label)]
-        if self.relation_labels is not None and self.relation_labels != labels:
-            problems.append(
-                f"the processor's `relation_labels` (processor_config.json) {self.relation_labels} are not the "
-                f"model's labels in id order (config.json `id2label`) {labels}"
-            )
-        positions = text_config.get("max_position_embeddings")
-        if positions is not None and self.max_length > positions:
-            problems.append(
-                f"the processor's `max_length` {self.max_length} (processor_config.json) exceeds the text encoder's "
-                f"{positions} positions (config.json `text_config.max_position_embeddings`)"
-            )
-        names = ("num_object_crops", "object_image_size") if config.get("num_object_crops") else ("num_object_crops",)
-        for name in names:
-            if name in config and getattr(self, name) != config[name]:
-                problems.append(
-                    f"the processor's `{name}` {getattr(self, name)} (processor_config.json) differs from the model's "
-                    f"{config[name]} (config.json)"
-                )
+        problems = model_mismatches(self, config)
         if problems:
             raise ValueError("The processor does not match the model: " + "; ".join(problems) + ".")
 
@@ -402,9 +325,10 @@ class HVFormerProcessor(ProcessorMixin):
         data: dict[str, Any] = {}
         if text is not None:
             texts, is_batched = batch_texts(text, is_split_into_words)
-            spans = self._spans(texts, entity_spans, entities, is_batched, is_split_into_words)
             max_length = self.max_length if max_length is None else max_length
             self._check_max_length(max_length)
+            check_padding(padding)
+            spans = self._spans(texts, entity_spans, entities, is_batched, is_split_into_words)
             sequences, positions = mark_entities(
                 self.tokenizer,
                 texts,
@@ -475,17 +399,8 @@ class HVFormerProcessor(ProcessorMixin):
             [`BatchFeature`]: `input_ids`, `attention_mask`, `token_type_ids` (zeros, when the tokenizer uses them)
             and `marker_positions`, moved right by the padding added on the left.
         """
-        if padding not in _PADDING:
-            raise ValueError(
-                f"`padding` must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}."
-            )
-        pad_to = _PADDING[padding]
-        if pad_to == "max_length":
-            pad_to = self.max_length if max_length is None else max_length
-        elif pad_to is None:
-            pad_to = max(len(sequence) for sequence in input_ids)
-        if pad_to >= 0 and pad_to_multiple_of:
-            pad_to = -(-pad_to // pad_to_multiple_of) * pad_to_multiple_of
+        max_length = self.max_length if max_length is None else max_length
+        pad_to = padded_length([len(ids) for ids in input_ids], padding, max_length, pad_to_multiple_of)
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None and pad_to >= 0:
             raise ValueError("The tokenizer has no pad token, so the texts cannot be padded; pass `padding=False`.")
@@ -575,22 +490,10 @@ class HVFormerProcessor(ProcessorMixin):
         return load_image(image)
 
     def resize_images(self, images: Any, object_crops: Sequence | None = None) -> dict[str, torch.Tensor]:
-        r"""
-        Loads and resizes the main images and the object crops without normalising them.
-
-        The main images go through the image processor as configured; the crops through the same processor with its
-        size set to `object_image_size` (square), so both are normalised alike by [`normalize_pixels`].
-
-        Args:
-            images:
-                One image or a list of images (see [`load_image`]).
-            object_crops (*optional*):
-                Per image, a list of 0 to `num_object_crops` crops (one list for a single image).
-
-        Returns:
-            `dict`: `pixel_values` (uint8 `(B, 3, H, W)`), `object_pixel_values` (uint8 `(B, t, 3, s, s)`, zeros for
-            absent crops) and `object_mask` (long `(B, t)`, 1 where a crop is present).
-        """
+        """Loads and resizes one image or a list of images, and per image a list of 0 to `num_object_crops` object
+        crops (one list for a single image), without normalising them: uint8 `pixel_values`, `object_pixel_values`
+        (crops resized to `object_image_size` squares the way the main image is made, zeros for absent ones) and
+        `object_mask`. See `image_loading.resize_batch`."""
         is_batched = isinstance(images, (list, tuple))
         images = list(images) if is_batched else [images]
         if object_crops is None:
@@ -602,18 +505,8 @@ class HVFormerProcessor(ProcessorMixin):
         )
 
     def normalize_pixels(self, pixel_values_uint8: torch.Tensor) -> torch.Tensor:
-        r"""
-        Rescales and normalises uint8 pixels with the image processor's settings (`rescale_factor`, `image_mean`,
-        `image_std`, `do_rescale`, `do_normalize`).
-
-        Args:
-            pixel_values_uint8 (`torch.Tensor`):
-                uint8 pixels of shape `(..., 3, H, W)`, as returned by [`resize_images`].
-
-        Returns:
-            `torch.Tensor`: float32 pixels of the same shape. An absent crop (uint8 zeros) becomes `-mean / std`
-            here; [`normalize_crops`] sets absent crops to zero.
-        """
+        """Rescales and normalises uint8 `(..., 3, H, W)` pixels into float32 with the image processor's settings;
+        an absent crop (uint8 zeros) becomes `-mean / std` here, zero with [`normalize_crops`]."""
         return normalize_pixels(self.image_processor, pixel_values_uint8)
 
     def normalize_crops(self, object_pixel_values_uint8: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:

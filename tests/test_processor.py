@@ -407,9 +407,11 @@ MAX_LENGTHS = st.sampled_from([*range(8, 41), 1, 7])  # 7 cannot hold [CLS], fou
 def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int, words: bool) -> str | None:
     """The documented `ValueError` (a `match` pattern) that encoding `sample` must raise, or `None` if it is valid.
 
-    Mirrors the documented order of the checks: the text, each span (subject first), the pair, `max_length`, then
+    Mirrors the documented order of the checks: `max_length`, the text, each span (subject first), the pair, then
     the word pieces of the entities (both when disjoint, the inner one when nested) under the tokenizer.
     """
+    if max_length < 8:
+        return "`max_length` must be an integer >= 8"
     if len(sample) == 0:
         return "Sample 0: the text is empty"
     for role, (start, end) in zip(("subject", "object"), spans, strict=True):
@@ -422,8 +424,6 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
         return "Sample 0: the subject and object spans are identical"
     if a < c < b < d or c < a < d < b:
         return "Sample 0: the subject span .* overlaps the object span .* without one containing the other"
-    if max_length < 8:
-        return "`max_length` must be an integer >= 8"
     nested = (a <= c and d <= b) or (c <= a and b <= d)
     checked = [min(spans, key=lambda span: span[1] - span[0])] if nested else spans
     for start, end in checked:

@@ -243,6 +243,21 @@ def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
         assert marker in tokenizer.all_special_tokens
 
 
+def test_custom_entity_markers_are_saved_and_checked_against_the_model(tmp_path, tmp_path_factory):
+    markers = ["[E1]", "[/E1]", "[E2]", "[/E2]"]
+    processor = build(tmp_path_factory, entity_markers=markers)
+    encoding = processor(text="a b", entity_spans=[(0, 1), (2, 3)])
+    assert tokens(processor, encoding) == ["[CLS]", "[E1]", "a", "[/E1]", "[E2]", "b", "[/E2]", "[SEP]"]
+    processor.save_pretrained(tmp_path)
+    reloaded = HVFormerProcessor.from_pretrained(tmp_path)
+    assert reloaded.entity_markers == markers and reloaded.marker_token_ids() == processor.marker_token_ids()
+    message = r"the model's entity markers \(config.json\) are \['<s>', '</s>', '<o>', '</o>'\], the processor's"
+    with pytest.raises(ValueError, match=message):
+        processor.check_matches_model(matching_config(processor, entity_markers=["<s>", "</s>", "<o>", "</o>"]))
+    with pytest.raises(ValueError, match=r"`entity_markers` must be four distinct strings, got \['<s>', '<s>'"):
+        build(tmp_path_factory, entity_markers=["<s>", "<s>", "<o>", "</o>"])
+
+
 def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
     with pytest.raises(ValueError, match="'<s>' is already the tokenizer's bos_token"):
         HVFormerProcessor(image_processor(), tiny_tokenizer(tmp_path_factory, bos_token="<s>"))
@@ -693,9 +708,11 @@ def test_images_only_and_normalize_pixels_contract(processor):
 def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
     processor = build(tmp_path_factory, max_length=40, num_object_crops=2)
     processor.save_pretrained(tmp_path)
-    assert (tmp_path / "processing_hvformer.py").is_file()
+    for module in ("processing_hvformer", "entity_marking", "image_loading", "saved_processor"):
+        assert (tmp_path / f"{module}.py").is_file(), module  # the whole remote-code unit travels
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}
+    assert config["entity_markers"] == ["<s>", "</s>", "<o>", "</o>"]
     reloaded = HVFormerProcessor.from_pretrained(tmp_path)
     assert (reloaded.max_length, reloaded.num_object_crops, reloaded.object_image_size) == (40, 2, CROP_SIZE)
     assert reloaded.relation_labels == RELATIONS

@@ -453,17 +453,21 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
     return None
 
 
+def assert_encodes_or_raises(processor: HVFormerProcessor, kwargs: dict, error: str | None) -> None:
+    """Encoding `kwargs` raises the `ValueError` matching `error`, or, with `error` None, gives well-formed rows."""
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            processor(**kwargs)
+        return
+    assert_well_formed(processor, processor(**kwargs), kwargs["max_length"])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), words=st.one_of(WORDS, st.lists(st.just("a b"), min_size=60, max_size=120)))
 def test_property_word_lists_encode_or_raise_the_documented_error(processor, data, words):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(words)))
     kwargs = {"text": words, "entity_spans": spans, "is_split_into_words": True, "max_length": max_length}
-    error = expected_error(processor, words, spans, max_length, words=True)
-    if error is not None:
-        with pytest.raises(ValueError, match=error):
-            processor(**kwargs)
-        return
-    assert_well_formed(processor, processor(**kwargs), max_length)
+    assert_encodes_or_raises(processor, kwargs, expected_error(processor, words, spans, max_length, words=True))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -471,12 +475,7 @@ def test_property_word_lists_encode_or_raise_the_documented_error(processor, dat
 def test_property_strings_encode_or_raise_the_documented_error(processor, data, text):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(text)))
     kwargs = {"text": [text, "a b"], "entity_spans": [spans, [(0, 1), (2, 3)]], "max_length": max_length}
-    error = expected_error(processor, text, spans, max_length, words=False)
-    if error is not None:
-        with pytest.raises(ValueError, match=error):
-            processor(**kwargs)
-        return
-    assert_well_formed(processor, processor(**kwargs), max_length)
+    assert_encodes_or_raises(processor, kwargs, expected_error(processor, text, spans, max_length, words=False))
 
 
 def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | np.ndarray:

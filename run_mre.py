@@ -294,7 +294,7 @@ def build_model_and_processor(
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(
         text_path,
         vision_path,
-        tokenizer=processor.tokenizer,
+        processor=processor,
         id2label=dict(enumerate(relation_labels)),
         **crops,
         **config_kwargs,

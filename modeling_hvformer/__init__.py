@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_hvformer import ENTITY_MARKERS, MNRE_RELATIONS, HVFormerConfig
+from .configuration_hvformer import MNRE_RELATIONS, HVFormerConfig
 from .modeling_hvformer import (
     HVFormerForRelationExtraction,
     HVFormerPreTrainedModel,
@@ -13,7 +13,6 @@ AutoConfig.register("hvformer", HVFormerConfig, exist_ok=True)
 AutoModel.register(HVFormerConfig, HVFormerForRelationExtraction, exist_ok=True)
 
 __all__ = [
-    "ENTITY_MARKERS",
     "MNRE_RELATIONS",
     "HVFormerConfig",
     "HVFormerForRelationExtraction",

@@ -34,9 +34,6 @@ MNRE_RELATIONS: tuple[str, ...] = (
 )
 """The 23 relation labels of MNRE v2, `None` first (id 0), then in alphabetical order."""
 
-ENTITY_MARKERS: tuple[str, ...] = ("<s>", "</s>", "<o>", "</o>")
-"""Subject start, subject end, object start, object end (paper Eq. 1)."""
-
 SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "vit")
 VISUAL_CONTEXT_MODES = ("tva", "cls")
 FUSION_MODES = ("mome", "concat")
@@ -92,8 +89,9 @@ class HVFormerConfig(PreTrainedConfig):
             Whether `forward` returns the router's weights G of every text token, which needs the fusion (Eq. 4-10)
             at every token. `False` computes it at the `<s>` and `<o>` rows only, the rows the classifier reads
             (same logits, a fraction of the work; G at those rows is still returned as `marker_expert_weights`).
-        entity_markers (`list[str]`, *optional*, defaults to `["<s>", "</s>", "<o>", "</o>"]`):
-            The four entity-marker tokens (Eq. 1).
+        entity_markers (`list[str]`, *optional*):
+            The four entity-marker tokens (Eq. 1: subject start, subject end, object start, object end) of the
+            processor the model was built with; set by [`HVFormerForRelationExtraction.from_text_vision_pretrained`].
         entity_marker_token_ids (`list[int]`, *optional*):
             Their ids in the text vocabulary; needed to find the markers when `marker_positions` is not given.
         none_label (`str`, *optional*, defaults to `"None"`):
@@ -136,7 +134,7 @@ class HVFormerConfig(PreTrainedConfig):
         object_image_size: int = 128,
         freeze_vision_encoder: bool = False,
         output_expert_weights: bool = True,
-        entity_markers: list[str] | tuple[str, ...] = ENTITY_MARKERS,
+        entity_markers: list[str] | tuple[str, ...] | None = None,
         entity_marker_token_ids: list[int] | None = None,
         none_label: str = "None",
         hidden_dropout_prob: float = 0.1,
@@ -163,7 +161,7 @@ class HVFormerConfig(PreTrainedConfig):
         self.object_image_size = object_image_size
         self.freeze_vision_encoder = freeze_vision_encoder
         self.output_expert_weights = output_expert_weights
-        self.entity_markers = list(entity_markers)
+        self.entity_markers = None if entity_markers is None else list(entity_markers)
         self.entity_marker_token_ids = None if entity_marker_token_ids is None else list(entity_marker_token_ids)
         self.none_label = none_label
         self.hidden_dropout_prob = hidden_dropout_prob
@@ -233,7 +231,7 @@ class HVFormerConfig(PreTrainedConfig):
                 f"`object_image_size` ({self.object_image_size}) must be a positive multiple of the ViT patch size "
                 f"({patch_size})."
             )
-        if len(self.entity_markers) != 4 or len(set(self.entity_markers)) != 4:
+        if self.entity_markers is not None and (len(self.entity_markers) != 4 or len(set(self.entity_markers)) != 4):
             raise ValueError(f"`entity_markers` must be four distinct tokens, got {self.entity_markers}.")
         if self.entity_marker_token_ids is not None and len(set(self.entity_marker_token_ids)) != 4:
             raise ValueError(

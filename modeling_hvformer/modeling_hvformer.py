@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPVisionModel, PreTrainedModel, ViTModel
+from transformers import AutoConfig, AutoModel, CLIPVisionModel, PreTrainedModel, ViTModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -505,8 +505,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
     Example:
 
     ```python
+    >>> processor = HVFormerProcessor.from_text_vision_pretrained("bert-base-uncased", "openai/clip-vit-base-patch32")
     >>> model = HVFormerForRelationExtraction.from_text_vision_pretrained(
-    ...     "bert-base-uncased", "openai/clip-vit-base-patch32", vision_levels=[0, 6, 12]
+    ...     "bert-base-uncased", "openai/clip-vit-base-patch32", processor, vision_levels=[0, 6, 12]
     ... )
     >>> outputs = model(**processor(text=..., entity_spans=..., images=...))
     >>> outputs.logits.argmax(-1), outputs.expert_weights
@@ -558,8 +559,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         found = hits.any(dim=-1)
         if not bool(found.all()):
             missing = []
+            names = self.config.entity_markers or ("subject start marker", None, "object start marker")
             for sample, marker in (~found).nonzero().tolist():
-                missing.append(f"sample {sample} has no {self.config.entity_markers[2 * marker]!r}")
+                missing.append(f"sample {sample} has no {names[2 * marker]!r}")
             raise ValueError(f"Entity marker missing from `input_ids`: {'; '.join(missing)}.")
         return hits.int().argmax(dim=-1)
 
@@ -687,30 +689,27 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         cls,
         text_name_or_path: str,
         vision_name_or_path: str,
-        tokenizer: Any | None = None,
+        processor: Any,
         **config_kwargs: Any,
     ) -> HVFormerForRelationExtraction:
         """Builds HVFormer from a pretrained BERT-like text encoder and a pretrained CLIP or ViT vision encoder.
 
-        The entity markers (`config.entity_markers`) are added to the tokenizer (loaded from `text_name_or_path`
-        unless given), the token embeddings are resized, and the marker ids are stored in the config. The crop
-        position embeddings start from the pretrained patch position embeddings resized to the crop grid.
+        The entity markers and their ids are read from `processor` (an `HVFormerProcessor`, which added the markers
+        to its tokenizer) into the config, and the token embeddings are resized to its tokenizer. The crop position
+        embeddings start from the pretrained patch position embeddings resized to the crop grid.
 
         Args:
             text_name_or_path: Hub id or folder of the text encoder (e.g. `bert-base-uncased`).
             vision_name_or_path: Hub id or folder of a CLIP (full or vision-only) or ViT checkpoint (e.g.
                 `openai/clip-vit-base-patch32`).
-            tokenizer: The tokenizer to extend with the markers; loaded from `text_name_or_path` if omitted.
+            processor: The `HVFormerProcessor` of the model: gives `entity_markers`, `marker_token_ids()` and the
+                `tokenizer` whose size the embeddings take.
             config_kwargs: Further `HVFormerConfig` arguments (`vision_levels`, `id2label`, ...).
         """
         text_class, text_kwargs = _text_encoder_class(AutoConfig.from_pretrained(text_name_or_path))
         text_encoder = text_class.from_pretrained(text_name_or_path, **text_kwargs)
         vision_backbone = _load_vision_backbone(vision_name_or_path)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(text_name_or_path)
-        markers = list(config_kwargs.pop("entity_markers", HVFormerConfig().entity_markers))
-        tokenizer.add_tokens(markers, special_tokens=True)
-        marker_ids = tokenizer.convert_tokens_to_ids(markers)
+        markers, marker_ids = list(processor.entity_markers), processor.marker_token_ids()
 
         config = HVFormerConfig(
             text_config=text_encoder.config.to_dict(),
@@ -728,7 +727,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         level = resize_logger.level
         resize_logger.setLevel(logging.ERROR)
         try:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+            model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=True)
         finally:
             resize_logger.setLevel(level)
         return model

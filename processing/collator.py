@@ -7,9 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.data.data_collator import pad_without_fast_tokenizer_warning
-
-TEXT_INPUTS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _uint8_stack(values: Sequence[Any], name: str) -> torch.Tensor:
@@ -35,12 +32,12 @@ class HVFormerDataCollator:
     """
     Turns rows of [`load_mnre`]'s datasets into a batch for [`HVFormerForRelationExtraction`].
 
-    - `input_ids`, `attention_mask`, `token_type_ids` are padded to the longest row (or to a multiple of
-      `pad_to_multiple_of`) with `processor.tokenizer.pad`: pad token id, 0 and 0, on the tokenizer's padding side
-      (`marker_positions` follow left padding).
+    - `input_ids` (unpadded, as the processor encodes them with `padding=False`) and `marker_positions` are padded
+      to the longest row (or to a multiple of `pad_to_multiple_of`) with `processor.pad`, which also gives
+      `attention_mask` and `token_type_ids` and moves the markers with left padding.
     - `pixel_values` (uint8 `(3, H, W)` per row) and `object_pixel_values` (uint8 `(t, 3, s, s)`) are stacked and
-      normalised with `processor.normalize_pixels` into float32 `(B, 3, H, W)` and `(B, t, 3, s, s)`; absent crops
-      (`object_mask` 0) are zero after normalisation, as in the processor's own `__call__`.
+      normalised with `processor.normalize_pixels` and `processor.normalize_crops` into float32 `(B, 3, H, W)` and
+      `(B, t, 3, s, s)`, absent crops (`object_mask` 0) zero, as in the processor's own `__call__`.
     - `object_mask` `(B, t)`, `marker_positions` `(B, 2)` and, when rows have them, `labels` `(B,)` become long
       tensors.
     - Every other field (`id`, `kind`, `token`, `image_status`, ...) is dropped: keep ids aside (e.g. from the
@@ -50,7 +47,7 @@ class HVFormerDataCollator:
 
     Args:
         processor ([`HVFormerProcessor`]):
-            Gives the tokenizer (padding) and `normalize_pixels`.
+            Gives `pad`, `normalize_pixels` and `normalize_crops`.
         pad_to_multiple_of (`int`, *optional*):
             Pad the text length to a multiple of this (e.g. 8 for tensor cores).
     """
@@ -66,29 +63,20 @@ class HVFormerDataCollator:
         if missing:
             raise KeyError(f"rows lack {missing}: collate rows of a dataset made by load_mnre")
 
-        text_names = [name for name in TEXT_INPUTS if name in features[0]]
-        text = [{name: np.asarray(row[name]).tolist() for name in text_names} for row in features]
         batch: dict[str, torch.Tensor] = dict(
-            pad_without_fast_tokenizer_warning(
-                self.processor.tokenizer,
-                text,
-                padding=True,
+            self.processor.pad(
+                [np.asarray(row["input_ids"]).tolist() for row in features],
+                [np.asarray(row["marker_positions"]).tolist() for row in features],
                 pad_to_multiple_of=self.pad_to_multiple_of,
-                return_tensors="pt",
             )
         )
-        batch["marker_positions"] = _long_stack([row["marker_positions"] for row in features])
-        if self.processor.tokenizer.padding_side == "left":  # the markers move right by the padding added
-            lengths = torch.tensor([len(row["input_ids"]) for row in text])
-            batch["marker_positions"] += (batch["input_ids"].shape[1] - lengths)[:, None]
         if "pixel_values" in features[0]:
             pixels = _uint8_stack([row["pixel_values"] for row in features], "pixel_values")
             batch["pixel_values"] = self.processor.normalize_pixels(pixels)
         if "object_pixel_values" in features[0]:
             crops = _uint8_stack([row["object_pixel_values"] for row in features], "object_pixel_values")
             batch["object_mask"] = _long_stack([row["object_mask"] for row in features])
-            present = batch["object_mask"][:, :, None, None, None].to(torch.float32)
-            batch["object_pixel_values"] = self.processor.normalize_pixels(crops) * present
+            batch["object_pixel_values"] = self.processor.normalize_crops(crops, batch["object_mask"])
         if "labels" in features[0]:
             batch["labels"] = _long_stack([row["labels"] for row in features])
         return batch

@@ -67,9 +67,26 @@ def test_shapes_dtypes_and_padding(train, processor):
     assert (batch["object_mask"] == 0).any() and not batch["object_pixel_values"][batch["object_mask"] == 0].any()
 
 
-def test_pad_to_multiple_of(train, processor):
-    batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)([train[0], train[1]])
-    assert batch["input_ids"].shape[1] % 8 == 0
+def test_pad_to_multiple_of():
+    """Rows of 9 and 5 tokens pad to 16: ids, masks and token types on the padding side, markers moved with it."""
+    rows = [
+        {"input_ids": np.arange(10, 19), "attention_mask": np.ones(9, int), "marker_positions": np.array([1, 4])},
+        {"input_ids": np.arange(20, 25), "attention_mask": np.ones(5, int), "marker_positions": np.array([3, 1])},
+    ]
+    for side, shifts in (("right", (0, 0)), ("left", (7, 11))):
+        processor = make_processor()
+        processor.tokenizer.padding_side = side
+        pad = processor.tokenizer.pad_token_id
+        batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)(rows)
+        ids, masks = [[*range(10, 19)], [*range(20, 25)]], [[1] * 9, [1] * 5]
+        if side == "right":
+            assert batch["input_ids"].tolist() == [ids[0] + [pad] * 7, ids[1] + [pad] * 11]
+            assert batch["attention_mask"].tolist() == [masks[0] + [0] * 7, masks[1] + [0] * 11]
+        else:
+            assert batch["input_ids"].tolist() == [[pad] * 7 + ids[0], [pad] * 11 + ids[1]]
+            assert batch["attention_mask"].tolist() == [[0] * 7 + masks[0], [0] * 11 + masks[1]]
+        assert batch["token_type_ids"].tolist() == [[0] * 16] * 2
+        assert batch["marker_positions"].tolist() == [[1 + shifts[0], 4 + shifts[0]], [3 + shifts[1], 1 + shifts[1]]]
 
 
 def test_batch_equals_the_processor_called_directly(train, processor):

@@ -11,9 +11,19 @@ import torch
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from safetensors.torch import load_file
 from tiny_models import CROP_SIZE, LABELS, MARKER_IDS, tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
-from transformers import AutoConfig, AutoModel, BertModel, BertTokenizerFast, CLIPVisionModel, ViTModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertModel,
+    BertTokenizerFast,
+    CLIPVisionModel,
+    ViTImageProcessorPil,
+    ViTModel,
+)
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+from processing import HVFormerProcessor
 
 
 def build(vision: str = "clip", seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
@@ -487,7 +497,7 @@ def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
     torch.manual_seed(0)
     text = BertModel(tiny_text_config(), add_pooling_layer=False)
     text.save_pretrained(tmp_path / "text")
-    write_tiny_tokenizer(tmp_path / "text")
+    processor = HVFormerProcessor(ViTImageProcessorPil(), write_tiny_tokenizer(tmp_path / "text"))
     vision_config = tiny_vision_config(vision, hidden_size=64, num_layers=3)
     backbone = CLIPVisionModel(vision_config) if vision == "clip" else ViTModel(vision_config, add_pooling_layer=False)
     backbone.save_pretrained(tmp_path / "vision")
@@ -495,13 +505,15 @@ def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(
         str(tmp_path / "text"),
         str(tmp_path / "vision"),
+        processor,
         vision_levels=[0, 2],
         num_cross_attention_heads=4,
         num_object_crops=2,
         object_image_size=CROP_SIZE,
         id2label=LABELS,
     ).eval()
-    assert model.config.entity_marker_token_ids == [100, 101, 102, 103]
+    assert model.config.entity_marker_token_ids == processor.marker_token_ids() == [100, 101, 102, 103]
+    assert model.config.entity_markers == processor.entity_markers
     assert model.get_input_embeddings().weight.shape == (104, 32)
     torch.testing.assert_close(model.get_input_embeddings().weight[:100], text.embeddings.word_embeddings.weight)
     torch.testing.assert_close(
@@ -541,8 +553,9 @@ def minilm_path() -> Path | None:
 def test_from_text_vision_pretrained_with_real_minilm(tmp_path):
     torch.manual_seed(0)
     ViTModel(tiny_vision_config("vit", hidden_size=64), add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    processor = HVFormerProcessor(ViTImageProcessorPil(), AutoTokenizer.from_pretrained(minilm_path()))
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(
-        str(minilm_path()), str(tmp_path / "vit"), vision_levels=[0, 2], num_object_crops=0
+        str(minilm_path()), str(tmp_path / "vit"), processor, vision_levels=[0, 2], num_object_crops=0
     ).eval()
     assert model.config.hidden_size == 384 and model.config.text_config.num_hidden_layers == 6
     assert model.config.entity_marker_token_ids == [30522, 30523, 30524, 30525]

@@ -238,9 +238,24 @@ def test_markers_are_single_special_tokens_added_once(tmp_path_factory):
     second = HVFormerProcessor(image_processor(), tokenizer)
     assert size == len(VOCAB) + 4 and len(tokenizer) == size
     assert first.marker_token_ids() == second.marker_token_ids() == list(range(len(VOCAB), len(VOCAB) + 4))
-    for marker, marker_id in zip(HVFormerProcessor.MARKERS, first.marker_token_ids(), strict=True):
+    for marker, marker_id in zip(first.entity_markers, first.marker_token_ids(), strict=True):
         assert tokenizer.encode(marker, add_special_tokens=False) == [marker_id]
         assert marker in tokenizer.all_special_tokens
+
+
+def test_custom_entity_markers_are_saved_and_checked_against_the_model(tmp_path, tmp_path_factory):
+    markers = ["[E1]", "[/E1]", "[E2]", "[/E2]"]
+    processor = build(tmp_path_factory, entity_markers=markers)
+    encoding = processor(text="a b", entity_spans=[(0, 1), (2, 3)])
+    assert tokens(processor, encoding) == ["[CLS]", "[E1]", "a", "[/E1]", "[E2]", "b", "[/E2]", "[SEP]"]
+    processor.save_pretrained(tmp_path)
+    reloaded = HVFormerProcessor.from_pretrained(tmp_path)
+    assert reloaded.entity_markers == markers and reloaded.marker_token_ids() == processor.marker_token_ids()
+    message = r"the model's entity markers \(config.json\) are \['<s>', '</s>', '<o>', '</o>'\], the processor's"
+    with pytest.raises(ValueError, match=message):
+        processor.check_matches_model(matching_config(processor, entity_markers=["<s>", "</s>", "<o>", "</o>"]))
+    with pytest.raises(ValueError, match=r"`entity_markers` must be four distinct strings, got \['<s>', '<s>'"):
+        build(tmp_path_factory, entity_markers=["<s>", "<s>", "<o>", "</o>"])
 
 
 def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
@@ -404,26 +419,63 @@ def span_pair(draw, length: int) -> list[tuple[int, int]]:
 MAX_LENGTHS = st.sampled_from([*range(8, 41), 1, 7])  # 7 cannot hold [CLS], four markers, two pieces, [SEP]
 
 
+def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int, words: bool) -> str | None:
+    """The documented `ValueError` (a `match` pattern) that encoding `sample` must raise, or `None` if it is valid.
+
+    Mirrors the documented order of the checks: `max_length`, the text, each span (subject first), the pair, then
+    the word pieces of the entities (both when disjoint, the inner one when nested) under the tokenizer.
+    """
+    if max_length < 8:
+        return "`max_length` must be an integer >= 8"
+    if len(sample) == 0:
+        return "Sample 0: the text is empty"
+    for role, (start, end) in zip(("subject", "object"), spans, strict=True):
+        if start >= end:
+            return rf"Sample 0: the {role} span .* is empty \(start must be < end\)"
+        if start < 0 or end > len(sample):
+            return rf"Sample 0: the {role} span .* is out of range for a text of {len(sample)}"
+    (a, b), (c, d) = spans
+    if (a, b) == (c, d):
+        return "Sample 0: the subject and object spans are identical"
+    if a < c < b < d or c < a < d < b:
+        return "Sample 0: the subject span .* overlaps the object span .* without one containing the other"
+    nested = (a <= c and d <= b) or (c <= a and b <= d)
+    checked = [min(spans, key=lambda span: span[1] - span[0])] if nested else spans
+    for start, end in checked:
+        pieces = processor.tokenizer(
+            list(sample[start:end]) if words else sample[start:end],
+            is_split_into_words=words,
+            add_special_tokens=False,
+            split_special_tokens=True,
+        )["input_ids"]
+        if not pieces:
+            return "Sample 0: the (subject|object) entity .* gives no word pieces with this tokenizer"
+    return None
+
+
+def assert_encodes_or_raises(processor: HVFormerProcessor, kwargs: dict, error: str | None) -> None:
+    """Encoding `kwargs` raises the `ValueError` matching `error`, or, with `error` None, gives well-formed rows."""
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            processor(**kwargs)
+        return
+    assert_well_formed(processor, processor(**kwargs), kwargs["max_length"])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), words=st.one_of(WORDS, st.lists(st.just("a b"), min_size=60, max_size=120)))
-def test_property_word_lists_encode_or_raise_value_error(processor, data, words):
+def test_property_word_lists_encode_or_raise_the_documented_error(processor, data, words):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(words)))
-    try:
-        encoding = processor(text=words, entity_spans=spans, is_split_into_words=True, max_length=max_length)
-    except ValueError:
-        return
-    assert_well_formed(processor, encoding, max_length)
+    kwargs = {"text": words, "entity_spans": spans, "is_split_into_words": True, "max_length": max_length}
+    assert_encodes_or_raises(processor, kwargs, expected_error(processor, words, spans, max_length, words=True))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), text=st.text(max_size=80))
-def test_property_strings_encode_or_raise_value_error(processor, data, text):
+def test_property_strings_encode_or_raise_the_documented_error(processor, data, text):
     max_length, spans = data.draw(MAX_LENGTHS), data.draw(span_pair(len(text)))
-    try:
-        encoding = processor(text=[text, "a b"], entity_spans=[spans, [(0, 1), (2, 3)]], max_length=max_length)
-    except ValueError:
-        return
-    assert_well_formed(processor, encoding, max_length)
+    kwargs = {"text": [text, "a b"], "entity_spans": [spans, [(0, 1), (2, 3)]], "max_length": max_length}
+    assert_encodes_or_raises(processor, kwargs, expected_error(processor, text, spans, max_length, words=False))
 
 
 def make_image(mode: str, width: int, height: int, seed: int) -> Image.Image | np.ndarray:
@@ -655,9 +707,11 @@ def test_images_only_and_normalize_pixels_contract(processor):
 def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
     processor = build(tmp_path_factory, max_length=40, num_object_crops=2)
     processor.save_pretrained(tmp_path)
-    assert (tmp_path / "processing_hvformer.py").is_file()
+    for module in ("processing_hvformer", "entity_marking", "image_loading", "saved_processor"):
+        assert (tmp_path / f"{module}.py").is_file(), module  # the whole remote-code unit travels
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}
+    assert config["entity_markers"] == ["<s>", "</s>", "<o>", "</o>"]
     reloaded = HVFormerProcessor.from_pretrained(tmp_path)
     assert (reloaded.max_length, reloaded.num_object_crops, reloaded.object_image_size) == (40, 2, CROP_SIZE)
     assert reloaded.relation_labels == RELATIONS

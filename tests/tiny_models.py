@@ -45,6 +45,7 @@ def tiny_config(vision: str = "clip", **overrides) -> HVFormerConfig:
         "num_cross_attention_heads": 4,
         "num_object_crops": 2,
         "object_image_size": CROP_SIZE,
+        "entity_markers": ["<s>", "</s>", "<o>", "</o>"],
         "entity_marker_token_ids": MARKER_IDS,
         "id2label": LABELS,
     }

@@ -1,0 +1,364 @@
+# Copyright 2025 The hvformer authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Entity marking (paper Eq. 1): locates the subject and the object in a text and wraps them in the four markers
+within a token budget, then pads the marked sequences with the marker positions following the padding.
+
+Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+ENTITY_MARKERS: tuple[str, str, str, str] = ("<s>", "</s>", "<o>", "</o>")
+"""Subject start, subject end, object start, object end: the default `entity_markers` of `HVFormerProcessor`."""
+
+SUBJECT_START, SUBJECT_END, OBJECT_START, OBJECT_END = range(4)
+"""Marker roles, as indices into the processor's `entity_markers`."""
+
+Span = tuple[int, int]
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def batch_texts(text: Any, is_split_into_words: bool) -> tuple[list, bool]:
+    """The texts (strings, or word lists with `is_split_into_words`) as a list, and whether they were a batch."""
+    if is_split_into_words:
+        if isinstance(text, (list, tuple)) and all(isinstance(word, str) for word in text):
+            return [list(text)], False
+        if isinstance(text, (list, tuple)) and all(
+            isinstance(words, (list, tuple)) and all(isinstance(word, str) for word in words) for words in text
+        ):
+            return [list(words) for words in text], True
+        raise ValueError(
+            "With `is_split_into_words=True`, `text` must be a list of words (strings) or a list of such lists."
+        )
+    if isinstance(text, str):
+        return [text], False
+    if isinstance(text, (list, tuple)) and not text:
+        raise ValueError("`text` is an empty list: pass one text, or a list of texts.")
+    if isinstance(text, (list, tuple)) and all(isinstance(sample, str) for sample in text):
+        return list(text), True
+    raise ValueError("`text` must be a string or a list of strings; pass word lists with `is_split_into_words=True`.")
+
+
+def find_occurrences(text: str, needle: str) -> list[int]:
+    """Start offsets of `needle` in `text`, overlapping ones included, that are not glued to a longer word.
+
+    An occurrence whose first (last) character is a word character must not be preceded (followed) by one, so
+    `"Paris"` is found in `"to Paris."` but not in `"Parisian"`.
+    """
+    starts = []
+    start = text.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        glued_left = start > 0 and _word_char(needle[0]) and _word_char(text[start - 1])
+        glued_right = end < len(text) and _word_char(needle[-1]) and _word_char(text[end])
+        if not (glued_left or glued_right):
+            starts.append(start)
+        start = text.find(needle, start + 1)
+    return starts
+
+
+def find_word_occurrences(words: Sequence[str], needle: Sequence[str]) -> list[int]:
+    """Start indices of the word sequence `needle` in `words`."""
+    size = len(needle)
+    return [i for i in range(len(words) - size + 1) if list(words[i : i + size]) == list(needle)]
+
+
+def locate_entity(sample: Any, entity: Any, role: str, index: int, is_split_into_words: bool) -> Span:
+    """Finds the single occurrence of an entity string in a text (a string or a word list) and returns its span."""
+    if not isinstance(entity, str) or not entity.strip():
+        raise ValueError(f"Sample {index}: the {role} entity must be a non-empty string, got {entity!r}.")
+    if is_split_into_words:
+        needle = entity.split()
+        starts = find_word_occurrences(sample, needle)
+        size = len(needle)
+    else:
+        starts = find_occurrences(sample, entity)
+        size = len(entity)
+    if not starts:
+        raise ValueError(f"Sample {index}: the {role} entity {entity!r} is absent from the text.")
+    if len(starts) > 1:
+        raise ValueError(
+            f"Sample {index}: the {role} entity {entity!r} occurs {len(starts)} times in the text (at "
+            f"{starts}); pass `entity_spans` instead."
+        )
+    return starts[0], starts[0] + size
+
+
+def _check_span(sample: Any, item: Any, role: str, index: int, unit: str) -> Span:
+    """Checks that `item` is a non-empty `(start, end)` span of integers within the text."""
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise ValueError(f"Sample {index}: the {role} span must be a (start, end) pair, got {item!r}.")
+    try:
+        start, end = (operator.index(bound) for bound in item)
+    except TypeError:
+        raise ValueError(f"Sample {index}: the {role} span must hold integers, got {item!r}.") from None
+    if start >= end:
+        raise ValueError(f"Sample {index}: the {role} span {item!r} is empty (start must be < end).")
+    if start < 0 or end > len(sample):
+        raise ValueError(
+            f"Sample {index}: the {role} span {item!r} is out of range for a text of {len(sample)} {unit}s."
+        )
+    return start, end
+
+
+def entity_spans(texts: list, pairs: list, by_string: bool, is_split_into_words: bool) -> list[tuple[Span, Span]]:
+    """Returns `(subject_span, object_span)` per sample from `(subject, object)` spans or, with `by_string`, strings.
+
+    Spans are character offsets into a string or word indices into a word list, `end` exclusive. They must be
+    disjoint or nested: identical spans and spans that overlap without one containing the other are refused.
+    """
+    unit = "word" if is_split_into_words else "character"
+    result = []
+    for index, (sample, pair) in enumerate(zip(texts, pairs, strict=True)):
+        if len(sample) == 0:
+            raise ValueError(f"Sample {index}: the text is empty.")
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"Sample {index}: expected a (subject, object) pair, got {pair!r}.")
+        subject, obj = (
+            locate_entity(sample, item, role, index, is_split_into_words)
+            if by_string
+            else _check_span(sample, item, role, index, unit)
+            for role, item in zip(("subject", "object"), pair, strict=True)
+        )
+        if subject == obj:
+            raise ValueError(f"Sample {index}: the subject and object spans are identical: {subject}.")
+        if subject[0] < obj[0] < subject[1] < obj[1] or obj[0] < subject[0] < obj[1] < subject[1]:
+            raise ValueError(
+                f"Sample {index}: the subject span {subject} overlaps the object span {obj} without one "
+                "containing the other."
+            )
+        result.append((subject, obj))
+    return result
+
+
+def layout(subject: Span, obj: Span) -> tuple[list[int | None], tuple[int, int, int, int], bool]:
+    """Cuts a text around its two entities.
+
+    Returns the six boundaries of the five segments, the role of the marker that precedes each of the segments 1 to
+    4, and whether one entity lies inside the other.
+    """
+    (subject_start, subject_end), (object_start, object_end) = subject, obj
+    if subject_start <= object_start and object_end <= subject_end:
+        bounds = [subject_start, object_start, object_end, subject_end]
+        return [0, *bounds, None], (SUBJECT_START, OBJECT_START, OBJECT_END, SUBJECT_END), True
+    if object_start <= subject_start and subject_end <= object_end:
+        bounds = [object_start, subject_start, subject_end, object_end]
+        return [0, *bounds, None], (OBJECT_START, SUBJECT_START, SUBJECT_END, OBJECT_END), True
+    if subject_start < object_start:
+        bounds = [subject_start, subject_end, object_start, object_end]
+        return [0, *bounds, None], (SUBJECT_START, SUBJECT_END, OBJECT_START, OBJECT_END), False
+    bounds = [object_start, object_end, subject_start, subject_end]
+    return [0, *bounds, None], (OBJECT_START, OBJECT_END, SUBJECT_START, SUBJECT_END), False
+
+
+def fit_to_budget(segments: list[list[int]], budget: int, nested: bool) -> list[list[int]]:
+    """Truncates the five word-piece segments of a sample so that they hold at most `budget` pieces together.
+
+    `segments` are `[before, first entity, between, second entity, after]` for disjoint entities and
+    `[before, outer head, inner entity, outer tail, after]` when one entity lies inside the other. `budget` excludes
+    the four markers and the special tokens and is at least 2. The policy, applied to word pieces only:
+
+    1. If the span from the first opening marker to the last closing marker fits, keep it whole and fill the
+       remaining room with the context closest to it: half of the room before it and half after it, a side with too
+       little context giving its share to the other side (an odd token goes after).
+    2. Otherwise drop all context outside that span, then the word pieces in the middle of the text between the two
+       entities, keeping the pieces next to each entity (one more after the first entity when odd).
+    3. If the two entities alone still don't fit, share the room equally between them (an odd piece goes to the
+       second; an entity shorter than its share leaves the rest to the other) and trim each from its end.
+
+    For nested entities, step 2 drops the outer entity's own pieces from its end (those after the inner entity first,
+    then those before it), and step 3 trims the inner entity from its end.
+    """
+    before, first, middle, second, after = segments
+    core = len(first) + len(middle) + len(second)
+    if len(before) + core + len(after) <= budget:
+        return segments
+    if core <= budget:
+        room = budget - core
+        left = min(len(before), room // 2)
+        right = min(len(after), room - left)
+        left = min(len(before), room - right)
+        return [before[len(before) - left :], first, middle, second, after[:right]]
+    if nested:
+        head, inner, tail = first, middle, second
+        room = budget - len(inner)
+        if room < 0:
+            return [[], [], inner[:budget], [], []]
+        keep_head = min(len(head), room)
+        return [[], head[:keep_head], inner, tail[: room - keep_head], []]
+    room = budget - len(first) - len(second)
+    if room >= 0:
+        keep_head = (room + 1) // 2
+        keep_tail = room - keep_head
+        return [[], first, middle[:keep_head] + middle[len(middle) - keep_tail :], second, []]
+    keep_first = min(len(first), max(budget // 2, budget - len(second)))
+    keep_second = min(len(second), budget - keep_first)
+    return [[], first[:keep_first], [], second[:keep_second], []]
+
+
+def _tokenize_segments(tokenizer: Any, segments: list[list], is_split_into_words: bool) -> list[list[list[int]]]:
+    """Tokenizes the five segments of every sample with one batched tokenizer call.
+
+    Text that looks like a special token (a literal marker or `[SEP]` in a post) is split like ordinary text, so
+    only the markers inserted by [`mark_entities`] are marker tokens.
+    """
+    flat = [segment for sample in segments for segment in sample if len(segment) > 0]
+    encoded = iter([])
+    if flat:
+        encoded = iter(
+            tokenizer(
+                flat,
+                is_split_into_words=is_split_into_words,
+                add_special_tokens=False,
+                split_special_tokens=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+        )
+    return [[list(next(encoded)) if len(segment) > 0 else [] for segment in sample] for sample in segments]
+
+
+def mark_entities(
+    tokenizer: Any,
+    texts: list,
+    spans: list[tuple[Span, Span]],
+    is_split_into_words: bool,
+    marker_ids: Sequence[int],
+    template: tuple[list[int], list[int]],
+    max_length: int,
+    truncation: bool,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Tokenizes each text with the markers around its entities and the special tokens around it, within
+    `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a `ValueError` otherwise.
+
+    Args:
+        marker_ids: The ids of the four markers, in the order of their roles.
+        template: The special token ids the tokenizer puts before and after a single sequence.
+
+    Returns:
+        The token ids of each sample and the positions `[subject start, object start]` of its markers.
+    """
+    prefix, suffix = template
+    cuts = [layout(subject, obj) for subject, obj in spans]
+    segments = [
+        [sample[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+        for sample, (bounds, _, _) in zip(texts, cuts, strict=True)
+    ]
+    budget = max_length - len(prefix) - len(suffix) - len(marker_ids)
+    sequences, positions = [], []
+    for index, (pieces, (_, roles, nested)) in enumerate(
+        zip(_tokenize_segments(tokenizer, segments, is_split_into_words), cuts, strict=True)
+    ):
+        for slot in (2,) if nested else (1, 3):
+            if not pieces[slot]:
+                role = "subject" if roles[slot - 1] == SUBJECT_START else "object"
+                raise ValueError(
+                    f"Sample {index}: the {role} entity {segments[index][slot]!r} gives no word pieces with this "
+                    "tokenizer."
+                )
+        needed = sum(len(piece) for piece in pieces)
+        if needed > budget and not truncation:
+            raise ValueError(
+                f"Sample {index}: the text needs {max_length - budget + needed} tokens with the special tokens "
+                f"and markers, more than max_length={max_length}; pass `truncation=True` to shorten it."
+            )
+        fitted = fit_to_budget(pieces, budget, nested)
+        sequence = prefix + fitted[0]
+        marker_at = {}
+        for role, segment in zip(roles, fitted[1:], strict=True):
+            marker_at[role] = len(sequence)
+            sequence = sequence + [marker_ids[role]] + segment
+        sequences.append(sequence + suffix)
+        positions.append([marker_at[SUBJECT_START], marker_at[OBJECT_START]])
+    return sequences, positions
+
+
+def check_padding(padding: Any) -> None:
+    """Refuses a `padding` other than `True`/`"longest"`, `"max_length"` and `False`/`"do_not_pad"`."""
+    if padding not in (True, "longest", "max_length", False, "do_not_pad"):
+        raise ValueError(f"`padding` must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}.")
+
+
+def padded_length(lengths: list[int], padding: bool | str, max_length: int, pad_to_multiple_of: int | None) -> int:
+    """The length that `padding` pads sequences of `lengths` to, rounded up to a multiple of `pad_to_multiple_of`;
+    -1 for no padding."""
+    check_padding(padding)
+    if padding in (False, "do_not_pad"):
+        return -1
+    pad_to = max_length if padding == "max_length" else max(lengths)
+    if pad_to_multiple_of:
+        pad_to = -(-pad_to // pad_to_multiple_of) * pad_to_multiple_of
+    return pad_to
+
+
+def pad_marked(
+    sequences: list[list[int]], positions: list[list[int]], pad_to: int, pad_id: int | None, left: bool
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Pads token id sequences to `pad_to` (shorter ones only) with `pad_id`, on the left with `left`.
+
+    Returns the padded ids, their attention masks and the marker `positions`, moved right by the padding added on
+    the left.
+    """
+    input_ids, attention_mask, marker_positions = [], [], []
+    for sequence, (subject_position, object_position) in zip(sequences, positions, strict=True):
+        missing = max(pad_to - len(sequence), 0)
+        shift = missing if left else 0
+        padding_ids, padding_mask = [pad_id] * missing, [0] * missing
+        mask = [1] * len(sequence)
+        input_ids.append(padding_ids + sequence if left else sequence + padding_ids)
+        attention_mask.append(padding_mask + mask if left else mask + padding_mask)
+        marker_positions.append([subject_position + shift, object_position + shift])
+    return input_ids, attention_mask, marker_positions
+
+
+def add_markers(tokenizer: Any, markers: Sequence[str]) -> list[int]:
+    """Registers the markers as special tokens of `tokenizer` (in place) unless it has them, and returns their ids.
+
+    Raises a `ValueError` when a marker is one of the tokenizer's own special tokens or does not encode to one id.
+    """
+    roles = {
+        getattr(tokenizer, f"{role}_token", None): role for role in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+    }
+    for marker in markers:
+        if marker in roles:
+            raise ValueError(
+                f"The entity marker {marker!r} is already the tokenizer's {roles[marker]}_token; HVFormer needs "
+                "markers distinct from the tokenizer's own special tokens."
+            )
+    missing = [marker for marker in markers if marker not in tokenizer.all_special_tokens]
+    if missing:
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+    marker_ids = [int(token_id) for token_id in tokenizer.convert_tokens_to_ids(list(markers))]
+    for marker, marker_id in zip(markers, marker_ids, strict=True):
+        encoded = tokenizer.encode(marker, add_special_tokens=False)
+        if encoded != [marker_id] or marker_id == tokenizer.unk_token_id:
+            raise ValueError(f"The entity marker {marker!r} does not encode to a single token: {encoded}.")
+    return marker_ids
+
+
+def special_token_template(tokenizer: Any, marker: str, marker_id: int) -> tuple[list[int], list[int]]:
+    """The special token ids `tokenizer` puts before and after a single sequence (`[CLS]` and `[SEP]`), found by
+    encoding one marker (`marker`, of id `marker_id`) with them."""
+    with_special = tokenizer.encode(marker, add_special_tokens=True)
+    if with_special.count(marker_id) != 1:
+        raise ValueError(f"Cannot locate the special tokens the tokenizer adds around a text: {with_special}.")
+    position = with_special.index(marker_id)
+    return with_special[:position], with_special[position + 1 :]

@@ -164,6 +164,9 @@ MODEL_REPOSITORY_FILES = {
     "handler.py",
     "processor_config.json",
     "processing_hvformer.py",
+    "entity_marking.py",
+    "image_loading.py",
+    "saved_processor.py",
     "tokenizer.json",
     "tokenizer_config.json",
 }

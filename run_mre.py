@@ -130,9 +130,9 @@ class DataArguments:
     crops_mapping: str | None = field(
         default=None, metadata={"help": "Folder or file of mre_{split}_dict.pth / .json (which crops per line)."}
     )
-    use_images: bool = field(default=True, metadata={"help": "False: switch images off (text-only experiment)."})
-    missing_images: str = field(
-        default="error", metadata={"help": "'error' or 'blank' (substitute a blank image, counted and reported)."}
+    use_images: bool | None = field(default=None, metadata={"help": "false: images off (text-only experiment)."})
+    missing_images: str | None = field(
+        default=None, metadata={"help": "'error' (default) or 'blank' (blank images instead, counted and reported)."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate val and test (debugging)."})
@@ -259,10 +259,11 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     return model_args, data_args, experiment_args, training_args
 
 
-def given(model_args: ModelArguments, names: Mapping[str, str] | tuple[str, ...]) -> dict[str, Any]:
-    """The options of `names` that were given (not `None`), under their names in `names` (a mapping renames)."""
+def given(args: Any, names: Mapping[str, str] | tuple[str, ...]) -> dict[str, Any]:
+    """The options of `names` that were given (not `None`), under their names in `names` (a mapping renames), so
+    that the defaults of the functions they go to apply to the others."""
     renames = names if isinstance(names, Mapping) else {name: name for name in names}
-    return {target: value for name, target in renames.items() if (value := getattr(model_args, name)) is not None}
+    return {target: value for name, target in renames.items() if (value := getattr(args, name)) is not None}
 
 
 def build_model_and_processor(
@@ -442,10 +443,9 @@ def run(
             crops_dir=data_args.crops_dir,
             crops_mapping=data_args.crops_mapping,
             relation_labels=relation_labels,
-            use_images=data_args.use_images,
-            missing_images=data_args.missing_images,
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
+            **given(data_args, ("use_images", "missing_images")),
         )
     limits = {"train": data_args.max_train_samples, "val": data_args.max_eval_samples}
     limits["test"] = data_args.max_eval_samples

@@ -234,7 +234,7 @@ def explain(
             marker: dict(zip(config.expert_names, row, strict=True))
             for marker, row in zip(markers, weights, strict=True)
         }
-    layout = VisualTokenLayout.from_config(config, outputs.visual_token_mask.shape[1])
+    layout = VisualTokenLayout.from_vision_encoder(model.vision_encoder, outputs.visual_token_mask.shape[1])
     grids: dict[int, np.ndarray] = {}
     for level, maps in zip(config.vision_levels, outputs.patch_token_tracking_maps or (), strict=False):
         rows = marker_rows(maps, positions)[0].mean(dim=0).float().cpu().numpy()  # H_C^l head mean, (2, n_V)

@@ -49,12 +49,12 @@ class SplitStatistics:
     visual representations of the first `tsne_examples` examples (Fig. 8). Sums are float64 on the CPU.
 
     Args:
-        config: the model's `HVFormerConfig` (for the visual token layout).
+        vision_encoder: the model's `HVFormerVisionEncoder` (for the visual token layout it builds).
         tsne_examples: examples whose visual representations are kept for Fig. 8.
     """
 
-    def __init__(self, config: Any, tsne_examples: int) -> None:
-        self.config = config
+    def __init__(self, vision_encoder: Any, tsne_examples: int) -> None:
+        self.vision_encoder = vision_encoder
         self.tsne_examples = tsne_examples
         self.layout: VisualTokenLayout | None = None
         self.num_examples = 0
@@ -77,7 +77,7 @@ class SplitStatistics:
         positions = outputs.marker_positions  # (B, 2)
         batch_size, num_tokens = mask.shape
         if self.layout is None:
-            self.layout = VisualTokenLayout.from_config(self.config, num_tokens)
+            self.layout = VisualTokenLayout.from_vision_encoder(self.vision_encoder, num_tokens)
         elif num_tokens != self.layout.num_tokens:
             raise ValueError(f"The visual sequence length changed from {self.layout.num_tokens} to {num_tokens}.")
         main = self.layout.main_tokens
@@ -132,7 +132,7 @@ def collect_statistics(
         dataset.select_columns(columns), batch_size=batch_size, shuffle=False, collate_fn=collator
     )
     device = next(model.parameters()).device
-    statistics = SplitStatistics(model.config, tsne_examples)
+    statistics = SplitStatistics(model.vision_encoder, tsne_examples)
     was_training = model.training
     model.eval()
     try:

@@ -50,19 +50,15 @@ class VisualTokenLayout:
     crop_tokens: int
 
     @classmethod
-    def from_config(cls, config: Any, num_tokens: int) -> VisualTokenLayout:
-        """The layout of an `HVFormerConfig` for sequences of `num_tokens` visual tokens."""
-        vision = config.vision_config
-        layout = cls(
-            num_tokens=num_tokens,
-            grid=vision.image_size // vision.patch_size,
-            crop_tokens=(config.object_image_size // vision.patch_size) ** 2,
-        )
+    def from_vision_encoder(cls, vision_encoder: Any, num_tokens: int) -> VisualTokenLayout:
+        """The layout that an `HVFormerVisionEncoder` builds (its `image_grid` and `tokens_per_crop`), for sequences
+        of `num_tokens` visual tokens."""
+        layout = cls(num_tokens=num_tokens, grid=vision_encoder.image_grid, crop_tokens=vision_encoder.tokens_per_crop)
         extra = num_tokens - layout.main_tokens
         if extra < 0 or (extra and extra % layout.crop_tokens):
             raise ValueError(
                 f"{num_tokens} visual tokens do not fit [CLS] + {layout.grid}x{layout.grid} image patches + blocks of "
-                f"{layout.crop_tokens} crop patches (config.vision_config / config.object_image_size)."
+                f"{layout.crop_tokens} crop patches, the layout of the model's vision encoder."
             )
         return layout
 

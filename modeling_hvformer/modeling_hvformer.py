@@ -325,9 +325,10 @@ class HVFormerVisionEncoder(nn.Module):
             self.pre_layernorm = nn.Identity()
             self.layers = nn.ModuleList([ViTLayer(vision_config) for _ in range(num_layers)])
         self.num_object_crops = config.num_object_crops
-        patches_per_crop = (config.object_image_size // vision_config.patch_size) ** 2
+        self.image_grid = vision_config.image_size // vision_config.patch_size  # side of the image's patch grid
+        self.tokens_per_crop = (config.object_image_size // vision_config.patch_size) ** 2
         self.crop_position_embeddings = nn.Parameter(
-            torch.zeros(config.num_object_crops, patches_per_crop, vision_config.hidden_size)
+            torch.zeros(config.num_object_crops, self.tokens_per_crop, vision_config.hidden_size)
         )
 
     @property

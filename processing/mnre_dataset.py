@@ -17,6 +17,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -554,30 +555,28 @@ def load_mnre(
     return dataset_dict
 
 
+@dataclass
 class _SplitLoader:
     """Loads one split at a time with the settings [`load_mnre`] shares between splits."""
 
-    def __init__(
-        self,
-        processor: Any,
-        relation_labels: list[str],
-        use_images: bool,
-        missing_images: str,
-        num_proc: int | None,
-        cache_root: Path,
-    ) -> None:
-        self.processor = processor
-        self.relation_labels = relation_labels
-        self.use_images = use_images
-        self.missing_images = missing_images
-        self.num_proc = num_proc
-        self.cache_root = cache_root
-        cache_root.mkdir(parents=True, exist_ok=True)
-        self.text_columns = _text_columns(processor)
-        self.image_features = _image_features(processor)
+    processor: Any
+    relation_labels: list[str]
+    use_images: bool
+    missing_images: str
+    num_proc: int | None
+    cache_root: Path
+
+    def __post_init__(self) -> None:
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        self.text_columns = _text_columns(self.processor)
+        self.image_features = _image_features(self.processor)
         module_source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-        self.text_settings = {**_text_settings(processor), "module": module_source}
-        self.image_settings = {**_image_settings(processor), "module": module_source, "use_images": use_images}
+        self.text_settings = {**_text_settings(self.processor), "module": module_source}
+        self.image_settings = {
+            **_image_settings(self.processor),
+            "module": module_source,
+            "use_images": self.use_images,
+        }
 
     def load(
         self,

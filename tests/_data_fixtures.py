@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tiny_models import CROP_SIZE, IMAGE_SIZE
 from transformers import BertTokenizer, ViTImageProcessor, ViTImageProcessorPil
 from transformers.utils import is_torchvision_available
 
@@ -17,8 +18,6 @@ from processing.sample_data import NAMES, NEUTRAL_TEMPLATES, TEXT_TEMPLATES, bui
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
 """The real MNRE text files (train/val), when this checkout sits beside `shared/`."""
 
-IMAGE_SIZE = 32
-CROP_SIZE = 16
 NUM_CROPS = 3
 SMALL_SIZES = {"train": 20, "val": 8}
 """Split sizes of the small sample copies that tests modify."""

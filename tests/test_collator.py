@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _data_fixtures import CROP_SIZE, IMAGE_SIZE, NUM_CROPS, build_small_sample, make_processor
+from _data_fixtures import NUM_CROPS, build_small_sample, make_processor
+from tiny_models import CROP_SIZE, IMAGE_SIZE
 
 from processing.collator import HVFormerDataCollator
 from processing.mnre_dataset import load_mnre

@@ -12,17 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _data_fixtures import (
-    CROP_SIZE,
-    IMAGE_SIZE,
-    NUM_CROPS,
-    DecodeCounter,
-    build_small_sample,
-    make_processor,
-    mnre_line,
-    write_lines,
-)
+from _data_fixtures import NUM_CROPS, DecodeCounter, build_small_sample, make_processor, mnre_line, write_lines
 from PIL import Image
+from tiny_models import CROP_SIZE, IMAGE_SIZE
 
 from processing.mnre import MNRE_RELATIONS, MNREFormatError, load_crops_mapping
 from processing.mnre_dataset import MNREImageError, image_report, load_mnre

@@ -84,7 +84,7 @@ def test_ablations_skip_figures(overrides, skipped, processor, data, tmp_path):
 
 def test_fig6_with_level_0_only_says_why_nothing_is_drawn(tmp_path):
     """H_V^0 is the identity (Eq. 17): a model reading only level 0 gets the numbers but no picture of them."""
-    statistics = SplitStatistics(config=None, tsne_examples=0)
+    statistics = SplitStatistics(vision_encoder=None, tsne_examples=0)
     statistics.layout = VisualTokenLayout(num_tokens=MAIN_TOKENS, grid=4, crop_tokens=4)
     statistics.num_examples = 2
     statistics.sums["patch_patch_main"] = 2 * torch.eye(MAIN_TOKENS, dtype=torch.float64)[None]  # two examples

@@ -15,6 +15,10 @@ the command-line arguments after them override earlier values. Architecture opti
 A run writes into `output_dir`: checkpoints, `trainer_state.json`, `all_results.json`, `predictions.jsonl`,
 `expert_weights_history.json`, `analysis/`; and the model repository into `output_dir/model` (what `--push_to_hub`
 uploads). A finished run is not repeated; an interrupted one resumes from its last complete checkpoint.
+
+One script read top to bottom, as transformers' `run_glue.py` (arguments, checkpoint detection, seed, data, model,
+Trainer, train / evaluate / predict, save); the argument dataclasses with their help texts make it longer than 400
+lines.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import base64
 import binascii
 import io
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -57,9 +58,13 @@ def decode_image(value: Any, field: str, allow_paths: bool) -> Any:
             raise ValueError(f"`{field}` is {what} a base64-encoded image.") from None
     if isinstance(value, bytes):
         try:
-            with Image.open(io.BytesIO(value)) as opened:
-                opened.load()
-                return opened.copy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(value)) as opened:
+                    opened.load()
+                    return opened.copy()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ValueError(f"`{field}` is refused: decompression bomb ({error}).") from error
         except (OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"`{field}` does not hold a readable image: {error}") from error
     return value

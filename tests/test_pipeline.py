@@ -14,7 +14,7 @@ from PIL import Image
 from test_processor import build, matching_config, random_image
 
 from modeling_hvformer import HVFormerForRelationExtraction
-from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline
+from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline, decode_image
 
 TEXT = "Barack Obama visited Paris"
 
@@ -177,6 +177,16 @@ def test_pipeline_errors_name_the_field(extractor, saved, post, message):
         post = {**post, "object_crops": saved[3][1]}
     with pytest.raises(ValueError, match=message):
         extractor(post)
+
+
+@pytest.mark.parametrize("side", [4, 6])
+def test_decompression_bombs_are_refused(monkeypatch, side):
+    """An image over PIL's pixel limit (a warning up to twice the limit, an error above) is refused, not decoded."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side)).save(buffer, format="PNG")
+    with pytest.raises(ValueError, match="`image` is refused: decompression bomb"):
+        decode_image(base64.b64encode(buffer.getvalue()).decode(), "image", allow_paths=False)
 
 
 def test_pipeline_parameters_are_checked(extractor, saved):

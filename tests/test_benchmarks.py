@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from benchmarks import end_to_end, inference, train_step
+from benchmarks import end_to_end, inference, run_all, train_step
 
 ENVIRONMENT_KEYS = {"device", "device_type", "torch", "transformers", "python", "commit", "command"}
 
@@ -70,3 +70,43 @@ def test_end_to_end_tiny(tmp_path, capsys):
     assert positive(stages["train, 1 epoch"]["samples_per_second"])
     assert stages["warm run, wall"]["seconds"] > stages["train, 1 epoch"]["seconds"]
     assert figures["settings"]["train"] == 16 and "| train, 1 epoch |" in printed
+
+
+def test_targets_are_checked_against_hand_made_figures():
+    """Issue 11's targets on figures made up so that each side of each threshold is hit; a missing run is reported
+    as not measured."""
+
+    def step(what, batch, rate, mfu, ratio):
+        return {"what": what, "batch_size": batch, "samples_per_second": rate, "mfu": mfu, "vs_encoders": ratio}
+
+    figures = {
+        "train_step": {
+            "rows": [
+                step("hvformer_marker_rows", 32, 1000.0, 0.10, 0.95),
+                step("hvformer_marker_rows", 256, 3000.0, 0.38, 0.97),
+                step("hvformer_per_token", 256, 2000.0, 0.50, 0.50),  # not the fast path: ignored
+            ]
+        },
+        "train_step_compiled": {"rows": [step("hvformer_marker_rows", 256, 3300.0, 0.41, 0.92)]},
+        "end_to_end_b32": {
+            "settings": {"batch_size": 32},
+            "rows": [{"stage": "train, 1 epoch", "seconds": 1.0, "samples_per_second": 950.0}],
+        },
+        "end_to_end_b64": None,
+        "inference": {
+            "rows": [
+                {"what": "model latency", "fusion_rows": "markers", "batch_size": 1, "p50_ms": 7.5, "p90_ms": 9.0},
+                {"what": "evaluation throughput", "fusion_rows": "markers", "samples_per_second": 5000.0},
+            ]
+        },
+    }
+    checked = {row["target"]: (row["measured"], row["met"]) for row in run_all.check_targets(figures)}
+    assert checked == {
+        "training step MFU at batch 256": (0.41, True),  # the compiled step, the fastest at the largest batch
+        "HVFormer / encoders, lowest over the batch sizes": (0.92, True),
+        "run_mre.py train samples/s at batch 32 / the step's": (0.95, True),  # 950 / 1000
+        "run_mre.py train samples/s at batch 32": (950.0, False),
+        "run_mre.py train samples/s at batch 64 / the step's": (None, None),
+        "model batch-1 latency p50, ms": (7.5, True),
+        "evaluation samples/s at the evaluation batch": (5000.0, False),
+    }

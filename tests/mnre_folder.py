@@ -131,18 +131,10 @@ def save_tiny_encoders(folder: Path, data_dir: Path) -> tuple[Path, Path]:
         for line in text_file.read_text(encoding="utf-8").splitlines()
         for word in ast.literal_eval(line)["token"]
     ]
-    text_dir, vision_dir = (
-        save_tiny_text_encoder(folder / "text", words, hidden_size=48, dropout=0.0),
-        folder / "vision",
-    )
-    vision_config = CLIPVisionConfig(
-        image_size=224,
-        patch_size=32,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=12,
-        num_attention_heads=4,
-    )
+    text_dir = save_tiny_text_encoder(folder / "text", words, hidden_size=48, dropout=0.0)
+    vision_dir = folder / "vision"
+    # CLIPVisionConfig's defaults are ViT-B/32's image size, patch size and 12 layers (levels 0, 6, 12 exist).
+    vision_config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4)
     CLIPVisionModel(vision_config).save_pretrained(vision_dir)
     image_processor_class = CLIPImageProcessor if is_torchvision_available() else CLIPImageProcessorPil
     image_processor_class(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(

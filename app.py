@@ -26,9 +26,10 @@ import torch
 
 from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
+from processing.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 MODEL_ENV = "HVFORMER_MODEL"
-DEFAULT_MODEL = Path(__file__).resolve().parent / "outputs" / "hvformer-sample" / "model"
+DEFAULT_MODEL = Path(__file__).resolve().parent / SAMPLE_RUN_DIR / MODEL_FOLDER
 HOST = "127.0.0.1"
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 """Gradio's default look with the system's fonts (the default theme asks Google's servers for its fonts)."""

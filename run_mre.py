@@ -52,7 +52,15 @@ from processing.builtin_encoders import (
 from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
 from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
-from processing.hub import MODEL_CARD_TEMPLATE, export_model_folder, hub_ids, push_folder_to_hub, render_model_card
+from processing.hub import (
+    MODEL_CARD_TEMPLATE,
+    MODEL_FOLDER,
+    SAMPLE_RUN_DIR,
+    export_model_folder,
+    hub_ids,
+    push_folder_to_hub,
+    render_model_card,
+)
 from processing.metrics import compute_metrics_fn
 from processing.mnre import MNRE_RELATIONS
 from processing.mnre_dataset import image_report, load_mnre
@@ -62,9 +70,6 @@ from processing.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
 
-MODEL_FOLDER = "model"
-"""Sub-folder of `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of `output_dir`
-is the run: checkpoints, trainer state, results, predictions, figures."""
 RESULTS_FILE = "all_results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -161,7 +166,7 @@ class ExperimentArguments:
 
 
 RUN_DEFAULTS = {
-    "output_dir": "outputs/hvformer-sample",
+    "output_dir": str(SAMPLE_RUN_DIR),
     "do_train": True,
     "do_eval": True,
     "do_predict": True,

@@ -16,6 +16,11 @@ import transformers
 from huggingface_hub import HfApi
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+MODEL_FOLDER = "model"
+"""Sub-folder of a run's `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of
+`output_dir` is the run: checkpoints, trainer state, results, predictions, figures."""
+SAMPLE_RUN_DIR = Path("outputs") / "hvformer-sample"
+"""Where the main job (`python run_mre.py`, the built-in sample) writes its run, relative to where it is started."""
 MACHINE_SPECIFIC_KEYS: tuple[str, ...] = ("is_local", "local_files_only", "cache_dir", "token", "_name_or_path")
 """Keys that `from_pretrained` records in saved tokenizer / processor configs but that only describe where and how
 files were loaded on this machine."""

@@ -96,7 +96,7 @@ def write_mnre_folder(root: Path, sizes: dict[str, int] | None = None, seed: int
         lines, mapping = [], {}
         for index in range(size):
             words, subject, obj = _post(rng)
-            img_id = f"twitter_stream_2019_{split}_{index:04d}.jpg"
+            img_id = f"post_{split}_{index:04d}.jpg"
             width, height = IMAGE_SHAPES[index % len(IMAGE_SHAPES)]
             picture = photo(np_rng, width, height)
             picture.save(images / img_id, format="JPEG", quality=85)

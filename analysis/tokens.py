@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from modeling_hvformer.modeling_hvformer import gather_marker_rows
+
 __all__ = ["VisualTokenLayout", "marker_names", "marker_rows"]
 
 
@@ -28,11 +30,9 @@ def marker_rows(values: torch.Tensor, marker_positions: torch.Tensor) -> torch.T
         `(B, 2, ...)` for the former, `(B, M, 2, n_V)` for the latter (so the result is a valid input of
         `cross_modal_kurtosis` and `head_divergence`, with the two markers as the text tokens).
     """
-    if values.dim() == 4:
-        index = marker_positions[:, None, :, None].expand(-1, values.shape[1], -1, values.shape[-1])
-        return values.gather(2, index)
-    index = marker_positions.view(*marker_positions.shape, *([1] * (values.dim() - 2)))
-    return values.gather(1, index.expand(-1, -1, *values.shape[2:]))
+    if values.dim() == 4:  # per head: gather along the text axis, 2
+        return gather_marker_rows(values.transpose(1, 2), marker_positions).transpose(1, 2)
+    return gather_marker_rows(values, marker_positions)
 
 
 @dataclass(frozen=True)

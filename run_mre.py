@@ -14,7 +14,8 @@ the command-line arguments after them override earlier values. Architecture opti
 
 A run writes into `output_dir`: checkpoints, `trainer_state.json`, `all_results.json`, `predictions.jsonl`,
 `expert_weights_history.json`, `analysis/`; and the model repository into `output_dir/model` (what `--push_to_hub`
-uploads). A finished run is not repeated; an interrupted one resumes from its last complete checkpoint.
+uploads). A finished run is not repeated, and its checkpoints are deleted (`--keep_checkpoints` keeps them); an
+interrupted one resumes from its last complete checkpoint.
 
 One script read top to bottom, as transformers' `run_glue.py` (arguments, checkpoint detection, seed, data, model,
 Trainer, train / evaluate / predict, save); the argument dataclasses with their help texts make it longer than 400
@@ -162,6 +163,13 @@ class ExperimentArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train anew although output_dir holds a finished run or checkpoints (they are deleted)."},
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the checkpoints of a finished run (Trainer pickles their optimizer, scheduler and RNG "
+            "state); by default they are deleted once the model folder and the results are written."
+        },
     )
 
 
@@ -366,10 +374,16 @@ def finished_run_results(output_dir: Path) -> dict[str, float] | None:
     return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
 
 
+def remove_checkpoints(output_dir: Path) -> None:
+    """Deletes the `checkpoint-*` folders of `output_dir`."""
+    for path in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def clear_run(output_dir: Path) -> None:
     """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
-    for path in [*output_dir.glob("checkpoint-*"), output_dir / MODEL_FOLDER]:
-        shutil.rmtree(path, ignore_errors=True)
+    remove_checkpoints(output_dir)
+    shutil.rmtree(output_dir / MODEL_FOLDER, ignore_errors=True)
     for name in (RESULTS_FILE, PREDICTIONS_FILE, "trainer_state.json", HISTORY_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
@@ -515,6 +529,8 @@ def run(
         export_model_folder(trainer.model, processor, model_dir, card)
         trainer.model.config.output_expert_weights = False
         trainer.save_metrics("all", metrics)
+        if not experiment_args.keep_checkpoints:  # a finished run is not resumed; its model folder is what remains
+            remove_checkpoints(output_dir)
         if push_to_hub:
             push(model_dir, training_args)
     if experiment_args.do_analysis:

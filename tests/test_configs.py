@@ -179,6 +179,5 @@ def test_two_processes_train_like_one(workspace):
         for label, probability in one["probabilities"].items():
             assert two["probabilities"][label] == pytest.approx(probability, abs=1e-4)
     assert double_out.count("validation:") == 1 and single_out.count("validation:") == 1
-    assert len(list(double_dir.glob("checkpoint-*"))) == 1
-    models = sorted(path.parent.name for path in double_dir.glob("*/model.safetensors"))
-    assert models == [checkpoint.name for checkpoint in double_dir.glob("checkpoint-*")] + [run_mre.MODEL_FOLDER]
+    models = [path.parent.name for path in double_dir.glob("*/model.safetensors")]
+    assert models == [run_mre.MODEL_FOLDER]  # one model folder; the finished run's checkpoints are gone

@@ -174,8 +174,11 @@ MODEL_REPOSITORY_FILES = {
 
 
 def test_model_folder_is_a_clean_model_repository(full_run):
-    """No pickle, no checkpoint, no run files, no local path or loading flag of this machine."""
+    """No pickle, no checkpoint, no run files, no local path or loading flag of this machine; and once the run has
+    finished no pickle anywhere in its output (its checkpoints are deleted)."""
     output_dir, _ = full_run
+    assert not [path for path in output_dir.rglob("*") if path.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    assert not list(output_dir.glob("checkpoint-*"))
     model_dir = output_dir / run_mre.MODEL_FOLDER
     assert {path.name for path in model_dir.iterdir()} == MODEL_REPOSITORY_FILES
     for path in model_dir.iterdir():
@@ -207,7 +210,8 @@ def test_push_to_hub_uploads_exactly_the_model_folder(full_run, monkeypatch):
 
 def test_rerunning_a_finished_run_does_not_train(full_run, caplog):
     output_dir, metrics = full_run
-    watched = [output_dir / "all_results.json", output_dir / "predictions.jsonl", *output_dir.glob("checkpoint-*/*")]
+    watched = [output_dir / name for name in ("all_results.json", "predictions.jsonl", "trainer_state.json")]
+    watched += list((output_dir / run_mre.MODEL_FOLDER).iterdir())
     before = {path: path.stat().st_mtime_ns for path in watched}
     with caplog.at_level("WARNING", logger="run_mre"):
         again = train(output_dir)
@@ -351,7 +355,7 @@ def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_p
     naming each broken one, and ends bit-identical to the uninterrupted run: metrics, train_loss, predictions and the
     expert-weight history (kept in the checkpoints)."""
     common = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "3", *FAST]
-    common += ["--save_total_limit", "3", "--load_best_model_at_end", "false"]
+    common += ["--save_total_limit", "3", "--load_best_model_at_end", "false", "--keep_checkpoints", "true"]
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
     expected = run_mre.main(["--output_dir", str(whole), *common])
     steps = sorted(int(path.name.split("-")[1]) for path in whole.glob("checkpoint-*"))

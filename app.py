@@ -26,7 +26,7 @@ import torch
 
 from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
-from processing.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
+from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 MODEL_ENV = "HVFORMER_MODEL"
 DEFAULT_MODEL = Path(__file__).resolve().parent / SAMPLE_RUN_DIR / MODEL_FOLDER

@@ -50,10 +50,14 @@ from processing.builtin_encoders import (
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from processing.collator import HVFormerDataCollator
-from processing.console import EpochReport, ProgressBar, print_summary, set_up_logging
-from processing.hub import (
+from processing.mnre import MNRE_RELATIONS
+from processing.mnre_dataset import image_report, load_mnre
+from processing.processing_hvformer import HVFormerProcessor
+from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
+from training.console import EpochReport, ProgressBar, print_summary, set_up_logging
+from training.hub import (
     MODEL_CARD_TEMPLATE,
     MODEL_FOLDER,
     SAMPLE_RUN_DIR,
@@ -62,12 +66,8 @@ from processing.hub import (
     push_folder_to_hub,
     render_model_card,
 )
-from processing.metrics import compute_metrics_fn
-from processing.mnre import MNRE_RELATIONS
-from processing.mnre_dataset import image_report, load_mnre
-from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
-from processing.seed_sweep import seed_output_dir, summarize_seeds
+from training.metrics import compute_metrics_fn
+from training.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
 

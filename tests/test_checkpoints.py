@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from processing.checkpoints import RESUME_FILES, TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
+from training.checkpoints import RESUME_FILES, TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 
 
 def write_checkpoint(folder: Path, step: int) -> Path:
@@ -56,7 +56,7 @@ def test_last_valid_checkpoint_skips_broken_ones_with_a_warning(tmp_path, caplog
     (tmp_path / "checkpoint-11" / "scheduler.pt").unlink()
     (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"\x08")
     (tmp_path / "checkpoint-x").mkdir()
-    with caplog.at_level(logging.WARNING, logger="processing.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
         assert last_valid_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     skipped = [record.getMessage() for record in caplog.records]
     assert skipped[0].startswith(f"Skipping checkpoint {tmp_path / 'checkpoint-11'}") and "scheduler.pt" in skipped[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from processing.metrics import MRE_METRIC_PATH, compute_metrics_fn, load_mre_metric, mre_scores
+from training.metrics import MRE_METRIC_PATH, compute_metrics_fn, load_mre_metric, mre_scores
 
 NONE = 0
 ID2LABEL = {

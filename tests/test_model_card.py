@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from tiny_models import tiny_config
 
 import run_mre
-from processing import hub
+from training import hub
 
 METRICS = {"test_precision": 0.61234, "test_recall": 0.5, "test_f1": 0.55046, "test_accuracy": 0.875}
 

@@ -17,11 +17,11 @@ from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
-from processing import hub
-from processing.metrics import mre_scores
 from processing.mnre import read_mnre_file
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
-from processing.seed_sweep import summarize_seeds
+from training import hub
+from training.metrics import mre_scores
+from training.seed_sweep import summarize_seeds
 
 PROJECT = Path(__file__).resolve().parents[1]
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]

@@ -6,7 +6,7 @@ than ``None``, plus accuracy and a per-relation report. Everything is a fraction
 
 `evaluate.load` copies this single file into its module cache and imports it from there, so it must not
 import anything from the hvformer project: the math lives here (`mre_scores`, numpy only) and
-`processing/metrics.py` imports it from this file.
+`training/metrics.py` imports it from this file.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ Returns:
     (ints); per_relation: {label name: {precision, recall, f1, support}} for every label of id2label (or every
     label seen), the None label included (it does not enter the micro scores).
 Examples:
-    >>> metric = evaluate.load("processing/mre_metric")
+    >>> metric = evaluate.load("training/mre_metric")
     >>> metric.compute(predictions=[1, 0, 2], references=[1, 2, 0], none_label_id=0)["f1"]
     0.5
 """

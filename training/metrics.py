@@ -2,7 +2,7 @@
 
 All scores are fractions in [0, 1] (multiply by 100 for the percentages of the paper's tables).
 
-- :func:`mre_scores`: the math (numpy only). It lives in ``processing/mre_metric/mre_metric.py`` because
+- :func:`mre_scores`: the math (numpy only). It lives in ``training/mre_metric/mre_metric.py`` because
   `evaluate` copies that file alone into its cache; this module re-exports it.
 - :func:`load_mre_metric`: the same metric as an `evaluate` module, loaded from the local folder (works
   offline: nothing is fetched from the Hub).

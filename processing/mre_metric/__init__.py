@@ -1,1 +1,0 @@
-"""Local `evaluate` module for the MNRE metric: load it with `processing.metrics.load_mre_metric()`."""

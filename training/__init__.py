@@ -1,0 +1,3 @@
+"""The run's bookkeeping beside `run_mre.py`: the MNRE metric (`metrics.py` and its local `evaluate` module
+`mre_metric/`), resuming safely (`checkpoints.py`), the model folder, its card and the upload (`hub.py`), what a run
+prints (`console.py`) and seed sweeps (`seed_sweep.py`). Modules are imported by name."""

@@ -1,0 +1,1 @@
+"""Local `evaluate` module for the MNRE metric: load it with `training.metrics.load_mre_metric()`."""

@@ -43,6 +43,8 @@ from modeling_hvformer.configuration_hvformer import MNRE_RELATIONS
 logger = logging.getLogger(__name__)
 
 MNRE_SPLITS: tuple[str, ...] = ("train", "val", "test")
+HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
+"""The name of each MNRE split in a Hub dataset repository (`python -m processing.export_mnre`)."""
 _REQUIRED_FIELDS: tuple[str, ...] = ("token", "h", "t", "img_id", "relation")
 
 

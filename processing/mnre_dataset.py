@@ -64,7 +64,7 @@ class MNREImageError(OSError):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _file_signature(path: str) -> str | None:
+def file_signature(path: str) -> str | None:
     """`size:mtime_ns` of a file, or `None` when it does not exist. Part of the cache fingerprint."""
     try:
         stat = os.stat(path)
@@ -313,7 +313,7 @@ def _failure_message(split: str, what: str, paths: Sequence[str], total: int, re
     )
 
 
-def _raise_for_missing_files(split: str, records: list[dict[str, Any]], signatures: Mapping[str, str | None]) -> None:
+def raise_for_missing_files(split: str, records: list[dict[str, Any]], signatures: Mapping[str, str | None]) -> None:
     """Raises [`MNREImageError`] for images or crops that do not exist (found with `stat`, before any decoding)."""
     missing = [record["image_path"] for record in records if signatures[record["image_path"]] is None]
     if missing:
@@ -372,7 +372,7 @@ def _apply_image_policy(split: str, dataset: datasets.Dataset, missing_images: s
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_crops_mapping(
+def resolve_crops_mapping(
     crops_mapping: str | os.PathLike | Mapping[str, str | os.PathLike] | None,
     split: str,
     text_file: Path,
@@ -394,15 +394,16 @@ def _resolve_crops_mapping(
     return found
 
 
-def _attach_paths(
+def attach_paths(
     records: list[dict[str, Any]],
     split: str,
     image_root: Path | None,
     crops_root: Path | None,
     mapping_file: Path | None,
-    num_object_crops: int,
+    num_object_crops: int | None,
 ) -> None:
-    """Adds `image_path` and `crop_paths` (the first `num_object_crops` crops listed) to each record, in place."""
+    """Adds `image_path` and `crop_paths` (the first `num_object_crops` crops listed, all with `None`) to each
+    record, in place."""
     mapping = load_crops_mapping(mapping_file) if mapping_file is not None else {}
     matched = 0
     for record in records:
@@ -550,7 +551,7 @@ def load_mnre(
             raise FileNotFoundError(f"no text file for split '{split}' (mnre_{split}.txt) under {data_dir}")
         mapping_file = None
         if crops_root is not None:
-            mapping_file = _resolve_crops_mapping(crops_mapping, split, text_file, data_dir)
+            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir)
         dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file)
     return dataset_dict
 
@@ -589,7 +590,7 @@ class _SplitLoader:
         records = read_mnre_file(text_file, split=split, relation_labels=self.relation_labels)
         if not records:
             raise MNREFormatError(f"{text_file}: no examples")
-        _attach_paths(records, split, image_root, crops_root, mapping_file, self.processor.num_object_crops)
+        attach_paths(records, split, image_root, crops_root, mapping_file, self.processor.num_object_crops)
         with_kind = any("kind" in record for record in records)
         for record in records:
             record["labels"] = self.relation_labels.index(record["relation"])
@@ -600,9 +601,9 @@ class _SplitLoader:
         if self.use_images:
             paths = {record["image_path"] for record in records}
             paths.update(path for record in records for path in record["crop_paths"])
-            signatures = {path: _file_signature(path) for path in sorted(paths)}
+            signatures = {path: file_signature(path) for path in sorted(paths)}
             if self.missing_images == "error":
-                _raise_for_missing_files(split, records, signatures)
+                raise_for_missing_files(split, records, signatures)
 
         base = datasets.Dataset.from_list(records, features=_base_features(self.relation_labels, with_kind))
         text_fingerprint = _sha256("text", records, self.text_settings)

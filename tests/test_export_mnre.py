@@ -1,0 +1,108 @@
+"""`python -m processing.export_mnre`: an MNRE-shaped folder (real JPEGs, crops, `.pth` and `.json` mappings) as a
+Hub dataset repository that `datasets.load_dataset` reads with `Image` features, one row per line."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from huggingface_hub import DatasetCard
+from mnre_folder import write_mnre_folder
+
+from modeling_hvformer import MNRE_RELATIONS
+from processing import export_mnre as export_module
+from processing.export_mnre import export_mnre, main
+from processing.mnre_dataset import MNREImageError
+
+SIZES = {"train": 10, "val": 5, "test": 5}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_mnre_folder(tmp_path_factory.mktemp("export") / "mnre", sizes=SIZES)
+
+
+def crops_of(folder: Path, split: str, line_index: int) -> list[str]:
+    """The crop file names the fixture's mapping gives a line (`.pth` for train/test, `.json` for val)."""
+    if split == "val":
+        mapping = {int(key): value for key, value in json.loads((folder / "mre_dev_dict.json").read_text()).items()}
+    else:
+        mapping = torch.load(folder / f"mre_{split}_dict.pth", weights_only=True)
+    return mapping.get(line_index, [])
+
+
+def test_export_loads_with_image_features_one_row_per_line(folder, tmp_path, capsys):
+    output = tmp_path / "hub"
+    main(["--data_dir", str(folder), "--output_dir", str(output)])
+    assert "train: 10 posts, 10 images" in capsys.readouterr().out
+    loaded = datasets.load_dataset(str(output))
+    assert set(loaded) == {"train", "validation", "test"}
+    features = loaded["train"].features
+    assert isinstance(features["image"], datasets.Image)
+    assert isinstance(features["object_crops"], datasets.List) and isinstance(
+        features["object_crops"].feature, datasets.Image
+    )
+    assert features["relation"].names == list(MNRE_RELATIONS)
+    raw = loaded.cast_column("image", datasets.Image(decode=False))
+    raw = raw.cast_column("object_crops", datasets.List(datasets.Image(decode=False)))
+    for hub_split, split in (("train", "train"), ("validation", "val"), ("test", "test")):
+        lines = [ast.literal_eval(line) for line in (folder / f"mnre_{split}.txt").read_text().splitlines()]
+        rows = raw[hub_split]
+        assert len(rows) == len(lines) == SIZES[split]
+        for index, (row, line) in enumerate(zip(rows, lines, strict=True)):
+            assert row["id"] == f"{split}-{index}"
+            assert (row["token"], row["h"], row["t"], row["img_id"]) == (
+                line["token"],
+                line["h"],
+                line["t"],
+                line["img_id"],
+            )
+            assert features["relation"].int2str(row["relation"]) == line["relation"]
+            assert row["image"]["bytes"] == (folder / "img_org" / split / line["img_id"]).read_bytes()
+            expected = crops_of(folder, split, index)
+            assert [crop["path"] for crop in row["object_crops"]] == expected
+            for crop, name in zip(row["object_crops"], expected, strict=True):
+                assert crop["bytes"] == (folder / "img_vg" / split / "crops" / name).read_bytes()
+    decoded = loaded["train"][4]  # the fixture gives line 4 four crops
+    assert decoded["image"].mode == "RGB" and len(decoded["object_crops"]) == 4
+
+    card = DatasetCard.load(output / "README.md", ignore_metadata_errors=False)
+    assert card.data.license == "other" and "multimodal-relation-extraction" in card.data.tags
+    assert {entry["split"] for entry in card.data.configs[0]["data_files"]} == {"train", "validation", "test"}
+    assert "| train | 10 | 10 |" in card.text and "@inproceedings{zheng2021mnre" in card.text
+
+
+def test_large_splits_are_streamed_into_several_shards(folder, tmp_path, monkeypatch):
+    """A shard closes once it holds `max_shard_bytes`, checked between row groups: with groups of 3 posts and a
+    1-byte limit, the 10 train posts make 4 shards, named as the Hub names them, which load back whole."""
+    monkeypatch.setattr(export_module, "ROWS_PER_GROUP", 3)
+    reports = export_mnre(folder, tmp_path / "hub", max_shard_bytes=1)
+    train = next(report for report in reports if report.split == "train")
+    assert train.shards == [f"data/train-{index:05d}-of-00004.parquet" for index in range(4)]
+    written = sorted(path.name for path in (tmp_path / "hub" / "data").iterdir() if path.name.startswith("train"))
+    assert written == [Path(shard).name for shard in train.shards]
+    assert train.num_bytes == sum((tmp_path / "hub" / shard).stat().st_size for shard in train.shards)
+    assert datasets.load_dataset(str(tmp_path / "hub"), split="train")["id"] == [f"train-{i}" for i in range(10)]
+
+
+def test_missing_files_follow_the_loader_policy(folder, tmp_path):
+    broken = tmp_path / "broken"
+    write_mnre_folder(broken, sizes={"train": 6})
+    (broken / "img_org" / "train" / "post_train_0002.jpg").unlink()
+    (broken / "img_vg" / "train" / "crops" / "post_train_0003_crop1.jpg").unlink()
+    output = tmp_path / "hub"
+    with pytest.raises(MNREImageError, match=r"split 'train': 1 of 6 images are missing \(first: .*post_train_0002"):
+        export_mnre(broken, output)
+    assert not output.exists() and [path.name for path in tmp_path.iterdir()] == ["broken"]
+
+    (report,) = export_mnre(broken, output, missing_images="blank")
+    assert (report.images_embedded, len(report.images_missing)) == (5, 1)
+    assert len(report.crops_missing) == 1 and report.crops_missing[0].endswith("post_train_0003_crop1.jpg")
+    rows = datasets.load_dataset(str(output), split="train")
+    assert rows[2]["image"] is None and rows[1]["image"] is not None
+    assert [crop is None for crop in rows[3]["object_crops"]] == [False, True, False]
+    assert "| train | 6 | 5 | " in (output / "README.md").read_text()

@@ -57,16 +57,15 @@ from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import EpochReport, ProgressBar, print_summary, set_up_logging
-from training.hub import (
-    MODEL_CARD_TEMPLATE,
-    MODEL_FOLDER,
-    SAMPLE_RUN_DIR,
-    export_model_folder,
-    hub_ids,
-    push_folder_to_hub,
-    render_model_card,
-)
+from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR, export_model_folder, hub_ids, push_folder_to_hub
 from training.metrics import compute_metrics_fn
+from training.model_card import (
+    CARD_FACTS_FILE,
+    CardFacts,
+    render_model_card,
+    training_environment,
+    training_hyperparameters,
+)
 from training.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
@@ -401,12 +400,18 @@ def resume_checkpoint(training_args: TrainingArguments, output_dir: Path) -> str
     return checkpoint
 
 
-def push(model_dir: Path, training_args: TrainingArguments) -> None:
+def push(output_dir: Path, training_args: TrainingArguments) -> None:
+    """Uploads the run's model folder to `--hub_model_id` (default: the run folder's name), its card rendered for the
+    repository's id from the run's card facts."""
+    model_dir = output_dir / MODEL_FOLDER
+    facts_file = output_dir / CARD_FACTS_FILE
+    config = HVFormerForRelationExtraction.config_class.from_pretrained(model_dir)
     repo_id = push_folder_to_hub(
         model_dir,
-        training_args.hub_model_id or model_dir.parent.name,
+        training_args.hub_model_id or output_dir.name,
         token=training_args.hub_token,
         private=training_args.hub_private_repo,
+        card=lambda repo_id: render_model_card(CardFacts.load(facts_file), config, repo_id),
     )
     logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
 
@@ -432,7 +437,7 @@ def run(
     if finished is not None and not experiment_args.overwrite_output_dir:
         logger.warning("%s holds a finished run: not training again (--overwrite_output_dir starts over).", output_dir)
         if push_to_hub and training_args.process_index == 0:
-            push(model_dir, training_args)
+            push(output_dir, training_args)
         return finished
     if experiment_args.overwrite_output_dir and output_dir.is_dir() and training_args.process_index == 0:
         clear_run(output_dir)
@@ -517,14 +522,16 @@ def run(
 
     # The model folder with its card, then the results file, which marks the run finished.
     if trainer.is_world_process_zero():
-        card = render_model_card(
-            MODEL_CARD_TEMPLATE,
-            training_args.hub_model_id or output_dir.name,
-            model.config,
-            base_model_names(model_args),
-            dataset_name,
-            metrics,
+        facts = CardFacts(
+            dataset_name=dataset_name,
+            dataset_id=next(iter(hub_ids([dataset_name])), None) if "/" in dataset_name else None,
+            base_models=base_model_names(model_args),
+            metrics=metrics,
+            hyperparameters=training_hyperparameters(training_args, processor.max_length),
+            environment=training_environment(training_args.world_size),
         )
+        facts.save(output_dir / CARD_FACTS_FILE)
+        card = render_model_card(facts, model.config, training_args.hub_model_id)
         trainer.model.config.output_expert_weights = True  # a saved model returns the per-token weights by default
         export_model_folder(trainer.model, processor, model_dir, card)
         trainer.model.config.output_expert_weights = False
@@ -532,7 +539,7 @@ def run(
         if not experiment_args.keep_checkpoints:  # a finished run is not resumed; its model folder is what remains
             remove_checkpoints(output_dir)
         if push_to_hub:
-            push(model_dir, training_args)
+            push(output_dir, training_args)
     if experiment_args.do_analysis:
         run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
     return metrics

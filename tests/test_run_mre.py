@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
+from PIL import Image
 from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
@@ -127,11 +128,35 @@ def test_model_card_carries_the_measured_results(full_run):
     meta = yaml.safe_load(front_matter)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "visual-question-answering"
     assert "custom_code" in meta["tags"] and meta["license"] == "apache-2.0"
-    # The built-in sample has no Hub dataset id, so no `datasets` and no model-index; the table holds the results.
-    assert "datasets" not in meta and "model-index" not in meta and "base_model" not in meta
-    assert f"| F1 | {metrics['test_f1']:.4f} |" in body
-    assert f"| Precision | {metrics['test_precision']:.4f} |" in body
+    # The built-in sample has no Hub ids (no `datasets`, no `base_model`), but its results are in the model-index.
+    assert "datasets" not in meta and "base_model" not in meta
+    (index,) = meta["model-index"]
+    results = {result["dataset"]["split"]: result for result in index["results"]}
+    assert results["test"]["dataset"] == {
+        "type": "hvformer-built-in-sample",
+        "name": "hvformer built-in sample",
+        "split": "test",
+    }
+    assert {metric["type"]: metric["value"] for metric in results["test"]["metrics"]} == {
+        name: round(metrics[f"test_{name}"], 4) for name in ("precision", "recall", "f1", "accuracy")
+    }
+    assert f"| F1 | {metrics['eval_f1']:.4f} | {metrics['test_f1']:.4f} |" in body
+    assert "| `num_train_epochs` | 6.0 |" in body and "| `seed` | 42 |" in body
     assert "trust_remote_code=True" in body and "$" not in card
+
+
+def test_model_card_snippet_runs_without_a_warning(full_run, tmp_path):
+    """The card's "Model and processor" snippet, pointed at the model folder and a picture, runs in a process that
+    cannot import the project and prints no warning."""
+    output_dir, _ = full_run
+    card = (output_dir / run_mre.MODEL_FOLDER / "README.md").read_text()
+    snippet = card.split("### Model and processor")[1].split("```python\n")[1].split("```")[0]
+    snippet = snippet.replace("path/to/model", str(output_dir / run_mre.MODEL_FOLDER))
+    snippet = snippet.replace('"post.jpg"', repr(str(tmp_path / "post.jpg")))
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(tmp_path / "post.jpg")
+    script = BLOCK_PROJECT_IMPORTS + "import warnings\nwarnings.simplefilter('always')\n" + snippet
+    result = run_isolated(script, cwd=tmp_path)
+    assert result.stdout.strip() and "Warning" not in result.stderr, result.stderr[-2000:]
 
 
 class FakeHfApi:
@@ -204,7 +229,8 @@ def test_push_to_hub_uploads_exactly_the_model_folder(full_run, monkeypatch):
     (upload,) = FakeHfApi.uploads
     assert upload["repo_id"] == "someone/hvformer-sample" and upload["folder"] == output_dir / run_mre.MODEL_FOLDER
     assert upload["files"] == MODEL_REPOSITORY_FILES
-    assert "| F1 | " in upload["card"]
+    assert "| F1 | " in upload["card"] and "\n# someone/hvformer-sample\n" in upload["card"]
+    assert 'from_pretrained("someone/hvformer-sample"' in upload["card"] and "path/to/model" not in upload["card"]
     assert pushed == metrics and (output_dir / "trainer_state.json").stat().st_mtime_ns == state_before
 
 

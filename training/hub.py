@@ -1,21 +1,18 @@
 """The model folder of a run and its way to the Hub: what a model repository holds (weights, config, remote code,
-processor files, model card) and nothing specific to the machine or the run, the card rendered from `model_card.md`,
-and the upload of exactly that folder."""
+processor files, model card) and nothing specific to the machine or the run, and the upload of exactly that folder.
+The card itself is rendered by `training.model_card`."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import transformers
 from huggingface_hub import HfApi
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 MODEL_FOLDER = "model"
 """Sub-folder of a run's `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of
 `output_dir` is the run: checkpoints, trainer state, results, predictions, figures."""
@@ -31,59 +28,6 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]|[A-Za-z0-9][\w.-]*[A
 def hub_ids(names: Sequence[str]) -> list[str]:
     """The names that are Hub repository ids, not local paths (existing folders are local, whatever their name)."""
     return [name for name in names if HUB_ID.fullmatch(name) and not Path(name).exists()]
-
-
-def render_model_card(
-    template: Path,
-    model_id: str,
-    config: Any,
-    base_models: list[str],
-    dataset_name: str,
-    metrics: dict[str, float],
-) -> str:
-    """Fills `model_card.md` (YAML metadata + text) with this run's model, encoders and measured results.
-
-    `base_model` lists only the names of `base_models` that are Hub model ids (no local paths), `datasets` and the
-    model-index only appear when `dataset_name` is a Hub dataset id (`owner/name`), as both must name Hub
-    repositories. Metric values are fractions in [0, 1], as in `all_results.json`, in the metadata and in the table.
-    """
-    split = "test" if "test_f1" in metrics else "validation"
-    prefix = "test" if split == "test" else "eval"
-    results = {name: metrics.get(f"{prefix}_{name}") for name in ("precision", "recall", "f1", "accuracy")}
-    results = {name: round(float(value), 4) for name, value in results.items() if value is not None}
-    base_ids = hub_ids(base_models)
-    dataset_id = dataset_name if "/" in dataset_name and HUB_ID.fullmatch(dataset_name) else None
-
-    base_model_block = "".join(f"  - {name}\n" for name in base_ids)
-    model_index_block = ""
-    if dataset_id is not None and results:
-        metric_lines = "".join(
-            f"          - type: {name}\n            value: {value}\n            name: {name.capitalize()}\n"
-            for name, value in results.items()
-        )
-        model_index_block = (
-            f"model-index:\n  - name: {model_id}\n    results:\n      - task:\n"
-            "          type: visual-question-answering\n          name: Multimodal relation extraction\n"
-            f"        dataset:\n          type: {dataset_id}\n          name: {dataset_id}\n          split: {split}\n"
-            f"        metrics:\n{metric_lines}"
-        )
-    return string.Template(template.read_text(encoding="utf-8")).substitute(
-        model_id=model_id,
-        base_model_block=f"base_model:\n{base_model_block}" if base_model_block else "",
-        datasets_block=f"datasets:\n  - {dataset_id}\n" if dataset_id else "",
-        model_index_block=model_index_block,
-        dataset=dataset_name,
-        split=split,
-        results_table="\n".join(f"| {name.capitalize()} | {value:.4f} |" for name, value in results.items())
-        or "| (not evaluated) | |",
-        vision_levels=", ".join(map(str, config.vision_levels)),
-        experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
-        visual_context=config.visual_context,
-        num_labels=config.num_labels,
-        num_object_crops=config.num_object_crops,
-        labels=", ".join(f"`{label}`" for label in config.id2label.values()),
-        transformers_version=transformers.__version__,
-    )
 
 
 def _drop_machine_specific_keys(path: Path) -> None:
@@ -122,11 +66,20 @@ def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, c
 
 
 def push_folder_to_hub(
-    folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    card: Callable[[str], str] | None = None,
 ) -> str:
-    """Creates the Hub repository `repo_id` (if needed) and uploads exactly `folder`; returns the full repo id."""
+    """Creates the Hub repository `repo_id` (if needed) and uploads exactly `folder`; returns the full repo id.
+
+    `card`, when given, renders the model card for the full repo id (`owner/name`, known once the repository exists);
+    it is written as the folder's `README.md` before the upload."""
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if card is not None:
+        (Path(folder) / "README.md").write_text(card(repo_id), encoding="utf-8")
     api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),

@@ -383,7 +383,7 @@ def clear_run(output_dir: Path) -> None:
     """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
     remove_checkpoints(output_dir)
     shutil.rmtree(output_dir / MODEL_FOLDER, ignore_errors=True)
-    for name in (RESULTS_FILE, PREDICTIONS_FILE, "trainer_state.json", HISTORY_FILE):
+    for name in (RESULTS_FILE, PREDICTIONS_FILE, "trainer_state.json", HISTORY_FILE, CARD_FACTS_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 

@@ -56,7 +56,7 @@ from processing.mnre_dataset import image_report, load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
-from training.console import EpochReport, ProgressBar, print_summary, set_up_logging
+from training.console import EpochReport, ProgressBar, print_seed_summary, print_summary, set_up_logging
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR, export_model_folder, hub_ids, push_folder_to_hub
 from training.metrics import compute_metrics_fn
 from training.model_card import (
@@ -563,12 +563,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed_args = dataclasses.replace(
             training_args, output_dir=str(seed_output_dir(training_args.output_dir, seed)), seed=seed
         )
+        if training_args.process_index == 0:
+            print(f"seed {seed}: {seed_args.output_dir}/")
         per_seed[seed] = run(model_args, data_args, experiment_args, seed_args, push_to_hub=False)
     summary = summarize_seeds(per_seed, training_args.output_dir)
     if training_args.process_index == 0:
-        for name in ("precision", "recall", "f1"):
-            mean, std = summary[name]["mean"], summary[name]["std"]
-            print(f"{name:>10}: {mean:.2f} ± {std:.2f} over seeds {summary['seeds']}")
+        print_seed_summary(summary, Path(training_args.output_dir), MODEL_FOLDER)
     return summary
 
 

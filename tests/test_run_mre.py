@@ -21,6 +21,7 @@ import run_mre
 from processing.mnre import read_mnre_file
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training import hub
+from training.console import print_seed_summary
 from training.metrics import mre_scores
 from training.seed_sweep import summarize_seeds
 
@@ -341,6 +342,18 @@ def test_main_job_console_is_quiet(tmp_path):
         assert noise not in result.stderr, noise
 
 
+def test_epoch_line_has_a_train_loss_when_logging_steps_exceed_an_epoch(tmp_path, capsys):
+    run_mre.main(
+        ["--output_dir", str(tmp_path), "--num_train_epochs", "2", "--max_train_samples", "32", "--disable_tqdm"]
+        + ["true", "--logging_strategy", "steps", "--logging_steps", "500", "--per_device_eval_batch_size", "100"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.match(r"epoch (\d): train loss \d\.\d{4}  validation P", line).group(1) for line in lines[:2]] == [
+        "1",
+        "2",
+    ]
+
+
 def test_help_leads_with_the_scripts_own_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_mre.parse_args(["--help"])
@@ -362,17 +375,23 @@ def test_report_to_an_uninstalled_integration_stops_at_parsing(capsys):
     assert "--report_to tensorboard: not installed" in capsys.readouterr().err
 
 
-def test_seed_summary_is_mean_and_sample_std(tmp_path):
+def test_seed_summary_is_mean_and_sample_std_in_the_units_of_all_results(tmp_path, capsys):
     per_seed = {
         1: {"test_precision": 0.80, "test_recall": 0.70, "test_f1": 0.75, "test_accuracy": 0.9},
         2: {"test_precision": 0.84, "test_recall": 0.74, "test_f1": 0.79, "test_accuracy": 0.9},
         3: {"test_precision": 0.88, "test_recall": 0.78, "test_f1": 0.83, "test_accuracy": 0.9},
     }
     summary = summarize_seeds(per_seed, tmp_path)
-    assert summary["f1"]["mean"] == pytest.approx(79.0)
-    assert summary["f1"]["std"] == pytest.approx(4.0)  # sqrt(((-4)^2 + 0 + 4^2) / 2)
-    assert summary["precision"]["mean"] == pytest.approx(84.0)
-    assert json.loads((tmp_path / "seeds_summary.json").read_text())["seeds"] == [1, 2, 3]
+    assert summary["split"] == "test" and summary["seeds"] == [1, 2, 3]
+    assert summary["test_f1"]["mean"] == pytest.approx(0.79)
+    assert summary["test_f1"]["std"] == pytest.approx(0.04)  # sqrt(((-0.04)^2 + 0 + 0.04^2) / 2)
+    assert summary["test_precision"]["values"] == [0.80, 0.84, 0.88]
+    assert json.loads((tmp_path / "seeds_summary.json").read_text()) == summary
+    print_seed_summary(summary, tmp_path, "model")
+    out = capsys.readouterr().out
+    assert "test over seeds [1, 2, 3] (mean ± std, %): P 84.00 ± 4.00  R 74.00 ± 4.00  F1 79.00 ± 4.00" in out
+    assert "Acc 90.00 ± 0.00" in out and f"{tmp_path / 'seeds_summary.json'}" in out
+    assert f"{tmp_path}/seed-N/model/" in out
 
 
 def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):

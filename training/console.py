@@ -11,8 +11,10 @@ from typing import Any
 import datasets
 import transformers
 from tqdm.auto import tqdm
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import IntervalStrategy, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
+
+from .seed_sweep import SUMMARY_FILE
 
 SCORE_NAMES: tuple[tuple[str, str], ...] = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
 
@@ -57,7 +59,8 @@ class ProgressBar(ProgressCallback):
 
 class EpochReport(TrainerCallback):
     """Prints, on the main process, one line per evaluation during training: the epoch, the last logged training
-    loss and the validation scores."""
+    loss (with `logging_strategy="steps"`, Trainer is asked to log it at every epoch's end) and the validation
+    scores."""
 
     def __init__(self) -> None:
         self.training = False
@@ -68,6 +71,12 @@ class EpochReport(TrainerCallback):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         self.training = False
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        # Trainer then logs its training loss before the epoch's evaluation, so the epoch line has one even when
+        # `logging_steps` is longer than an epoch.
+        if args.logging_strategy == IntervalStrategy.STEPS:
+            control.should_log = True
 
     def on_log(
         self,
@@ -97,3 +106,16 @@ def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) 
         "  push: rerun the same command with --push_to_hub --hub_model_id USER/NAME (uploads the model folder, "
         "no retraining)"
     )
+
+
+def print_seed_summary(summary: dict[str, Any], output_dir: Path, model_folder: str) -> None:
+    """The closing lines of a seed sweep: mean ± std of each score on the split it was measured on (in percent), and
+    where the summary file and each seed's run and model are."""
+    prefix = "test" if summary["split"] == "test" else "eval"
+    scores = "  ".join(
+        f"{label} {100 * summary[f'{prefix}_{key}']['mean']:.2f} ± {100 * summary[f'{prefix}_{key}']['std']:.2f}"
+        for key, label in SCORE_NAMES
+    )
+    print(f"{summary['split']} over seeds {summary['seeds']} (mean ± std, %): {scores}")
+    print(f"Summary (fractions, as all_results.json): {output_dir / SUMMARY_FILE}")
+    print(f"Each seed's run and model: {output_dir}/seed-N/ and {output_dir}/seed-N/{model_folder}/")

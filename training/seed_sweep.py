@@ -19,14 +19,18 @@ def seed_output_dir(output_dir: str | Path, seed: int) -> Path:
 
 
 def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], output_dir: str | Path) -> dict[str, Any]:
-    """Mean ± sample standard deviation (in percent) of P / R / F1 / accuracy over the seeds, on the test split when
-    every seed has it, else validation; written to `output_dir/seeds_summary.json` and returned."""
+    """Mean ± sample standard deviation of P / R / F1 / accuracy over the seeds, on the test split when every seed
+    has it, else validation; written to `output_dir/seeds_summary.json` and returned.
+
+    The scores are fractions in [0, 1] under the keys of `all_results.json` (`test_f1`, ...):
+    `{"split": "test", "seeds": [1, 2], "test_f1": {"mean": ..., "std": ..., "values": [...]}, ...}`.
+    """
     prefix = "test" if all("test_f1" in metrics for metrics in per_seed.values()) else "eval"
-    summary: dict[str, Any] = {"split": prefix, "seeds": sorted(per_seed)}
+    summary: dict[str, Any] = {"split": "test" if prefix == "test" else "validation", "seeds": sorted(per_seed)}
     for name in SCORES:
-        values = [100 * metrics[f"{prefix}_{name}"] for metrics in per_seed.values()]
+        values = [per_seed[seed][f"{prefix}_{name}"] for seed in summary["seeds"]]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
+        summary[f"{prefix}_{name}"] = {"mean": statistics.fmean(values), "std": std, "values": values}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -26,6 +26,8 @@ import torch
 
 from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
+from processing.mnre import read_mnre_file
+from processing.sample_data import build_sample_dataset
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 MODEL_ENV = "HVFORMER_MODEL"
@@ -70,6 +72,20 @@ def predict(
     return result["probabilities"], result["relation"], rows, figure_pixels(result["figure"])
 
 
+def sample_examples() -> list[list[str]]:
+    """One post of the built-in sample's test split per kind (the relation shown by the picture, told by the text, or
+    none), as `[picture path, post, subject, object]` rows for `gr.Examples`; the sample is generated on first use."""
+    data_dir = build_sample_dataset()
+    first_of_kind: dict[str, dict[str, Any]] = {}
+    for record in read_mnre_file(data_dir / "mnre_test.txt", split="test"):
+        first_of_kind.setdefault(record["kind"], record)
+    return [
+        [str(data_dir / "img_org" / "test" / record["img_id"]), " ".join(record["token"]), record["h"]["name"]]
+        + [record["t"]["name"]]
+        for record in first_of_kind.values()
+    ]
+
+
 def build_demo(model: torch.nn.Module, processor: Any) -> gr.Blocks:
     """The page, for a loaded model and its processor."""
     with gr.Blocks(title="HVFormer: multimodal relation extraction", analytics_enabled=False) as demo:
@@ -84,6 +100,12 @@ def build_demo(model: torch.nn.Module, processor: Any) -> gr.Blocks:
                 subject = gr.Textbox(label="Subject (as in the post)", elem_id="subject")
                 obj = gr.Textbox(label="Object (as in the post)", elem_id="object")
                 submit = gr.Button("Find the relation", variant="primary", elem_id="submit")
+                gr.Examples(
+                    sample_examples(),
+                    inputs=[image, text, subject, obj],
+                    label="Posts of the built-in sample (click one, then Find the relation)",
+                    elem_id="examples",
+                )
             with gr.Column():
                 relation = gr.Textbox(label="Predicted relation", interactive=False, elem_id="relation")
                 probabilities = gr.Label(label="Relations and their probabilities", num_top_classes=5)

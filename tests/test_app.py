@@ -188,3 +188,34 @@ def test_demo_page_in_chromium(server, browser, model_dir, picture, tmp_path):
     assert -1 not in positions and positions == sorted(positions), table
     with Image.open(screenshot) as shot:
         assert shot.size[0] >= 1000
+
+
+def test_examples_fill_the_form_and_are_answered(server, browser, model_dir, tmp_path):
+    """One click on an example fills the picture, the post and both entities with a post of the built-in sample, and
+    the page answers it as the model does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    import app
+
+    picture, text, subject, obj = app.sample_examples()[1]
+    browser.get(server)
+    wait = WebDriverWait(browser, PAGE_TIMEOUT)
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#examples")))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#examples tbody tr")
+    assert len(rows) == 3 and text in rows[1].text
+    rows[1].click()
+    post = browser.find_element(By.CSS_SELECTOR, "#post textarea, #post input")
+    wait.until(lambda _: post.get_attribute("value") == text)
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#image img")))
+    assert browser.find_element(By.CSS_SELECTOR, "#subject textarea, #subject input").get_attribute("value") == subject
+    assert browser.find_element(By.CSS_SELECTOR, "#object textarea, #object input").get_attribute("value") == obj
+    browser.find_element(By.CSS_SELECTOR, "#submit").click()
+    relation_box = browser.find_element(By.CSS_SELECTOR, "#relation textarea, #relation input")
+    WebDriverWait(browser, RESULT_TIMEOUT).until(lambda _: relation_box.get_attribute("value"))
+    model, processor = load(model_dir, "cpu")
+    inputs = processor(text=text, entities=[subject, obj], images=Image.open(picture).convert("RGB"))
+    with torch.no_grad():
+        expected = model.config.id2label[int(model(**inputs).logits[0].argmax())]
+    assert relation_box.get_attribute("value") == expected

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from interruptions import Hostile
 from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -30,13 +31,6 @@ def write_checkpoint(folder: Path, step: int) -> Path:
     rng_state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
     torch.save(rng_state, folder / "rng_state.pth")
     return folder
-
-
-class Hostile:
-    """Unpickling it would call `print`: what `torch.load(weights_only=True)` refuses."""
-
-    def __reduce__(self):
-        return print, ("unpickled",)
 
 
 def test_complete_checkpoint_has_no_problem(tmp_path):

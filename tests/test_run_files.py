@@ -3,13 +3,13 @@ from complete ones."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from interruptions import disk_full
 from safetensors.torch import save_file
 
 from training import run_files
@@ -18,10 +18,6 @@ from training.run_files import atomic_folder, brief, file_problem, folder_proble
 
 def partials(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if run_files.PARTIAL in path.name)
-
-
-def disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_write_text_atomic_replaces_the_file(tmp_path):

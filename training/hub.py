@@ -15,6 +15,8 @@ from typing import Any
 import transformers
 from huggingface_hub import HfApi
 
+from .run_files import atomic_folder
+
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 MODEL_FOLDER = "model"
 """Sub-folder of a run's `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of
@@ -102,23 +104,24 @@ def _drop_machine_specific_keys(path: Path) -> None:
 def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, card: str) -> Path:
     """
     Writes a model repository to `folder`: `config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`,
-    the remote code, the processor files and the model card as `README.md`.
+    the remote code, the processor files and the model card as `README.md`. The folder is written whole beside
+    `folder` and then renamed into place ([`atomic_folder`]), replacing an old one: a kill or a full disk never leaves
+    a part of it.
 
     The folder holds no pickle, no checkpoint and nothing that describes this machine: the encoders' `_name_or_path`
     is kept only when it is a Hub id, and the keys `from_pretrained` records about local loading
     ([`MACHINE_SPECIFIC_KEYS`]) are dropped from the tokenizer and processor configs.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for sub_config in (model.config.text_config, model.config.vision_config):
         sub_config._name_or_path = next(iter(hub_ids([sub_config._name_or_path or ""])), "")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
-        if (folder / name).is_file():
-            _drop_machine_specific_keys(folder / name)
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    return folder
+    with atomic_folder(folder) as partial:
+        model.save_pretrained(partial)
+        processor.save_pretrained(partial)
+        for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+            if (partial / name).is_file():
+                _drop_machine_specific_keys(partial / name)
+        (partial / "README.md").write_text(card, encoding="utf-8")
+    return Path(folder)
 
 
 def push_folder_to_hub(

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .run_files import write_text_atomic
+
 SUMMARY_FILE = "seeds_summary.json"
 SCORES: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
 
@@ -20,14 +22,12 @@ def seed_output_dir(output_dir: str | Path, seed: int) -> Path:
 
 def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], output_dir: str | Path) -> dict[str, Any]:
     """Mean ± sample standard deviation (in percent) of P / R / F1 / accuracy over the seeds, on the test split when
-    every seed has it, else validation; written to `output_dir/seeds_summary.json` and returned."""
+    every seed has it, else validation; written to `output_dir/seeds_summary.json` (atomically) and returned."""
     prefix = "test" if all("test_f1" in metrics for metrics in per_seed.values()) else "eval"
     summary: dict[str, Any] = {"split": prefix, "seeds": sorted(per_seed)}
     for name in SCORES:
         values = [100 * metrics[f"{prefix}_{name}"] for metrics in per_seed.values()]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         summary[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(Path(output_dir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from huggingface_hub.utils import filter_repo_objects
 from interruptions import Hostile, Killed, kill_at_replace
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from transformers.integrations import get_available_reporting_integrations
@@ -150,9 +151,11 @@ class FakeHfApi:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         return type("RepoUrl", (), {"repo_id": f"someone/{repo_id}" if "/" not in repo_id else repo_id})()
 
-    def upload_folder(self, repo_id, folder_path, commit_message):
+    def upload_folder(self, repo_id, folder_path, commit_message, allow_patterns=None, ignore_patterns=None):
+        """Records the files `HfApi.upload_folder` would send: the folder's, filtered by the patterns the same way."""
         folder = Path(folder_path)
-        files = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+        paths = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+        files = set(filter_repo_objects(paths, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
         FakeHfApi.uploads.append(
             {"repo_id": repo_id, "folder": folder, "files": files, "card": (folder / "README.md").read_text()}
         )
@@ -200,12 +203,24 @@ def test_model_folder_is_a_clean_model_repository(full_run):
 
 
 def test_push_to_hub_uploads_exactly_the_model_folder(full_run, monkeypatch):
-    """Rerunning the finished run with --push_to_hub uploads its model folder, without training again."""
+    """Rerunning the finished run with --push_to_hub uploads its model folder, without training again, and nothing
+    that appeared in it since: the `__pycache__/` of importing `handler.py` there, a hidden cache, a `.pyc`."""
     monkeypatch.setattr(hub, "HfApi", FakeHfApi)
     FakeHfApi.uploads.clear()
     output_dir, metrics = full_run
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    planted = [model_dir / "__pycache__", model_dir / ".cache", model_dir / "handler.cpython-311.pyc"]
+    (model_dir / "__pycache__").mkdir()
+    (model_dir / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"\x00")
+    (model_dir / ".cache" / "huggingface").mkdir(parents=True)
+    (model_dir / ".cache" / "huggingface" / "upload.lock").write_text("")
+    planted[2].write_bytes(b"\x00")
     state_before = (output_dir / "trainer_state.json").stat().st_mtime_ns
-    pushed = train(output_dir, "--push_to_hub", "true", "--hub_model_id", "hvformer-sample")
+    try:
+        pushed = train(output_dir, "--push_to_hub", "true", "--hub_model_id", "hvformer-sample")
+    finally:
+        for path in planted:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     (upload,) = FakeHfApi.uploads
     assert upload["repo_id"] == "someone/hvformer-sample" and upload["folder"] == output_dir / run_mre.MODEL_FOLDER
     assert upload["files"] == MODEL_REPOSITORY_FILES

@@ -1,9 +1,10 @@
 """The model folder of a run and its way to the Hub: what a model repository holds (weights, config, remote code,
 processor files, model card) and nothing specific to the machine or the run, the card rendered from `model_card.md`,
-and the upload of exactly that folder."""
+and the upload of exactly those files (not a cache that appears in the folder later)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -124,15 +125,28 @@ def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, c
     return Path(folder)
 
 
+def model_repository_files(folder: str | os.PathLike) -> list[str]:
+    """The files of `folder` that belong to the model repository: those [`export_model_folder`] writes, all at the
+    top level of a flat folder. Sub-folders (a `__pycache__/` left by importing `handler.py` there, caches), hidden
+    files and compiled Python are not part of it."""
+    return sorted(
+        path.name
+        for path in Path(folder).iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".pyc"
+    )
+
+
 def push_folder_to_hub(
     folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
 ) -> str:
-    """Creates the Hub repository `repo_id` (if needed) and uploads exactly `folder`; returns the full repo id."""
+    """Creates the Hub repository `repo_id` (if needed) and uploads the [`model_repository_files`] of `folder` (named
+    one by one in `allow_patterns`); returns the full repo id."""
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
+        allow_patterns=[glob.escape(name) for name in model_repository_files(folder)],
         commit_message="Upload HVFormer model, processor, remote code and model card",
     )
     return repo_id

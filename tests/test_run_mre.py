@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -21,7 +22,9 @@ from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
 from modeling_hvformer import HVFormerForRelationExtraction
+from processing.collator import HVFormerDataCollator
 from processing.mnre import read_mnre_file
+from processing.mnre_dataset import load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training import hub
@@ -124,6 +127,39 @@ def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path)
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["labels"] == ["None", *SAMPLE_RELATIONS]
     assert sum(loaded["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predictions_are_the_saved_models_outputs_at_the_markers(full_run, tmp_path):
+    """Each row of predictions.jsonl is what the saved model (loaded from the run's model folder) gives on its test
+    post: the probabilities, and the router's weights G (Eq. 9) of the tokens at the post's `marker_positions`, the
+    subject's `<s>` under "<s>" and the object's `<o>` under "<o>"."""
+    output_dir, _ = full_run
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    model = HVFormerForRelationExtraction.from_pretrained(model_dir).eval()
+    processor = HVFormerProcessor.from_pretrained(model_dir)
+    test = load_mnre(build_sample_dataset(), processor, splits=["test"], cache_dir=tmp_path / "cache")["test"]
+    batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)(list(test))
+    positions = torch.as_tensor(np.asarray(test["marker_positions"]))  # (100, 2): <s>, <o> in each post's own tokens
+    assert torch.equal(batch["marker_positions"], positions)  # right padding: the batch keeps them
+    with torch.no_grad():
+        outputs = model(**batch, output_expert_weights=True)
+    index_of = {example_id: index for index, example_id in enumerate(test["id"])}
+    probabilities = outputs.logits.softmax(-1)
+    at_markers = outputs.expert_weights[torch.arange(len(test))[:, None], positions]  # (100, 2, E)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    predicted = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(predicted) == len(test) == 100
+    for row in predicted:
+        index = index_of[row["id"]]
+        assert row["gold"] == labels[int(test[index]["labels"])]
+        assert [row["probabilities"][label] for label in labels] == pytest.approx(
+            probabilities[index].tolist(), abs=2e-6
+        )
+        for k, marker in enumerate(("<s>", "<o>")):
+            weights = [row["expert_weights"][marker][name] for name in model.config.expert_names]
+            assert weights == pytest.approx(at_markers[index, k].tolist(), abs=2e-6), (row["id"], marker)
+    subject_minus_object = (at_markers[:, 0] - at_markers[:, 1]).abs().max()
+    assert subject_minus_object > 1e-4  # a swap of the two markers' weights could not pass unnoticed
 
 
 def test_model_card_carries_the_measured_results(full_run):

@@ -14,8 +14,9 @@ the command-line arguments after them override earlier values. Architecture opti
 
 A run writes into `output_dir`: checkpoints, `trainer_state.json`, `all_results.json`, `predictions.jsonl`,
 `expert_weights_history.json`, `analysis/`; and the model repository into `output_dir/model` (what `--push_to_hub`
-uploads). A finished run is not repeated, and its checkpoints are deleted (`--keep_checkpoints` keeps them); an
-interrupted one resumes from its last complete checkpoint.
+uploads). A finished run (its results file and model folder read whole) is not repeated, and its checkpoints are
+deleted (`--keep_checkpoints` keeps them); an interrupted or damaged one runs again, resuming from its last complete
+checkpoint.
 
 One script read top to bottom, as transformers' `run_glue.py` (arguments, checkpoint detection, seed, data, model,
 Trainer, train / evaluate / predict, save); the argument dataclasses with their help texts make it longer than 400
@@ -32,6 +33,7 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +68,16 @@ from training.model_card import (
     training_environment,
     training_hyperparameters,
 )
+from training.run_files import file_problem, folder_problem, write_text_atomic
 from training.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
 
 RESULTS_FILE = "all_results.json"
+"""The run's scores; written last, it marks the run finished."""
 PREDICTIONS_FILE = "predictions.jsonl"
+MODEL_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
+"""What a finished run's model folder must hold readable (with every other JSON file in it)."""
 
 
 @dataclass
@@ -167,7 +173,7 @@ class ExperimentArguments:
         default=False,
         metadata={
             "help": "Keep the checkpoints of a finished run (Trainer pickles their optimizer, scheduler and RNG "
-            "state); by default they are deleted once the model folder and the results are written."
+            "state); by default they are deleted once the model folder is written, before the results file."
         },
     )
 
@@ -335,26 +341,28 @@ def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
 
 
 def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -> None:
-    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at `<s>`/`<o>`."""
+    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at `<s>`/`<o>`;
+    the file is written atomically."""
     logits, marker_weights = (
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
     )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
     markers = (config.entity_markers[0], config.entity_markers[2])
-    with path.open("w", encoding="utf-8") as handle:
-        for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
-            row = {
-                "id": example_id,
-                "gold": config.id2label[int(gold)],
-                "predicted": config.id2label[int(probabilities[index].argmax())],
-                "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
+    lines = []
+    for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
+        row = {
+            "id": example_id,
+            "gold": config.id2label[int(gold)],
+            "predicted": config.id2label[int(probabilities[index].argmax())],
+            "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
+        }
+        if marker_weights is not None:
+            row["expert_weights"] = {
+                marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
+                for k, marker in enumerate(markers)
             }
-            if marker_weights is not None:
-                row["expert_weights"] = {
-                    marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
-                    for k, marker in enumerate(markers)
-                }
-            handle.write(json.dumps(row) + "\n")
+        lines.append(json.dumps(row) + "\n")
+    write_text_atomic(path, "".join(lines))
 
 
 def base_model_names(model_args: ModelArguments) -> list[str]:
@@ -366,11 +374,22 @@ def base_model_names(model_args: ModelArguments) -> list[str]:
     return hub_ids([name for name in names if name != BUILTIN])
 
 
-def finished_run_results(output_dir: Path) -> dict[str, float] | None:
-    """The results of a run that finished in `output_dir` (its results file and a complete model folder), or `None`."""
-    if not (output_dir / RESULTS_FILE).is_file() or not (output_dir / MODEL_FOLDER / "model.safetensors").is_file():
+def finished_run_results(output_dir: Path) -> dict[str, Any] | None:
+    """The results of a run that finished in `output_dir`, or `None`.
+
+    Finished means a results file holding a JSON object and a complete model folder (its `config.json` parses, its
+    `model.safetensors` header reads, as every other JSON file of it). A results file beside anything less (a kill or a
+    full disk, or a file cut short) is not a finished run: a warning names the damaged file and why.
+    """
+    results_path = output_dir / RESULTS_FILE
+    if not results_path.exists():
         return None
-    return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    problem = file_problem(results_path)
+    problem = f"{results_path} {problem}" if problem else folder_problem(output_dir / MODEL_FOLDER, MODEL_FILES)
+    if problem is not None:
+        logger.warning("%s holds no finished run (%s): running it again.", output_dir, problem)
+        return None
+    return json.loads(results_path.read_text(encoding="utf-8"))
 
 
 def remove_checkpoints(output_dir: Path) -> None:
@@ -405,13 +424,22 @@ def push(output_dir: Path, training_args: TrainingArguments) -> None:
     repository's id from the run's card facts."""
     model_dir = output_dir / MODEL_FOLDER
     facts_file = output_dir / CARD_FACTS_FILE
-    config = HVFormerForRelationExtraction.config_class.from_pretrained(model_dir)
+    card = None
+    problem = file_problem(facts_file)
+    if problem is None:
+        facts, config = (
+            CardFacts.load(facts_file),
+            HVFormerForRelationExtraction.config_class.from_pretrained(model_dir),
+        )
+        card = partial(render_model_card, facts, config)
+    else:
+        logger.warning("%s %s: the model folder's README.md is pushed as it is.", facts_file, problem)
     repo_id = push_folder_to_hub(
         model_dir,
         training_args.hub_model_id or output_dir.name,
         token=training_args.hub_token,
         private=training_args.hub_private_repo,
-        card=lambda repo_id: render_model_card(CardFacts.load(facts_file), config, repo_id),
+        card=card,
     )
     logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
 
@@ -430,17 +458,23 @@ def run(
     push_to_hub: bool = False,
 ) -> dict[str, float]:
     """One training / evaluation / prediction run into `training_args.output_dir`; returns its metrics."""
-    # A finished run is not repeated: its results are returned (and its model folder pushed when asked).
+    # A finished run is not repeated: its results are returned, checkpoints a kill left deleted, its model pushed.
     output_dir = Path(training_args.output_dir)
     model_dir = output_dir / MODEL_FOLDER
     finished = finished_run_results(output_dir)
     if finished is not None and not experiment_args.overwrite_output_dir:
         logger.warning("%s holds a finished run: not training again (--overwrite_output_dir starts over).", output_dir)
-        if push_to_hub and training_args.process_index == 0:
-            push(output_dir, training_args)
+        if training_args.process_index == 0:
+            if not experiment_args.keep_checkpoints:  # those of a run killed before it deleted them
+                remove_checkpoints(output_dir)
+            if push_to_hub:
+                push(output_dir, training_args)
         return finished
-    if experiment_args.overwrite_output_dir and output_dir.is_dir() and training_args.process_index == 0:
-        clear_run(output_dir)
+    if output_dir.is_dir() and training_args.process_index == 0:
+        if experiment_args.overwrite_output_dir:
+            clear_run(output_dir)
+        else:  # a damaged run's results file: beside the new model folder it would mark a killed rerun finished
+            (output_dir / RESULTS_FILE).unlink(missing_ok=True)
     set_seed(training_args.seed)
 
     # Data files and labels: MNRE's, or the built-in sample's (generated on first use).
@@ -520,7 +554,7 @@ def run(
         if trainer.is_world_process_zero():
             write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)
 
-    # The model folder with its card, then the results file, which marks the run finished.
+    # The model folder with its card, the checkpoints deleted, then the results file, which marks the run finished.
     if trainer.is_world_process_zero():
         facts = CardFacts(
             dataset_name=dataset_name,
@@ -535,9 +569,9 @@ def run(
         trainer.model.config.output_expert_weights = True  # a saved model returns the per-token weights by default
         export_model_folder(trainer.model, processor, model_dir, card)
         trainer.model.config.output_expert_weights = False
-        trainer.save_metrics("all", metrics)
         if not experiment_args.keep_checkpoints:  # a finished run is not resumed; its model folder is what remains
             remove_checkpoints(output_dir)
+        write_text_atomic(output_dir / RESULTS_FILE, json.dumps(metrics, indent=4, sort_keys=True) + "\n")
         if push_to_hub:
             push(output_dir, training_args)
     if experiment_args.do_analysis:

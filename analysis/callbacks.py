@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers.trainer_callback import ExportableState
+
+from training.run_files import write_text_atomic
 
 from .tokens import marker_names
 
@@ -107,7 +108,8 @@ class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
         self._remove_hook()
 
     def save(self, path: str | os.PathLike, expert_names: Sequence[str]) -> None:
-        """Writes `{"expert_names": [...], "history": [...]}` as JSON (read by [`analysis.analyse`] for Fig. 9a)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"expert_names": list(expert_names), "history": self.history}, indent=1) + "\n")
+        """Writes `{"expert_names": [...], "history": [...]}` as JSON (read by [`analysis.analyse`] for Fig. 9a),
+        atomically."""
+        write_text_atomic(
+            path, json.dumps({"expert_names": list(expert_names), "history": self.history}, indent=1) + "\n"
+        )

@@ -3,6 +3,7 @@ encoders (`--text_model_name_or_path builtin`, `--vision_model_name_or_path buil
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,13 +11,20 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast, ViTConfig, ViTImageProcessorPil, ViTModel
 
+from training.run_files import atomic_folder, folder_problem
+
 from .mnre import MNRE_SPLITS, find_split_file, read_mnre_file
+
+logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 """The encoder name that selects these encoders."""
 BUILTIN_VISION_DEFAULTS: dict[str, int] = {"object_image_size": 16}
 """What the built-in 32-px ViT (patch 8) needs instead of the config's default: crops of 2x2 patches."""
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TEXT_ENCODER_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+VISION_ENCODER_FILES: tuple[str, ...] = ("config.json", "model.safetensors", "preprocessor_config.json")
+"""The files of a saved built-in encoder (each JSON file and the weights are checked before it is reused)."""
 
 
 def wordpiece_vocabulary(words: Iterable[str]) -> dict[str, int]:
@@ -50,11 +58,22 @@ def save_tiny_text_encoder(
     return folder
 
 
+def _reusable(folder: Path, required: tuple[str, ...]) -> bool:
+    """Whether `folder` holds a complete built-in encoder; one that is there but damaged (a truncated
+    `model.safetensors`, a JSON file cut short) is reported with a warning naming the file, to be built again."""
+    if not folder.exists():
+        return False
+    problem = folder_problem(folder, required)
+    if problem is not None:
+        logger.warning("%s: building the built-in encoder again", problem)
+    return problem is None
+
+
 def build_builtin_text_encoder(folder: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
     """The built-in text encoder: a tiny random BERT whose vocabulary covers the words of `data_dir`'s MNRE files;
-    reused when `folder` already holds it."""
+    reused when `folder` already holds it whole, else written whole and renamed into place."""
     folder = Path(folder)
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if _reusable(folder, TEXT_ENCODER_FILES):
         return folder
     words = [
         word
@@ -63,19 +82,23 @@ def build_builtin_text_encoder(folder: str | os.PathLike, data_dir: str | os.Pat
         for record in read_mnre_file(path, split=split)
         for word in record["token"]
     ]
-    return save_tiny_text_encoder(folder, words)
+    with atomic_folder(folder) as partial:
+        save_tiny_text_encoder(partial, words)
+    return folder
 
 
 def build_builtin_vision_encoder(folder: str | os.PathLike) -> Path:
     """The built-in vision encoder: a tiny random 2-layer ViT on 32x32 images (patch 8) with its PIL image processor
-    (the same pixels on every machine); reused when `folder` already holds it."""
+    (the same pixels on every machine); reused when `folder` already holds it whole, else written whole and renamed
+    into place."""
     folder = Path(folder)
-    if (folder / "model.safetensors").is_file() and (folder / "preprocessor_config.json").is_file():
+    if _reusable(folder, VISION_ENCODER_FILES):
         return folder
     torch.manual_seed(0)
     config = ViTConfig(
         image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
     )
-    ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    with atomic_folder(folder) as partial:
+        ViTModel(config, add_pooling_layer=False).save_pretrained(partial)
+        ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(partial)
     return folder

@@ -29,6 +29,7 @@ A line looks like (single quotes: a Python literal, not JSON)::
 from __future__ import annotations
 
 import ast
+import codecs
 import json
 import logging
 import os
@@ -119,6 +120,41 @@ def _parse_line(line: str, where: str, relation_labels: Sequence[str]) -> dict[s
     return parsed
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (a leading BOM dropped), split where `open(path).readlines()` splits them (LF, CR LF
+    or CR); a byte that is not UTF-8 is an [`MNREFormatError`] naming its line and column."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        lines_before = _universal_newlines(data[: error.start].decode("utf-8")).split("\n")
+        raise MNREFormatError(
+            f"{path}:{len(lines_before)}: line: not UTF-8 text (byte 0x{data[error.start]:02x} at column "
+            f"{len(lines_before[-1]) + 1}: {error.reason})"
+        ) from None
+    return _universal_newlines(text).split("\n")
+
+
+def _universal_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _warn_about_repeated_lines(path: Path, lines: Sequence[str]) -> None:
+    """Logs a warning with the count and the first line numbers of the lines that repeat an earlier one exactly."""
+    first_seen: dict[str, int] = {}
+    repeats = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip() and first_seen.setdefault(line, number) != number:
+            repeats.append(f"{number} (= {first_seen[line]})")
+    if repeats:
+        logger.warning(
+            "%s: %d lines repeat an earlier line word for word (kept: line indices are ids), first: lines %s",
+            path,
+            len(repeats),
+            ", ".join(repeats[:3]),
+        )
+
+
 def read_mnre_file(
     path: str | os.PathLike, split: str | None = None, relation_labels: Sequence[str] = MNRE_RELATIONS
 ) -> list[dict[str, Any]]:
@@ -141,15 +177,19 @@ def read_mnre_file(
         `relation` and, when the line has it, `kind`. Other keys of a line are ignored.
 
     Raises:
-        [`MNREFormatError`]: for a line that is not a dict literal, lacks a field, or has a field of the wrong type or
-        value (a span outside the words, an empty span, an unknown relation); the message starts with `file:line`
-        (1-based line number) and names the field.
+        [`MNREFormatError`]: for a line that is not UTF-8 text or not a dict literal, lacks a field, or has a field of
+        the wrong type or value (a span outside the words, an empty span, an unknown relation); the message starts
+        with `file:line` (1-based line number) and names the field.
+
+    Lines repeated word for word are kept (line indices are ids) and reported in a warning: their count and the first
+    ones.
     """
     path = Path(path)
     split = split if split is not None else path.stem
-    lines = path.read_text(encoding="utf-8-sig").split("\n")  # "\n" only, as readlines(); a BOM is not text
+    lines = _read_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
+    _warn_about_repeated_lines(path, lines)
     records = []
     name_mismatches = []
     for line_index, line in enumerate(lines):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_helpers import assert_png_drawn
+from interruptions import Killed, kill_at_replace
 from tiny_models import tiny_model_for
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
@@ -115,3 +116,16 @@ def test_recorder_imports_without_the_analysis_extra(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "history.json").read_text()) == {"expert_names": ["text", "level_6"], "history": []}
+
+
+def test_history_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / HISTORY_FILE
+    recorder = ExpertWeightsRecorder()
+    recorder.history.append({"epoch": 1.0, "step": 4, "count": 64, "<s>": [0.5, 0.5], "<o>": [0.25, 0.75]})
+    recorder.save(path, ["text", "level_6"])
+    before = path.read_text()
+    recorder.history.append({"epoch": 2.0, "step": 8, "count": 64, "<s>": [0.5, 0.5], "<o>": [0.5, 0.5]})
+    kill_at_replace(monkeypatch, path)
+    with pytest.raises(Killed):
+        recorder.save(path, ["text", "level_6"])
+    assert path.read_text() == before and json.loads(before)["history"][0]["<o>"] == [0.25, 0.75]

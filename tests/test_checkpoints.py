@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from interruptions import Hostile
 from safetensors.torch import save_file
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -15,18 +18,24 @@ from training.checkpoints import RESUME_FILES, TrainingLossRecorder, checkpoint_
 
 
 def write_checkpoint(folder: Path, step: int) -> Path:
-    """A checkpoint folder with every file resume reads (small but well-formed)."""
+    """A checkpoint folder with every file resume reads, saved as Trainer saves them (small but well-formed)."""
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     save_file({"weight": torch.ones(4)}, folder / "model.safetensors")
-    for name in ("optimizer.pt", "scheduler.pt"):
-        (folder / name).write_bytes(b"\x80\x02}q\x00.")
+    parameter = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.AdamW([parameter])
+    parameter.grad = torch.ones(4)
+    optimizer.step()
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0).state_dict(), folder / "scheduler.pt")
+    rng_state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng_state, folder / "rng_state.pth")
     return folder
 
 
 def test_complete_checkpoint_has_no_problem(tmp_path):
     assert checkpoint_problem(write_checkpoint(tmp_path / "checkpoint-3", 3)) is None
-    assert set(RESUME_FILES) == {path.name for path in (tmp_path / "checkpoint-3").iterdir()}
+    assert {*RESUME_FILES, "rng_state.pth"} == {path.name for path in (tmp_path / "checkpoint-3").iterdir()}
 
 
 @pytest.mark.parametrize(
@@ -42,6 +51,19 @@ def test_complete_checkpoint_has_no_problem(tmp_path):
             ),
             "model.safetensors cannot be read",
         ),
+        (
+            lambda folder: torch.save({"state": Hostile()}, folder / "optimizer.pt"),
+            "optimizer.pt cannot be loaded with torch.load(weights_only=True) (UnpicklingError: Unsupported global: "
+            "GLOBAL print was not an allowed global by default.)",
+        ),
+        (
+            lambda folder: (folder / "scheduler.pt").write_bytes((folder / "scheduler.pt").read_bytes()[:100]),
+            "scheduler.pt cannot be loaded with torch.load(weights_only=True) (RuntimeError: PytorchStreamReader",
+        ),
+        (
+            lambda folder: torch.save({"python": Hostile()}, folder / "rng_state.pth"),
+            "rng_state.pth cannot be loaded with torch.load(weights_only=True)",
+        ),
     ],
 )
 def test_broken_checkpoints_are_described(tmp_path, break_it, message):
@@ -51,16 +73,23 @@ def test_broken_checkpoints_are_described(tmp_path, break_it, message):
 
 
 def test_last_valid_checkpoint_skips_broken_ones_with_a_warning(tmp_path, caplog):
-    for step in (2, 10, 11):
+    for step in (2, 9, 10, 11):
         write_checkpoint(tmp_path / f"checkpoint-{step}", step)
     (tmp_path / "checkpoint-11" / "scheduler.pt").unlink()
     (tmp_path / "checkpoint-10" / "model.safetensors").write_bytes(b"\x08")
+    torch.save({"state": Hostile()}, tmp_path / "checkpoint-9" / "optimizer.pt")
     (tmp_path / "checkpoint-x").mkdir()
     with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
         assert last_valid_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     skipped = [record.getMessage() for record in caplog.records]
     assert skipped[0].startswith(f"Skipping checkpoint {tmp_path / 'checkpoint-11'}") and "scheduler.pt" in skipped[0]
-    assert skipped[1].startswith(f"Skipping checkpoint {tmp_path / 'checkpoint-10'}") and len(skipped) == 2
+    assert skipped[1].startswith(f"Skipping checkpoint {tmp_path / 'checkpoint-10'}")
+    assert skipped[2] == (
+        f"Skipping checkpoint {tmp_path / 'checkpoint-9'}, which cannot be resumed from: optimizer.pt cannot be "
+        "loaded with torch.load(weights_only=True) (UnpicklingError: Unsupported global: GLOBAL print was not an "
+        "allowed global by default.)"
+    )
+    assert len(skipped) == 3 and all(len(message) < 400 for message in skipped)
     (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
     assert last_valid_checkpoint(tmp_path) is None
     assert last_valid_checkpoint(tmp_path / "absent") is None

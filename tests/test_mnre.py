@@ -102,6 +102,36 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
     assert records[0]["token"][0] == "RT"
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_byte_that_is_not_utf8_names_file_line_and_column(tmp_path, newline):
+    """A Latin-1 byte (0xf6) in the third line, after a two-byte UTF-8 letter of the same line: the column counts
+    characters."""
+    bad = repr(mnre_line(token=["Zoë", "and", "Corra", "Vane", "visit", "to", "Harbor", "Square", "!", "x"]))
+    column = bad.index("Harbor") + len("Harb") + 1
+    lines = [repr(mnre_line()).encode(), repr(mnre_line()).encode(), bad.encode().replace(b"Harbor", b"Harb\xf6r")]
+    path = tmp_path / "mnre_train.txt"
+    path.write_bytes(newline.encode().join([*lines, b""]))
+    with pytest.raises(MNREFormatError) as error:
+        read_mnre_file(path)
+    assert str(error.value) == f"{path}:3: line: not UTF-8 text (byte 0xf6 at column {column}: invalid start byte)"
+
+
+def test_repeated_lines_are_kept_and_reported(tmp_path, caplog):
+    lines = [mnre_line(), mnre_line(relation="None"), mnre_line(), mnre_line(img_id="b.jpg"), mnre_line()]
+    lines += [mnre_line(relation="None"), mnre_line(img_id="b.jpg"), mnre_line()]
+    path = write_lines(tmp_path / "mnre_train.txt", lines)
+    with caplog.at_level(logging.WARNING, logger="processing.mnre"):
+        records = read_mnre_file(path)
+    assert [record["id"] for record in records] == [f"mnre_train-{index}" for index in range(8)]
+    assert caplog.messages == [
+        f"{path}: 5 lines repeat an earlier line word for word (kept: line indices are ids), first: lines 3 (= 1), "
+        "5 (= 1), 6 (= 2)"
+    ]
+    caplog.clear()
+    read_mnre_file(write_lines(tmp_path / "mnre_val.txt", lines[:2]))
+    assert caplog.messages == []
+
+
 def test_entity_names_that_differ_from_their_span_are_logged(tmp_path, caplog):
     path = write_lines(tmp_path / "mnre_train.txt", [mnre_line(h={"name": "Corra", "pos": [3, 5]})])
     with caplog.at_level(logging.WARNING, logger="processing.mnre"):

@@ -7,6 +7,10 @@ import ast
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +120,67 @@ def test_num_proc_gives_the_same_arrays(small_sample, tmp_path):
     multi = load_mnre(small_sample, processor, splits=["val"], cache_dir=tmp_path / "two", num_proc=2)["val"]
     for column in ("pixel_values", "object_pixel_values", "object_mask"):
         assert np.array_equal(_array(single, column), _array(multi, column))
+
+
+FORKED_WORKERS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from _data_fixtures import make_processor
+    from transformers import ViTImageProcessorPil
+    from processing.mnre_dataset import load_mnre
+
+    class FloatPixels(ViTImageProcessorPil):
+        \"""Float pixels, as transformers' torchvision backend gives: the workers run parallel torch ops on them.\"""
+
+        def __call__(self, *args, **kwargs):
+            output = super().__call__(*args, **kwargs)
+            output["pixel_values"] = output["pixel_values"].float()
+            return output
+
+    processor = make_processor()
+    processor.image_processor = FloatPixels(size={"height": 224, "width": 224})
+    torch.set_num_threads(2)
+    torch.ones(1 << 22).mul_(2).sum()  # a parallel op, as building the model: the parent's OpenMP threads exist
+    dataset = load_mnre(sys.argv[1], processor, splits=["train"], num_proc=2, cache_dir=sys.argv[2])["train"]
+    print("encoded", len(dataset))
+    """
+)
+FORKED_WORKERS_TIMEOUT_S = 60
+"""A healthy run takes 10-20 s on 2 busy CPU cores, imports included; a hung one is killed at this limit."""
+
+
+def test_forked_workers_do_not_hang_after_a_parallel_op_in_the_parent(small_sample, tmp_path):
+    """`Dataset.map(num_proc=2)` forks image-decoding workers from a process whose OpenMP threads exist (a parallel
+    torch op ran, as building the model does). Without the single-threaded setting in the workers, their first
+    parallel op waits forever for threads that fork did not copy. Runs in a fresh process group, killed whole
+    (workers included) when it overruns."""
+    tests, project = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(project)])}
+    command = [sys.executable, "-c", FORKED_WORKERS_SCRIPT, str(small_sample), str(tmp_path / "cache")]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=FORKED_WORKERS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(
+            f"load_mnre(num_proc=2) hung after a parallel op in the parent; killed at {FORKED_WORKERS_TIMEOUT_S} s"
+        )
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.splitlines()[-1] == "encoded 20"
 
 
 def test_images_switched_off(small_sample, tmp_path, monkeypatch, caplog):

@@ -11,18 +11,27 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
+from huggingface_hub.utils import filter_repo_objects
+from interruptions import Hostile, Killed, kill_at_replace
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from PIL import Image
 from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
+from modeling_hvformer import HVFormerForRelationExtraction
+from processing.collator import HVFormerDataCollator
 from processing.mnre import read_mnre_file
+from processing.mnre_dataset import load_mnre
+from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training import hub
 from training.console import print_seed_summary
 from training.metrics import mre_scores
+from training.run_files import PARTIAL, folder_problem
 from training.seed_sweep import summarize_seeds
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -122,6 +131,39 @@ def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path)
     assert sum(loaded["probabilities"]) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_predictions_are_the_saved_models_outputs_at_the_markers(full_run, tmp_path):
+    """Each row of predictions.jsonl is what the saved model (loaded from the run's model folder) gives on its test
+    post: the probabilities, and the router's weights G (Eq. 9) of the tokens at the post's `marker_positions`, the
+    subject's `<s>` under "<s>" and the object's `<o>` under "<o>"."""
+    output_dir, _ = full_run
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    model = HVFormerForRelationExtraction.from_pretrained(model_dir).eval()
+    processor = HVFormerProcessor.from_pretrained(model_dir)
+    test = load_mnre(build_sample_dataset(), processor, splits=["test"], cache_dir=tmp_path / "cache")["test"]
+    batch = HVFormerDataCollator(processor, pad_to_multiple_of=8)(list(test))
+    positions = torch.as_tensor(np.asarray(test["marker_positions"]))  # (100, 2): <s>, <o> in each post's own tokens
+    assert torch.equal(batch["marker_positions"], positions)  # right padding: the batch keeps them
+    with torch.no_grad():
+        outputs = model(**batch, output_expert_weights=True)
+    index_of = {example_id: index for index, example_id in enumerate(test["id"])}
+    probabilities = outputs.logits.softmax(-1)
+    at_markers = outputs.expert_weights[torch.arange(len(test))[:, None], positions]  # (100, 2, E)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    predicted = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(predicted) == len(test) == 100
+    for row in predicted:
+        index = index_of[row["id"]]
+        assert row["gold"] == labels[int(test[index]["labels"])]
+        assert [row["probabilities"][label] for label in labels] == pytest.approx(
+            probabilities[index].tolist(), abs=2e-6
+        )
+        for k, marker in enumerate(("<s>", "<o>")):
+            weights = [row["expert_weights"][marker][name] for name in model.config.expert_names]
+            assert weights == pytest.approx(at_markers[index, k].tolist(), abs=2e-6), (row["id"], marker)
+    subject_minus_object = (at_markers[:, 0] - at_markers[:, 1]).abs().max()
+    assert subject_minus_object > 1e-4  # a swap of the two markers' weights could not pass unnoticed
+
+
 def test_model_card_carries_the_measured_results(full_run):
     output_dir, metrics = full_run
     card = (output_dir / run_mre.MODEL_FOLDER / "README.md").read_text()
@@ -171,9 +213,11 @@ class FakeHfApi:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         return type("RepoUrl", (), {"repo_id": f"someone/{repo_id}" if "/" not in repo_id else repo_id})()
 
-    def upload_folder(self, repo_id, folder_path, commit_message):
+    def upload_folder(self, repo_id, folder_path, commit_message, allow_patterns=None, ignore_patterns=None):
+        """Records the files `HfApi.upload_folder` would send: the folder's, filtered by the patterns the same way."""
         folder = Path(folder_path)
-        files = {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+        paths = [path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()]
+        files = set(filter_repo_objects(paths, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
         FakeHfApi.uploads.append(
             {"repo_id": repo_id, "folder": folder, "files": files, "card": (folder / "README.md").read_text()}
         )
@@ -221,12 +265,24 @@ def test_model_folder_is_a_clean_model_repository(full_run):
 
 
 def test_push_to_hub_uploads_exactly_the_model_folder(full_run, monkeypatch):
-    """Rerunning the finished run with --push_to_hub uploads its model folder, without training again."""
+    """Rerunning the finished run with --push_to_hub uploads its model folder, without training again, and nothing
+    that appeared in it since: the `__pycache__/` of importing `handler.py` there, a hidden cache, a `.pyc`."""
     monkeypatch.setattr(hub, "HfApi", FakeHfApi)
     FakeHfApi.uploads.clear()
     output_dir, metrics = full_run
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    planted = [model_dir / "__pycache__", model_dir / ".cache", model_dir / "handler.cpython-311.pyc"]
+    (model_dir / "__pycache__").mkdir()
+    (model_dir / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"\x00")
+    (model_dir / ".cache" / "huggingface").mkdir(parents=True)
+    (model_dir / ".cache" / "huggingface" / "upload.lock").write_text("")
+    planted[2].write_bytes(b"\x00")
     state_before = (output_dir / "trainer_state.json").stat().st_mtime_ns
-    pushed = train(output_dir, "--push_to_hub", "true", "--hub_model_id", "hvformer-sample")
+    try:
+        pushed = train(output_dir, "--push_to_hub", "true", "--hub_model_id", "hvformer-sample")
+    finally:
+        for path in planted:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     (upload,) = FakeHfApi.uploads
     assert upload["repo_id"] == "someone/hvformer-sample" and upload["folder"] == output_dir / run_mre.MODEL_FOLDER
     assert upload["files"] == MODEL_REPOSITORY_FILES
@@ -245,6 +301,106 @@ def test_rerunning_a_finished_run_does_not_train(full_run, caplog):
     assert again == json.loads((output_dir / "all_results.json").read_text()) == metrics
     assert {path: path.stat().st_mtime_ns for path in watched} == before
     assert f"{output_dir} holds a finished run: not training again" in caplog.text
+
+
+TINY = ["--max_train_samples", "16", "--max_eval_samples", "16", "--num_train_epochs", "1", *FAST]
+
+
+def test_a_run_killed_or_damaged_at_its_end_is_never_taken_for_finished(tmp_path, monkeypatch, caplog):
+    """A run killed while writing its results file, then one whose model weights or results file a full disk cut
+    short, is run again with a warning naming the file; a finished run killed before deleting its checkpoints is
+    finished and its checkpoints (pickles) are deleted when it is rerun."""
+    output_dir = tmp_path / "run"
+    results, model_dir = output_dir / "all_results.json", output_dir / run_mre.MODEL_FOLDER
+    results_existed_at_checkpoint_removal = []
+    remove_checkpoints = run_mre.remove_checkpoints
+
+    def recording_remove_checkpoints(folder):
+        results_existed_at_checkpoint_removal.append(results.exists())
+        remove_checkpoints(folder)
+
+    monkeypatch.setattr(run_mre, "remove_checkpoints", recording_remove_checkpoints)
+    armed = kill_at_replace(monkeypatch, results)
+    with pytest.raises(Killed):
+        run_mre.main(["--output_dir", str(output_dir), *TINY])
+    assert results_existed_at_checkpoint_removal == [False]  # the checkpoints went before the run was marked finished
+    assert not results.exists() and folder_problem(model_dir, run_mre.MODEL_FILES) is None
+    assert not list(output_dir.glob("checkpoint-*")) and not list(output_dir.glob(f".*{PARTIAL}*"))
+
+    armed[0] = False
+    with caplog.at_level("WARNING", logger="run_mre"):
+        first = run_mre.main(["--output_dir", str(output_dir), *TINY])  # not finished: trained from the start
+    assert "holds a finished run" not in caplog.text and json.loads(results.read_text()) == first
+
+    for damaged, reason in [
+        (model_dir / "model.safetensors", "cannot be read as safetensors (SafetensorError: Error while deserializing"),
+        (results, "is not valid JSON (JSONDecodeError: "),
+    ]:
+        cut_short(damaged)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="run_mre"):
+            again = run_mre.main(["--output_dir", str(output_dir), *TINY])
+        assert f"{output_dir} holds no finished run ({damaged} {reason}" in caplog.text
+        assert "holds a finished run" not in caplog.text
+        assert json.loads(results.read_text()) == again and folder_problem(model_dir, run_mre.MODEL_FILES) is None
+        for key in ("eval_f1", "test_f1", "train_loss"):
+            assert again[key] == pytest.approx(first[key], abs=1e-6), key  # the same seed trains the same model
+
+    leftover = output_dir / "checkpoint-4"
+    leftover.mkdir()
+    torch.save({"state": {}, "param_groups": []}, leftover / "optimizer.pt")
+    finished_at = results.stat().st_mtime_ns
+    with caplog.at_level("WARNING", logger="run_mre"):
+        assert run_mre.main(["--output_dir", str(output_dir), *TINY]) == again
+    assert f"{output_dir} holds a finished run: not training again" in caplog.text
+    assert results.stat().st_mtime_ns == finished_at and not leftover.exists()
+    assert not [path for path in output_dir.rglob("*") if path.suffix in (".bin", ".pt", ".pth", ".pkl")]
+
+
+def cut_short(path: Path, size: int | None = None) -> None:
+    """What a full disk leaves of a file written in place: its first `size` bytes (default: half)."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 if size is None else size])
+
+
+DAMAGES = {
+    "results holds a list": (lambda run: (run / "all_results.json").write_text("[]"), "all_results.json holds a JSON"),
+    "results empty": (lambda run: cut_short(run / "all_results.json", 0), "all_results.json is missing or empty"),
+    "no model folder": (lambda run: shutil.rmtree(run / "model"), "model is missing"),
+    "config cut short": (lambda run: cut_short(run / "model/config.json"), "model/config.json is not valid JSON"),
+    "no weights": (lambda run: (run / "model/model.safetensors").unlink(), "model/model.safetensors is missing"),
+    "weights cut short": (
+        lambda run: cut_short(run / "model/model.safetensors"),
+        "model/model.safetensors cannot be read as safetensors (SafetensorError: ",
+    ),
+    "tokenizer cut short": (lambda run: cut_short(run / "model/tokenizer.json"), "model/tokenizer.json is not valid"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_run_folder_is_not_finished(full_run, tmp_path, caplog, damage):
+    output_dir = tmp_path / "run"
+    shutil.copytree(full_run[0] / run_mre.MODEL_FOLDER, output_dir / run_mre.MODEL_FOLDER)
+    shutil.copy(full_run[0] / "all_results.json", output_dir)
+    assert run_mre.finished_run_results(output_dir) == full_run[1]
+    break_it, problem = DAMAGES[damage]
+    break_it(output_dir)
+    with caplog.at_level("WARNING", logger="run_mre"):
+        assert run_mre.finished_run_results(output_dir) is None
+    (message,) = caplog.messages
+    assert message.startswith(f"{output_dir} holds no finished run ({output_dir / problem}") and len(message) < 500
+
+
+def test_predictions_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """A failure in the middle of the rows (here an unknown label id) leaves the previous predictions file whole."""
+    config = type("Config", (), {"id2label": {0: "None", 1: "/per/per/peer"}, "entity_markers": ["<s>"] * 4})()
+    dataset = {"id": ["test-0", "test-1", "test-2"], "labels": [0, 1, 0]}
+    path = tmp_path / "predictions.jsonl"
+    run_mre.write_predictions(path, dataset, [[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]], config)
+    before = path.read_text()
+    assert [json.loads(line)["predicted"] for line in before.splitlines()] == ["None", "/per/per/peer", "None"]
+    with pytest.raises(KeyError):
+        run_mre.write_predictions(path, {"id": ["test-0", "test-1"], "labels": [0, 7]}, [[2.0, 0.0]] * 2, config)
+    assert path.read_text() == before and [entry.name for entry in tmp_path.iterdir()] == ["predictions.jsonl"]
 
 
 def test_evaluating_a_trained_model_folder(full_run, tmp_path):
@@ -394,11 +550,43 @@ def test_seed_summary_is_mean_and_sample_std_in_the_units_of_all_results(tmp_pat
     assert f"{tmp_path}/seed-N/model/" in out
 
 
+def test_seed_summary_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    per_seed = {
+        seed: {"test_precision": 0.8, "test_recall": 0.7, "test_f1": 0.75, "test_accuracy": 0.9} for seed in (1, 2)
+    }
+    summarize_seeds(per_seed, tmp_path)
+    before = (tmp_path / "seeds_summary.json").read_text()
+    kill_at_replace(monkeypatch, tmp_path / "seeds_summary.json")
+    with pytest.raises(Killed):
+        summarize_seeds({**per_seed, 3: per_seed[1]}, tmp_path)
+    assert (tmp_path / "seeds_summary.json").read_text() == before
+
+
+def test_model_folder_is_written_whole_or_not_at_all(full_run, tmp_path, monkeypatch):
+    """A kill just before the new model folder is renamed into place leaves no model folder (the old one is aside),
+    never a mixture; the next export puts a whole one in place and removes what the killed one left."""
+    source = full_run[0] / run_mre.MODEL_FOLDER
+    model = HVFormerForRelationExtraction.from_pretrained(source)
+    processor = HVFormerProcessor.from_pretrained(source)
+    folder = tmp_path / "model"
+    hub.export_model_folder(model, processor, folder, "card one")
+    armed = kill_at_replace(monkeypatch, folder)
+    with pytest.raises(Killed):
+        hub.export_model_folder(model, processor, folder, "card two")
+    assert not folder.exists()
+    armed[0] = False
+    hub.export_model_folder(model, processor, folder, "card three")
+    assert (folder / "README.md").read_text() == "card three" and folder_problem(folder, run_mre.MODEL_FILES) is None
+    assert {path.name for path in folder.iterdir()} == MODEL_REPOSITORY_FILES
+    assert [path.name for path in tmp_path.iterdir()] == ["model"]
+
+
 def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):
-    """A run interrupted after its first checkpoint, with two later checkpoints left broken (one without trainer state,
-    one with truncated weights, as a kill -9 while saving leaves them), resumes from the first one with a warning
-    naming each broken one, and ends bit-identical to the uninterrupted run: metrics, train_loss, predictions and the
-    expert-weight history (kept in the checkpoints)."""
+    """A run interrupted after its first checkpoint, with three later checkpoints left broken (one without trainer
+    state, one with truncated weights, as a kill -9 while saving leaves them, one whose optimizer state is a pickle
+    that `weights_only` refuses), resumes from the first one with a warning naming each broken one, and ends
+    bit-identical to the uninterrupted run: metrics, train_loss, predictions and the expert-weight history (kept in
+    the checkpoints)."""
     common = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "3", *FAST]
     common += ["--save_total_limit", "3", "--load_best_model_at_end", "false", "--keep_checkpoints", "true"]
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
@@ -413,12 +601,18 @@ def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_p
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     shutil.copytree(whole / "checkpoint-12", interrupted / "checkpoint-99")
     (interrupted / "checkpoint-99" / "trainer_state.json").unlink()
+    shutil.copytree(whole / "checkpoint-8", interrupted / "checkpoint-97")
+    torch.save({"state": Hostile()}, interrupted / "checkpoint-97" / "optimizer.pt")
     with caplog.at_level("WARNING"):
         resumed = run_mre.main(["--output_dir", str(interrupted), *common])
     assert (
         f"Skipping checkpoint {interrupted / 'checkpoint-99'}" in caplog.text and "trainer_state.json" in caplog.text
     )
     assert f"Skipping checkpoint {interrupted / 'checkpoint-98'}" in caplog.text and "model.safetensors" in caplog.text
+    assert (
+        f"Skipping checkpoint {interrupted / 'checkpoint-97'}, which cannot be resumed from: optimizer.pt"
+        in caplog.text
+    )
     assert f"Resuming from {interrupted / 'checkpoint-4'}" in caplog.text
 
     for key in ("train_loss", "eval_f1", "eval_loss", "test_f1", "test_loss", "test_accuracy"):

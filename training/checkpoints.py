@@ -2,10 +2,14 @@
 often the run was restarted.
 
 `Trainer` writes `checkpoint-N/` file by file, so a process killed while saving leaves a folder without
-`trainer_state.json` or with a truncated `model.safetensors`, which `transformers.trainer_utils.get_last_checkpoint`
-would still pick. [`last_valid_checkpoint`] skips such folders with a warning naming them. [`TrainingLossRecorder`]
-keeps the running sum of the training loss in the checkpoints (`trainer_state.json`, `stateful_callbacks`), so the
-reported `train_loss` is the mean over every optimisation step of the run, resumed or not.
+`trainer_state.json` or with a truncated `model.safetensors` or `optimizer.pt`, which
+`transformers.trainer_utils.get_last_checkpoint` would still pick. [`last_valid_checkpoint`] skips such folders with a
+warning naming them, and so a checkpoint with a pickle that Trainer could not load: transformers 5.17 to 5.24 load
+`optimizer.pt`, `scheduler.pt`, `scaler.pt` and `rng_state*.pth` with `torch.load(weights_only=True)` (numpy's types
+allowed for the RNG state), which refuses a hostile pickle but stops the resume with a traceback.
+[`TrainingLossRecorder`] keeps the running sum of the training loss in the checkpoints (`trainer_state.json`,
+`stateful_callbacks`), so the reported `train_loss` is the mean over every optimisation step of the run, resumed or
+not.
 """
 
 from __future__ import annotations
@@ -18,36 +22,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import safe_globals
+
+from .run_files import MAX_REASON_CHARS, brief, file_problem
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 RESUME_FILES: tuple[str, ...] = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
 """What `Trainer.train(resume_from_checkpoint=...)` reads from a checkpoint of this project."""
+WEIGHTS_ONLY_REFUSAL = re.compile(r"WeightsUnpickler error: (.*?\.)(?:\s|$)")
+"""The sentence of torch's `weights_only` error that says which global was refused (the rest is advice)."""
+PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth")
+"""The files of a checkpoint that Trainer unpickles on resume (`optimizer.pt`, `scheduler.pt`, `scaler.pt`,
+`rng_state*.pth`); `training_args.bin` is written but never read back."""
+
+
+def pickle_problem(path: Path) -> str | None:
+    """Why Trainer could not load the pickle `path` (`torch.load(weights_only=True)`, numpy's types allowed as for its
+    RNG state), or `None`. Memory-mapped, so that a large optimizer state's tensor data is not read."""
+    try:
+        with safe_globals():
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for hostile or broken files
+        refusal = WEIGHTS_ONLY_REFUSAL.search(str(error))
+        reason = brief(error) if refusal is None else f"{type(error).__name__}: {refusal.group(1)}"[:MAX_REASON_CHARS]
+        return f"cannot be loaded with torch.load(weights_only=True) ({reason})"
+    return None
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why `folder` cannot be resumed from (a missing or empty file, unreadable trainer state or weights), or `None`
-    when it is complete."""
+    """Why `folder` cannot be resumed from (a missing or empty file, unreadable trainer state or weights, a pickle
+    Trainer could not load), or `None` when it is complete."""
     folder = Path(folder)
     for name in RESUME_FILES:
-        path = folder / name
-        if not path.is_file() or path.stat().st_size == 0:
-            return f"{name} is missing or empty"
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return f"trainer_state.json is not valid JSON ({error})"
-    if not isinstance(state, dict) or "global_step" not in state:
+        problem = file_problem(folder / name)
+        if problem is not None:
+            return f"{name} {problem}"
+    state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    if "global_step" not in state:
         return "trainer_state.json has no global_step"
-    try:
-        with safe_open(folder / "model.safetensors", framework="pt") as weights:
-            weights.keys()
-    except (SafetensorError, OSError) as error:
-        return f"model.safetensors cannot be read ({error})"
+    for path in sorted(folder.iterdir()):
+        if path.suffix in PICKLE_SUFFIXES and (problem := pickle_problem(path)) is not None:
+            return f"{path.name} {problem}"
     return None
 
 

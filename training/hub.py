@@ -1,9 +1,10 @@
 """The model folder of a run and its way to the Hub: what a model repository holds (weights, config, remote code,
-processor files, model card) and nothing specific to the machine or the run, and the upload of exactly that folder.
-The card itself is rendered by `training.model_card`."""
+processor files, model card) and nothing specific to the machine or the run, and the upload of exactly those files
+(not a cache that appears in the folder later). The card itself is rendered by `training.model_card`."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
+
+from .run_files import atomic_folder, write_text_atomic
 
 MODEL_FOLDER = "model"
 """Sub-folder of a run's `output_dir` holding the model repository (what `--push_to_hub` uploads); the rest of
@@ -46,23 +49,35 @@ def _drop_machine_specific_keys(path: Path) -> None:
 def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, card: str) -> Path:
     """
     Writes a model repository to `folder`: `config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`,
-    the remote code, the processor files and the model card as `README.md`.
+    the remote code, the processor files and the model card as `README.md`. The folder is written whole beside
+    `folder` and then renamed into place ([`atomic_folder`]), replacing an old one: a kill or a full disk never leaves
+    a part of it.
 
     The folder holds no pickle, no checkpoint and nothing that describes this machine: the encoders' `_name_or_path`
     is kept only when it is a Hub id, and the keys `from_pretrained` records about local loading
     ([`MACHINE_SPECIFIC_KEYS`]) are dropped from the tokenizer and processor configs.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for sub_config in (model.config.text_config, model.config.vision_config):
         sub_config._name_or_path = next(iter(hub_ids([sub_config._name_or_path or ""])), "")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
-        if (folder / name).is_file():
-            _drop_machine_specific_keys(folder / name)
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    return folder
+    with atomic_folder(folder) as partial:
+        model.save_pretrained(partial)
+        processor.save_pretrained(partial)
+        for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+            if (partial / name).is_file():
+                _drop_machine_specific_keys(partial / name)
+        (partial / "README.md").write_text(card, encoding="utf-8")
+    return Path(folder)
+
+
+def model_repository_files(folder: str | os.PathLike) -> list[str]:
+    """The files of `folder` that belong to the model repository: those [`export_model_folder`] writes, all at the
+    top level of a flat folder. Sub-folders (a `__pycache__/` left by importing `handler.py` there, caches), hidden
+    files and compiled Python are not part of it."""
+    return sorted(
+        path.name
+        for path in Path(folder).iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".pyc"
+    )
 
 
 def push_folder_to_hub(
@@ -72,17 +87,19 @@ def push_folder_to_hub(
     private: bool | None = None,
     card: Callable[[str], str] | None = None,
 ) -> str:
-    """Creates the Hub repository `repo_id` (if needed) and uploads exactly `folder`; returns the full repo id.
+    """Creates the Hub repository `repo_id` (if needed) and uploads the [`model_repository_files`] of `folder` (named
+    one by one in `allow_patterns`); returns the full repo id.
 
     `card`, when given, renders the model card for the full repo id (`owner/name`, known once the repository exists);
-    it is written as the folder's `README.md` before the upload."""
+    it is written as the folder's `README.md` (atomically) before the upload."""
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if card is not None:
-        (Path(folder) / "README.md").write_text(card(repo_id), encoding="utf-8")
+        write_text_atomic(Path(folder) / "README.md", card(repo_id))
     api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
+        allow_patterns=[glob.escape(name) for name in model_repository_files(folder)],
         commit_message="Upload HVFormer model, processor, remote code and model card",
     )
     return repo_id

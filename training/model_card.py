@@ -22,6 +22,7 @@ import transformers
 import yaml
 
 from .hub import hub_ids
+from .run_files import write_text_atomic
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 CARD_FACTS_FILE = "model_card.json"
@@ -54,7 +55,7 @@ class CardFacts:
     environment: dict[str, str]
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CardFacts:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .run_files import write_text_atomic
+
 SUMMARY_FILE = "seeds_summary.json"
 SCORES: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
 
@@ -20,7 +22,7 @@ def seed_output_dir(output_dir: str | Path, seed: int) -> Path:
 
 def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], output_dir: str | Path) -> dict[str, Any]:
     """Mean ± sample standard deviation of P / R / F1 / accuracy over the seeds, on the test split when every seed
-    has it, else validation; written to `output_dir/seeds_summary.json` and returned.
+    has it, else validation; written to `output_dir/seeds_summary.json` (atomically) and returned.
 
     The scores are fractions in [0, 1] under the keys of `all_results.json` (`test_f1`, ...):
     `{"split": "test", "seeds": [1, 2], "test_f1": {"mean": ..., "std": ..., "values": [...]}, ...}`.
@@ -31,7 +33,5 @@ def summarize_seeds(per_seed: Mapping[int, Mapping[str, float]], output_dir: str
         values = [per_seed[seed][f"{prefix}_{name}"] for seed in summary["seeds"]]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         summary[f"{prefix}_{name}"] = {"mean": statistics.fmean(values), "std": std, "values": values}
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(Path(output_dir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -273,25 +273,25 @@ def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"text": "a b c d", "entity_spans": [(0, 3), (2, 5)]}, r"^the subject span \(0, 3\) overlaps"),
-        ({"text": "a b c d", "entity_spans": [(2, 3), (2, 3)]}, "^the subject and object spans are identical"),
-        ({"text": "", "entity_spans": [(0, 1), (1, 2)]}, "^the text is empty"),
-        ({"text": [], "entity_spans": [(0, 1), (1, 2)], "is_split_into_words": True}, "the text is empty"),
+        ({"text": "a b c d", "entity_spans": [(0, 3), (2, 5)]}, r"^The subject span \(0, 3\) overlaps"),
+        ({"text": "a b c d", "entity_spans": [(2, 3), (2, 3)]}, "^The subject and object spans are identical"),
+        ({"text": "", "entity_spans": [(0, 1), (1, 2)]}, "^The text is empty"),
+        ({"text": [], "entity_spans": [(0, 1), (1, 2)], "is_split_into_words": True}, "^The text is empty"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 4)]}, r"object span \(2, 4\) is out of range .* 3 characters"),
         ({"text": ["a"], "entity_spans": [(-1, 1), (0, 1)], "is_split_into_words": True}, "out of range .* 1 words"),
         ({"text": "a b", "entity_spans": [(1, 1), (2, 3)]}, r"subject span \(1, 1\) is empty"),
         ({"text": "a b", "entity_spans": [(2, 1), (0, 1)]}, r"subject span \(2, 1\) is empty"),
         ({"text": "a b", "entity_spans": [(0.0, 1), (2, 3)]}, "must hold integers"),
-        ({"text": "a b", "entity_spans": [(0, 1)]}, r"expected a \(subject, object\) pair"),
-        ({"text": "a b", "entities": ("a", "z")}, r"^the object entity 'z' is absent from the text\.$"),
+        ({"text": "a b", "entity_spans": [(0, 1)]}, r"^Expected a \(subject, object\) pair"),
+        ({"text": "a b", "entities": ("a", "z")}, r"^The object entity 'z' is absent from the text\.$"),
         ({"text": "a b a", "entities": ("a", "b")}, r"subject entity 'a' occurs 2 times in the text \(at \[0, 4\]\)"),
         ({"text": ["a", "b", "a"], "entities": ("b", "a"), "is_split_into_words": True}, "object entity 'a' occurs 2"),
         ({"text": "a b", "entities": ("a", " ")}, "object entity must be a non-empty string"),
         ({"text": "a b"}, "Pass exactly one of `entity_spans` and `entities`"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "entities": ("a", "b")}, "exactly one of"),
         ({"text": [["a"]], "entity_spans": [[(0, 1), (0, 1)]]}, "pass word lists with `is_split_into_words=True`"),
-        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": "/per/per/peer"}, "unknown relation label"),
-        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": 7}, r"label id 7 is outside \[0, 3\)"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": "/per/per/peer"}, "^Unknown relation label"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": 7}, r"^Label id 7 is outside \[0, 3\)"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "max_length": 7}, "`max_length` must be an integer >= 8"),
         ({"text": "a \u200b", "entity_spans": [(0, 1), (2, 3)]}, "object entity .* gives no word pieces"),
         ({"images": [None]}, "Sample 0: the image is None"),
@@ -428,19 +428,19 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
     """
     if max_length < 8:
         return "`max_length` must be an integer >= 8"
-    where = "^" if words else "Sample 0: "  # a word list is a single text, the strings are a batch
+    where, the = ("^", "The") if words else ("Sample 0: ", "the")  # a word list is a single text, strings a batch
     if len(sample) == 0:
-        return f"{where}the text is empty"
+        return f"{where}{the} text is empty"
     for role, (start, end) in zip(("subject", "object"), spans, strict=True):
         if start >= end:
-            return rf"{where}the {role} span .* is empty \(start must be < end\)"
+            return rf"{where}{the} {role} span .* is empty \(start must be < end\)"
         if start < 0 or end > len(sample):
-            return rf"{where}the {role} span .* is out of range for a text of {len(sample)}"
+            return rf"{where}{the} {role} span .* is out of range for a text of {len(sample)}"
     (a, b), (c, d) = spans
     if (a, b) == (c, d):
-        return f"{where}the subject and object spans are identical"
+        return f"{where}{the} subject and object spans are identical"
     if a < c < b < d or c < a < d < b:
-        return f"{where}the subject span .* overlaps the object span .* without one containing the other"
+        return f"{where}{the} subject span .* overlaps the object span .* without one containing the other"
     nested = (a <= c and d <= b) or (c <= a and b <= d)
     checked = [min(spans, key=lambda span: span[1] - span[0])] if nested else spans
     for start, end in checked:
@@ -451,7 +451,7 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
             split_special_tokens=True,
         )["input_ids"]
         if not pieces:
-            return f"{where}the (subject|object) entity .* gives no word pieces with this tokenizer"
+            return f"{where}{the} (subject|object) entity .* gives no word pieces with this tokenizer"
     return None
 
 
@@ -956,7 +956,7 @@ def test_entity_texts_keep_the_case_as_written(processor):
     assert processor.entity_texts(words, entity_spans=[(0, 2), (3, 4)], is_split_into_words=True) == [
         ("Barack Obama", "Paris")
     ]
-    with pytest.raises(ValueError, match="the object entity 'Rome' is absent"):
+    with pytest.raises(ValueError, match="^The object entity 'Rome' is absent"):
         processor.entity_texts(text, entities=("Obama", "Rome"))
 
 

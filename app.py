@@ -26,6 +26,8 @@ import torch
 
 from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
+from modeling_hvformer.handler import shorten_error
+from modeling_hvformer.pipeline_hvformer import MAX_IMAGE_PIXELS, MAX_TEXT_LENGTH
 from processing.mnre import read_mnre_file
 from processing.sample_data import build_sample_dataset
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
@@ -41,7 +43,8 @@ def predict(
     model: torch.nn.Module, processor: Any, image: Any, text: str, subject: str, obj: str
 ) -> tuple[dict[str, float], str, list[list[Any]], np.ndarray]:
     """
-    The page's answer for one post: [`explain`] with `entities=[subject, obj]`.
+    The page's answer for one post: [`explain`] with `entities=[subject, obj]`, within the pipeline's limits
+    (`MAX_IMAGE_PIXELS`, `MAX_TEXT_LENGTH`).
 
     Returns:
         The probabilities `{relation: p}`, the predicted relation, the expert weights as table rows
@@ -49,17 +52,28 @@ def predict(
         figure (the picture with the tracking maps over it, and the expert weights) as an `(H, W, 3)` uint8 image.
 
     Raises:
-        `gr.Error`: for a missing image or field, or a subject / object not found in the post (the processor's
-        message).
+        `gr.Error`: for every refused input, with its message: a missing image or field, a subject / object not found
+        in the post, an image over the pixel budget, an unreadable file or a text that is not valid Unicode (the
+        processor's message); another failure is named with its type.
     """
     fields = (("a picture", image), ("the post", text), ("the subject", subject), ("the object", obj))
     missing = [name for name, value in fields if value is None or not str(value).strip()]
     if missing:
         raise gr.Error(f"Please give {', '.join(missing)}.")
     try:
-        result = explain(model, processor, text, entities=[subject.strip(), obj.strip()], image=image)
+        result = explain(
+            model,
+            processor,
+            text,
+            entities=[subject.strip(), obj.strip()],
+            image=image,
+            max_text_length=MAX_TEXT_LENGTH,
+            max_image_pixels=MAX_IMAGE_PIXELS,
+        )
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise gr.Error(shorten_error(str(error))) from error
+    except Exception as error:  # a service boundary, like the endpoint handler: a message, never a blank error
+        raise gr.Error(shorten_error(f"{type(error).__name__} while predicting: {error}")) from error
     weights = result["expert_weights"]
     rows = (
         []
@@ -95,7 +109,8 @@ def build_demo(model: torch.nn.Module, processor: Any) -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Picture", type="pil", elem_id="image")
+                # A path, not a decoded picture: the processor sizes the file from its header before decoding it.
+                image = gr.Image(label="Picture", type="filepath", image_mode=None, elem_id="image")
                 text = gr.Textbox(label="Post", lines=3, elem_id="post")
                 subject = gr.Textbox(label="Subject (as in the post)", elem_id="subject")
                 obj = gr.Textbox(label="Object (as in the post)", elem_id="object")
@@ -139,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.model == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_dir():
         parser.error(f"no model at {DEFAULT_MODEL}: train one with `python run_mre.py`, or pass --model")
     model, processor = load(args.model, args.device)
-    build_demo(model, processor).launch(server_name=HOST, server_port=args.port, theme=THEME, ssr_mode=False)
+    build_demo(model, processor).launch(
+        server_name=HOST, server_port=args.port, theme=THEME, ssr_mode=False, show_error=True
+    )
 
 
 if __name__ == "__main__":

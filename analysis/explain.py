@@ -156,6 +156,8 @@ def explain(
     object_crops: Sequence | None = None,
     is_split_into_words: bool = False,
     output_path: str | os.PathLike | None = None,
+    max_text_length: int | None = None,
+    max_image_pixels: int | None = None,
 ) -> dict[str, Any]:
     """
     Predicts the relation of one post and explains it with the expert weights and the tracking maps (paper §3.5).
@@ -177,6 +179,9 @@ def explain(
         object_crops (*optional*): the image's object crops (a list of images).
         is_split_into_words (`bool`, *optional*, defaults to `False`): whether `text` is a word list.
         output_path (`str` or `os.PathLike`, *optional*): where to save the figure as PNG.
+        max_text_length (`int`, *optional*): refuse a longer text (characters), as the pipeline does.
+        max_image_pixels (`int`, *optional*): refuse an image and crops holding more pixels together, counted before
+            they are decoded, as the pipeline does.
 
     Returns:
         `dict`: `relation` (predicted label), `label_id`, `probability` (its softmax probability),
@@ -192,7 +197,7 @@ def explain(
         raise ValueError("HVFormer reads the post's image: pass `image`.")
     config = model.config
     markers = marker_names(config)
-    image = processor.load_image(image)
+    image = processor.load_image(image, max_image_pixels=max_image_pixels)
     inputs = processor(
         text=text,
         entity_spans=None if entity_spans is None else list(entity_spans),
@@ -200,6 +205,8 @@ def explain(
         images=image,
         object_crops=None if object_crops is None else list(object_crops),
         is_split_into_words=is_split_into_words,
+        max_text_length=max_text_length,
+        max_image_pixels=max_image_pixels,
     )
     device = next(model.parameters()).device
     was_training = model.training

@@ -9,13 +9,17 @@ Request (JSON):
 
 `inputs` holds the keys of the `multimodal-relation-extraction` pipeline (or is a list of such dicts), with images
 (`image`, `object_crops`) as base64 strings. The response is the pipeline's JSON-serialisable output, or
-`{"error": "..."}` naming the problem; never a traceback.
+`{"error": "..."}` naming the problem (and the input of a list, `inputs[2]: ...`) in at most `MAX_ERROR_LENGTH`
+characters; never a traceback. The pipeline's limits apply with their defaults: the images of one input may hold
+`MAX_IMAGE_PIXELS` pixels together (counted from their headers before any is decoded), a text `MAX_TEXT_LENGTH`
+characters (both in `pipeline_hvformer.py`).
 
 This file imports nothing from the model folder: it builds the pipeline that the folder's `config.json` registers.
 """
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import torch
@@ -24,6 +28,13 @@ from transformers import pipeline
 TASK = "multimodal-relation-extraction"
 PARAMETERS = ("top_k", "return_expert_weights")
 """The `parameters` a request may set."""
+MAX_ERROR_LENGTH = 400
+"""The most characters of an error answer."""
+
+
+def shorten_error(message: str) -> str:
+    """`message` cut to `MAX_ERROR_LENGTH` characters."""
+    return message if len(message) <= MAX_ERROR_LENGTH else message[: MAX_ERROR_LENGTH - 3] + "..."
 
 
 class EndpointHandler:
@@ -49,20 +60,30 @@ class EndpointHandler:
         """Runs one request; returns the relations (see the pipeline) or `{"error": message}`."""
         try:
             inputs, parameters = self._parse(data)
-            return self.pipeline(inputs, **parameters)
+            if not isinstance(inputs, list):
+                return self.pipeline(inputs, **parameters)
+            answers = []
+            for index, post in enumerate(inputs):
+                try:
+                    answers.append(self.pipeline(post, **parameters))
+                except ValueError as error:
+                    raise ValueError(f"inputs[{index}]: {error}") from error
+            return answers
         except (ValueError, TypeError, KeyError) as error:
-            return {"error": str(error)}
+            return {"error": shorten_error(str(error))}
         except Exception as error:  # a service boundary: the client gets a message, never a traceback
-            return {"error": f"{type(error).__name__} while predicting: {error}"}
+            return {"error": shorten_error(f"{type(error).__name__} while predicting: {error}")}
 
     @staticmethod
     def _parse(data: Any) -> tuple[Any, dict[str, Any]]:
         """Checks the request's shape and returns the pipeline inputs and parameters."""
         if not isinstance(data, dict):
             raise ValueError(f"The request must be a JSON object with `inputs`, got {type(data).__name__}.")
-        unknown = sorted(set(data) - {"inputs", "parameters"})
+        unknown = sorted(set(data) - {"inputs", "parameters"}, key=str)
         if unknown:
-            raise ValueError(f"Unknown request keys {unknown}; a request has `inputs` and optional `parameters`.")
+            raise ValueError(
+                f"Unknown request keys {reprlib.repr(unknown)}; a request has `inputs` and optional `parameters`."
+            )
         if "inputs" not in data:
             raise ValueError("The request has no `inputs`.")
         inputs = data["inputs"]
@@ -79,7 +100,7 @@ class EndpointHandler:
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise ValueError(f"`parameters` must be a JSON object, got {type(parameters).__name__}.")
-        unknown = sorted(set(parameters) - set(PARAMETERS))
+        unknown = sorted(set(parameters) - set(PARAMETERS), key=str)
         if unknown:
-            raise ValueError(f"Unknown parameters {unknown}; the parameters are {list(PARAMETERS)}.")
+            raise ValueError(f"Unknown parameters {reprlib.repr(unknown)}; the parameters are {list(PARAMETERS)}.")
         return inputs, parameters

@@ -11,24 +11,42 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Image loading for HVFormer's processor: decodes any image input to 8-bit RGB, resizes images and square object
-crops to uint8 pixels with the vision encoder's image processor, and normalises them.
+"""Image loading for HVFormer's processor: opens any image input, counts and sizes the images of a post from their
+headers before decoding any (the pixel budget), decodes them to 8-bit RGB no larger than the resize needs, resizes
+images and square object crops to uint8 pixels with the vision encoder's image processor, and normalises them.
 
 Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
-import warnings
+import re
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+_UNREDUCIBLE_MODES = ("1", "P", *_SIXTEEN_BIT_MODES[:-1])
+"""Modes that `Image.reduce` does not take: they are converted to RGB first."""
+_ORIENTATION = 0x0112
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+"""What Pillow raises for a file it cannot read (`UnidentifiedImageError` is an `OSError`)."""
+MAX_REASON_LENGTH = 200
+"""The most characters of a decoder's own message quoted in an error."""
+MAX_PATH_LENGTH = 160
+"""The most characters of a path quoted in an error (its end)."""
+REDUCING_GAP = 2
+"""A large image is decoded at a reduced scale (JPEG `draft`), or shrunk with `reduce`, before the image processor
+resizes it, but to no less than this many times the resize target (the default of Pillow's `thumbnail`): the
+resampling then looks as if it had seen every pixel."""
 
 
 def _float_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -93,60 +111,164 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_rgb(path: str) -> Image.Image:
-    """Decodes an image file to RGB with its EXIF orientation applied, refusing decompression bombs."""
+def _located(label: str | None, problem: str) -> str:
+    """An error message: `problem` after the image's `label`, or alone and capitalised."""
+    return f"{label}: {problem}" if label else problem[:1].upper() + problem[1:]
+
+
+def _reason(error: BaseException) -> str:
+    """A decoder's message without Python object reprs, at most `MAX_REASON_LENGTH` characters."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image in a format Pillow reads"
+    if isinstance(error, OSError) and error.strerror:  # the path is named beside it
+        return error.strerror
+    reason = _OBJECT_REPR.sub("the data", str(error)) or type(error).__name__
+    return reason if len(reason) <= MAX_REASON_LENGTH else reason[: MAX_REASON_LENGTH - 3] + "..."
+
+
+def _what(path: str | None) -> str:
+    """The image as errors name it: with its path (the end of a long one) when it has one."""
+    if path is None:
+        return "the image"
+    return f"the image {path!r}" if len(path) <= MAX_PATH_LENGTH else f"the image '...{path[3 - MAX_PATH_LENGTH :]}'"
+
+
+@dataclasses.dataclass
+class _OpenedImage:
+    """One image of a post, opened (its size known) but not decoded yet."""
+
+    image: Image.Image | np.ndarray
+    label: str | None
+    """How errors name the image (`None`: "the image")."""
+    target: int | None
+    """The side the resize needs: the image is decoded at least `REDUCING_GAP` times larger (`None`: full size)."""
+    path: str | None = None
+    owned: bool = False
+    """Opened here, from a path or bytes: it may be drafted and changed in place."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """`(width, height)`, from the header for a file."""
+        if isinstance(self.image, np.ndarray):
+            return (self.image.shape[1], self.image.shape[0]) if self.image.ndim >= 2 else (0, 0)
+        return self.image.size
+
+
+def _open(image: Any, label: str | None, target: int | None, files: contextlib.ExitStack) -> _OpenedImage:
+    """Opens a file path or encoded bytes lazily (Pillow reads the header only; the file stays open in `files`), and
+    takes PIL images and arrays as they are. Refuses other types, empty images, and files over Pillow's
+    `Image.MAX_IMAGE_PIXELS` (decompression bombs)."""
+    if isinstance(image, (Image.Image, np.ndarray)):
+        opened = _OpenedImage(image, label, target)
+    elif isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        path = None if isinstance(image, (bytes, bytearray)) else os.fspath(image)
+        what = _what(path)
+        try:
+            source = io.BytesIO(image) if path is None else files.enter_context(open(path, "rb"))
+            opened = _OpenedImage(Image.open(source), label, target, path=path, owned=True)
+        except Image.DecompressionBombError as error:
+            raise ValueError(_located(label, f"refusing to decode {what}: {error}")) from error
+        except _READ_ERRORS as error:
+            raise ValueError(_located(label, f"cannot read {what}: {_reason(error)}.")) from error
+        if Image.MAX_IMAGE_PIXELS and _pixels(opened) > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(
+                _located(
+                    label,
+                    f"refusing to decode {what}: {opened.size[0]}x{opened.size[1]} pixels, more than Pillow's "
+                    f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,} (a decompression bomb).",
+                )
+            )
+    else:
+        raise ValueError(
+            _located(
+                label,
+                "an image must be a PIL image, a numpy array, encoded image bytes or a file path, got "
+                f"{type(image).__name__}.",
+            )
+        )
+    if 0 in opened.size:
+        raise ValueError(_located(label, f"the image has no pixels (size {opened.size[0]}x{opened.size[1]})."))
+    return opened
+
+
+def _pixels(opened: _OpenedImage) -> int:
+    width, height = opened.size
+    return width * height
+
+
+def _check_budget(opened: list[_OpenedImage], max_pixels: int, where: str | None) -> None:
+    """Refuses the images of one post when they hold more than `max_pixels` pixels together."""
+    total = sum(_pixels(item) for item in opened)
+    if total <= max_pixels:
+        return
+    sizes = ", ".join(f"{item.label or ''} {item.size[0]}x{item.size[1]}".strip() for item in opened)
+    held = f"holds {total:,} pixels" if len(opened) == 1 else f"hold {total:,} pixels together"
+    raise ValueError(
+        _located(
+            where,
+            f"the image{'s' if len(opened) > 1 else ''} {held} ({sizes}), more than max_image_pixels={max_pixels:,}.",
+        )
+    )
+
+
+def _decode(opened: _OpenedImage) -> Image.Image:
+    """Decodes an opened image to RGB, EXIF orientation applied, shrunk towards `REDUCING_GAP` times its target: a
+    JPEG is decoded at a reduced scale (`draft`), another large image is reduced (`reduce`, a box filter) before it
+    is converted. An image is copied only where a conversion, reduction or rotation needs it."""
+    image, owned = opened.image, opened.owned
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                rgb = to_rgb(ImageOps.exif_transpose(opened))
-                return opened.copy() if rgb is opened else rgb
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"Refusing to load the image {path!r}: decompression bomb ({error}).") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ValueError(f"Cannot read the image {path!r}: {error}") from error
+        if isinstance(image, np.ndarray):
+            image, owned = array_to_image(image), True
+    except ValueError as error:
+        raise ValueError(_located(opened.label, str(error))) from error
+    try:
+        if owned and opened.target:
+            image.draft(image.mode, (REDUCING_GAP * opened.target,) * 2)
+        image.load()
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except _READ_ERRORS as error:
+        raise ValueError(_located(opened.label, f"cannot read {_what(opened.path)}: {_reason(error)}.")) from error
+    try:
+        factor = min(image.size) // (REDUCING_GAP * opened.target) if opened.target else 0
+        if factor >= 2:
+            image, owned = (to_rgb(image) if image.mode in _UNREDUCIBLE_MODES else image).reduce(factor), True
+        if orientation in range(2, 9):
+            if owned:
+                ImageOps.exif_transpose(image, in_place=True)
+            else:
+                image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except ValueError as error:
+        raise ValueError(_located(opened.label, str(error))) from error
 
 
-def load_image(image: Any) -> Image.Image:
+def load_image(image: Any, max_pixels: int | None = None) -> Image.Image:
     r"""
-    Loads one image as an RGB PIL image.
+    Loads one image as an RGB PIL image, at full size.
 
     Args:
-        image (`PIL.Image.Image`, `np.ndarray`, `str` or `os.PathLike`):
+        image (`PIL.Image.Image`, `np.ndarray`, `bytes`, `str` or `os.PathLike`):
             A PIL image, an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16 (scaled to 8 bits),
-            bool or float values, or the path of an image file. Float arrays and float ('F' mode) PIL images
-            must hold values in [0, 1], which are scaled by 255.
+            bool or float values, an encoded image (the bytes of a PNG, JPEG, ... file), or the path of an image
+            file. Float arrays and float ('F' mode) PIL images must hold values in [0, 1], which are scaled by 255.
+        max_pixels (`int`, *optional*):
+            Refuse an image with more pixels than this, read from a file's header before decoding it.
 
     Returns:
         `PIL.Image.Image`: The image in RGB, EXIF orientation applied. Grayscale, palette, CMYK and 16-bit images
-        are converted; transparent pixels (LA, La, PA, RGBA, RGBa, palette) are composited on white.
+        are converted; transparent pixels (LA, La, PA, RGBA, RGBa, palette) are composited on white. An RGB image
+        without EXIF rotation is returned as it is, not copied.
 
     Raises:
-        `ValueError`: for an unreadable or corrupt file, a decompression bomb (more pixels than
-        `PIL.Image.MAX_IMAGE_PIXELS`), an empty image, an unsupported array or float values outside [0, 1]; the
-        message names the path.
-        `TypeError`: for other input types.
+        `ValueError`: for another type, an unreadable or corrupt file, a decompression bomb (more pixels than
+        `PIL.Image.MAX_IMAGE_PIXELS`), more than `max_pixels` pixels, an empty image, an unsupported array or float
+        values outside [0, 1]; the message names the path.
     """
-    if isinstance(image, (str, os.PathLike)):
-        rgb = _open_rgb(os.fspath(image))
-    elif isinstance(image, Image.Image):
-        rgb = to_rgb(ImageOps.exif_transpose(image))
-    elif isinstance(image, np.ndarray):
-        rgb = to_rgb(array_to_image(image))
-    else:
-        raise TypeError(f"An image must be a PIL image, a numpy array or a file path, got {type(image).__name__}.")
-    if rgb.width == 0 or rgb.height == 0:
-        raise ValueError(f"The image has no pixels (size {rgb.size}).")
-    return rgb
-
-
-def load_sample_image(image: Any, where: str) -> Image.Image:
-    """[`load_image`] with the sample (and crop) `where` named in the `ValueError`."""
-    try:
-        return load_image(image)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from error
+    with contextlib.ExitStack() as files:
+        opened = _open(image, None, None, files)
+        if max_pixels is not None:
+            _check_budget([opened], max_pixels, None)
+        return _decode(opened)
 
 
 def _size_value(size: Any, key: str) -> int | None:
@@ -192,43 +314,76 @@ def normalize_pixels(image_processor: Any, pixel_values_uint8: torch.Tensor) -> 
     return pixels
 
 
+def resize_target(image_processor: Any) -> int | None:
+    """The side an image must keep for the image processor's resize: the shortest edge it resizes to, or the larger
+    side of the fixed size it resizes to; `None` (decode at full size) for an image processor that does not resize or
+    resizes otherwise."""
+    if not getattr(image_processor, "do_resize", True):
+        return None
+    size = image_processor.size
+    shortest_edge = _size_value(size, "shortest_edge")
+    if shortest_edge:
+        return shortest_edge
+    height, width = _size_value(size, "height"), _size_value(size, "width")
+    return max(height, width) if height and width else None
+
+
 def resize_batch(
-    image_processor: Any, images: list, object_crops: list, num_object_crops: int, object_image_size: int
+    image_processor: Any,
+    images: list,
+    object_crops: list,
+    num_object_crops: int,
+    object_image_size: int,
+    is_batched: bool,
+    max_pixels: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loads and resizes one main image and 0 to `num_object_crops` object crops per sample to uint8 pixels.
+
+    The crops are counted before any image is opened; then every image is opened and, with `max_pixels`, the images
+    of each sample are refused when they hold more pixels together, before any is decoded (see [`_decode`] for the
+    decoding). Errors name the sample (`Sample 2`, `Sample 2, object crop 1`) when `is_batched`, else the image
+    (`` `image` ``, `` `object_crops[1]` ``).
 
     Returns `pixel_values` (uint8 `(B, 3, H, W)`), `object_pixel_values` (uint8 `(B, t, 3, s, s)`, zeros for absent
     crops) and `object_mask` (long `(B, t)`, 1 where a crop is present).
     """
     if len(object_crops) != len(images):
         raise ValueError(f"Got {len(object_crops)} lists of object crops for {len(images)} images.")
-    flat_crops, slots = [], []
-    for index, crops in enumerate(object_crops):
-        crops = [] if crops is None else crops
-        if not isinstance(crops, (list, tuple)):
-            raise ValueError(f"Sample {index}: the object crops must be a list, got {type(crops).__name__}.")
-        if len(crops) > num_object_crops:
-            raise ValueError(
-                f"Sample {index}: {len(crops)} object crops given, at most num_object_crops={num_object_crops} "
-                "allowed."
-            )
-        for slot, crop in enumerate(crops):
-            if crop is None:
-                raise ValueError(f"Sample {index}: object crop {slot} is None; leave absent crops out instead.")
-            flat_crops.append(load_sample_image(crop, f"Sample {index}, object crop {slot}"))
-            slots.append((index, slot))
-
-    loaded = []
-    for index, image in enumerate(images):
+    wheres = [f"Sample {index}" if is_batched else None for index in range(len(images))]
+    for where, image, crops in zip(wheres, images, object_crops, strict=True):
         if image is None:
-            raise ValueError(f"Sample {index}: the image is None; every sample needs its image.")
-        loaded.append(load_sample_image(image, f"Sample {index}"))
-    pixel_values = resize_to_uint8(image_processor, loaded)
+            raise ValueError(_located(where, "the image is None; every sample needs its image."))
+        if crops is not None and not isinstance(crops, (list, tuple)):
+            raise ValueError(_located(where, f"the object crops must be a list, got {type(crops).__name__}."))
+        if crops is not None and len(crops) > num_object_crops:
+            raise ValueError(
+                _located(
+                    where, f"{len(crops)} object crops given, at most num_object_crops={num_object_crops} allowed."
+                )
+            )
 
+    target = resize_target(image_processor)
+    with contextlib.ExitStack() as files:
+        samples = []
+        for where, image, crops in zip(wheres, images, object_crops, strict=True):
+            opened = [_open(image, where or "`image`", target, files)]
+            for slot, crop in enumerate(crops or []):
+                label = f"{where}, object crop {slot}" if is_batched else f"`object_crops[{slot}]`"
+                if crop is None:
+                    raise ValueError(_located(label, "the crop is None; leave absent crops out instead."))
+                opened.append(_open(crop, label, object_image_size, files))
+            if max_pixels is not None:
+                _check_budget(opened, max_pixels, where)
+            samples.append(opened)
+        decoded = [[_decode(item) for item in opened] for opened in samples]
+
+    pixel_values = resize_to_uint8(image_processor, [main for main, *_ in decoded])
     side = object_image_size
     object_pixel_values = torch.zeros((len(images), num_object_crops, 3, side, side), dtype=torch.uint8)
     object_mask = torch.zeros((len(images), num_object_crops), dtype=torch.long)
-    if flat_crops:
+    slots = [(index, slot) for index, (_, *crops) in enumerate(decoded) for slot in range(len(crops))]
+    if slots:
+        flat_crops = [crop for _, *crops in decoded for crop in crops]
         crop_pixels = resize_to_uint8(image_processor, flat_crops, **crop_kwargs(image_processor, side))
         for (index, slot), crop in zip(slots, crop_pixels, strict=True):
             object_pixel_values[index, slot] = crop

@@ -42,10 +42,14 @@ from .entity_marking import (
     add_markers,
     batch_texts,
     check_padding,
+    check_texts,
     entity_spans,
     mark_entities,
     pad_marked,
     padded_length,
+    sample_error,
+    sample_prefix,
+    short_repr,
     special_token_template,
 )
 from .image_loading import load_image, normalize_pixels, resize_batch
@@ -253,6 +257,8 @@ class HVFormerProcessor(ProcessorMixin):
         padding: bool | str = True,
         truncation: bool | str = True,
         return_tensors: str | None = "pt",
+        max_text_length: int | None = None,
+        max_image_pixels: int | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -283,8 +289,8 @@ class HVFormerProcessor(ProcessorMixin):
                 the text: as a substring not glued to a longer word for strings, as a run of words (the string split
                 on whitespace) for word lists.
             images (*optional*):
-                One image per sample (a PIL image, a uint8, uint16, bool or float `(H, W[, C])` array or a file
-                path); a single image for a single text. See [`HVFormerProcessor.load_image`].
+                One image per sample (a PIL image, a uint8, uint16, bool or float `(H, W[, C])` array, the bytes of
+                an image file or a file path); a single image for a single text. See [`resize_images`].
             object_crops (*optional*):
                 Per sample, a list of 0 to `num_object_crops` object crops (same types as `images`); for a single
                 text, one such list. Missing crops are zero images with `object_mask` 0. Requires `images`.
@@ -302,6 +308,14 @@ class HVFormerProcessor(ProcessorMixin):
                 `"do_not_truncate"` raises a `ValueError` naming the first such sample instead.
             return_tensors (`str`, *optional*, defaults to `"pt"`):
                 `"pt"`, `"np"`, or `None` for Python lists.
+            max_text_length (`int`, *optional*):
+                Refuse a text of more characters (a word list counts the characters of its words), before it is
+                searched or tokenized.
+            max_image_pixels (`int`, *optional*):
+                Refuse a sample whose image and object crops hold more pixels together, counted from the files'
+                headers before any is decoded (see [`resize_images`]).
+
+        Errors are `ValueError`s; in a batch they name the sample (`Sample 2: ...`).
 
         Returns:
             [`BatchFeature`]: `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer uses them) and
@@ -312,9 +326,12 @@ class HVFormerProcessor(ProcessorMixin):
         if kwargs:
             raise TypeError(f"HVFormerProcessor.__call__ got unexpected keyword arguments: {sorted(kwargs)}.")
         if return_tensors not in ("pt", "np", None):
-            raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {return_tensors!r}.")
-        if truncation not in (True, False, "do_not_truncate"):
-            raise ValueError(f"`truncation` must be True, False or 'do_not_truncate', got {truncation!r}.")
+            raise ValueError(f"`return_tensors` must be 'pt', 'np' or None, got {short_repr(return_tensors)}.")
+        if not (isinstance(truncation, (bool, str)) and truncation in (True, False, "do_not_truncate")):
+            raise ValueError(f"`truncation` must be True, False or 'do_not_truncate', got {short_repr(truncation)}.")
+        for name, limit in (("max_text_length", max_text_length), ("max_image_pixels", max_image_pixels)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+                raise ValueError(f"`{name}` must be an integer >= 1 or None, got {short_repr(limit)}.")
         if isinstance(images, (list, tuple)) and not images:
             raise ValueError("`images` is an empty list: pass one image, or a list with one image per sample.")
         if text is None and images is None:
@@ -325,6 +342,7 @@ class HVFormerProcessor(ProcessorMixin):
         data: dict[str, Any] = {}
         if text is not None:
             texts, is_batched = batch_texts(text, is_split_into_words)
+            check_texts(texts, is_batched, max_text_length)
             max_length = self.max_length if max_length is None else max_length
             self._check_max_length(max_length)
             check_padding(padding)
@@ -338,6 +356,7 @@ class HVFormerProcessor(ProcessorMixin):
                 self._template,
                 max_length,
                 truncation is True,
+                is_batched,
             )
             data.update(self.pad(sequences, positions, padding=padding, max_length=max_length, return_tensors=None))
             batch_size = len(texts)
@@ -349,16 +368,24 @@ class HVFormerProcessor(ProcessorMixin):
 
         if images is not None:
             crops = (
-                None
+                [None] * batch_size
                 if object_crops is None
                 else self._per_sample(object_crops, "object_crops", batch_size, is_batched)
             )
-            pixels = self.resize_images(self._per_sample(images, "images", batch_size, is_batched), crops)
+            pixels = resize_batch(
+                self.image_processor,
+                self._per_sample(images, "images", batch_size, is_batched),
+                crops,
+                self.num_object_crops,
+                self.object_image_size,
+                is_batched,
+                max_image_pixels,
+            )
             data["pixel_values"] = self.normalize_pixels(pixels["pixel_values"])
             data["object_pixel_values"] = self.normalize_crops(pixels["object_pixel_values"], pixels["object_mask"])
             data["object_mask"] = pixels["object_mask"]
         if labels is not None:
-            data["labels"] = self._label_ids(self._per_sample(labels, "labels", batch_size, is_batched))
+            data["labels"] = self._label_ids(self._per_sample(labels, "labels", batch_size, is_batched), is_batched)
 
         for key, value in data.items():
             if isinstance(value, torch.Tensor):
@@ -425,29 +452,32 @@ class HVFormerProcessor(ProcessorMixin):
             raise ValueError(f"`{name}` must be a list with one entry per sample ({batch_size}), got {found}.")
         return list(value)
 
-    def _label_ids(self, labels: list) -> torch.Tensor:
-        """Maps labels (ids or relation names) to a long tensor."""
+    def _label_ids(self, labels: list, is_batched: bool) -> torch.Tensor:
+        """Maps labels (ids or relation names; not booleans) to a long tensor."""
         ids = []
         for index, label in enumerate(labels):
+            where = sample_prefix(index, is_batched)
             if isinstance(label, str):
                 if self.relation_labels is None:
-                    raise ValueError(
-                        f"Sample {index}: label {label!r} is a string but the processor has no `relation_labels`."
+                    raise sample_error(
+                        where, f"label {short_repr(label)} is a string but the processor has no `relation_labels`."
                     )
                 if label not in self.relation_labels:
-                    raise ValueError(
-                        f"Sample {index}: unknown relation label {label!r}; known labels: {self.relation_labels}."
+                    raise sample_error(
+                        where, f"unknown relation label {short_repr(label)}; known labels: {self.relation_labels}."
                     )
                 ids.append(self.relation_labels.index(label))
                 continue
             try:
+                if isinstance(label, bool):
+                    raise TypeError("a boolean is not a label id")
                 label_id = operator.index(label)
             except TypeError:
-                raise ValueError(
-                    f"Sample {index}: a label must be an integer or a relation name, got {label!r}."
+                raise sample_error(
+                    where, f"a label must be an integer or a relation name, got {short_repr(label)}."
                 ) from None
             if self.relation_labels is not None and not 0 <= label_id < len(self.relation_labels):
-                raise ValueError(f"Sample {index}: label id {label_id} is outside [0, {len(self.relation_labels)}).")
+                raise sample_error(where, f"label id {label_id} is outside [0, {len(self.relation_labels)}).")
             ids.append(label_id)
         return torch.tensor(ids, dtype=torch.long)
 
@@ -459,7 +489,7 @@ class HVFormerProcessor(ProcessorMixin):
             raise ValueError("Pass exactly one of `entity_spans` and `entities` with `text`.")
         name = "entity_spans" if entities is None else "entities"
         pairs = self._per_sample(spans if entities is None else entities, name, len(texts), is_batched)
-        return entity_spans(texts, pairs, entities is not None, is_split_into_words)
+        return entity_spans(texts, pairs, entities is not None, is_split_into_words, is_batched)
 
     def entity_texts(
         self,
@@ -485,15 +515,23 @@ class HVFormerProcessor(ProcessorMixin):
             for sample, (subject, obj) in zip(texts, spans, strict=True)
         ]
 
-    def load_image(self, image: Any) -> Image.Image:
-        """Loads one image (PIL image, array or file path) as an RGB PIL image; see `image_loading.load_image`."""
-        return load_image(image)
+    def load_image(self, image: Any, max_image_pixels: int | None = None) -> Image.Image:
+        """Loads one image (PIL image, array, image file bytes or file path) as an RGB PIL image at full size,
+        refusing one of more than `max_image_pixels` pixels before decoding it; see `image_loading.load_image`."""
+        return load_image(image, max_image_pixels)
 
-    def resize_images(self, images: Any, object_crops: Sequence | None = None) -> dict[str, torch.Tensor]:
+    def resize_images(
+        self, images: Any, object_crops: Sequence | None = None, max_image_pixels: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """Loads and resizes one image or a list of images, and per image a list of 0 to `num_object_crops` object
         crops (one list for a single image), without normalising them: uint8 `pixel_values`, `object_pixel_values`
         (crops resized to `object_image_size` squares the way the main image is made, zeros for absent ones) and
-        `object_mask`. See `image_loading.resize_batch`."""
+        `object_mask`.
+
+        The crops are counted, then every image is opened and sized from its header, and the images of a sample
+        holding more than `max_image_pixels` pixels together are refused, before any is decoded. A large JPEG is
+        decoded at a reduced scale (`draft`), another large image is reduced (`reduce`), to no less than twice the
+        resize target. See `image_loading.resize_batch`."""
         is_batched = isinstance(images, (list, tuple))
         images = list(images) if is_batched else [images]
         if object_crops is None:
@@ -501,7 +539,13 @@ class HVFormerProcessor(ProcessorMixin):
         elif not is_batched:
             object_crops = [object_crops]
         return resize_batch(
-            self.image_processor, images, list(object_crops), self.num_object_crops, self.object_image_size
+            self.image_processor,
+            images,
+            list(object_crops),
+            self.num_object_crops,
+            self.object_image_size,
+            is_batched,
+            max_image_pixels,
         )
 
     def normalize_pixels(self, pixel_values_uint8: torch.Tensor) -> torch.Tensor:

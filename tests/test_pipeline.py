@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +15,18 @@ from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from PIL import Image
 from test_processor import build, matching_config, random_image
 
+from benchmarks.robustness import blank_png, photo, requests
 from modeling_hvformer import HVFormerForRelationExtraction
-from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline, decode_image
+from modeling_hvformer.handler import MAX_ERROR_LENGTH
+from modeling_hvformer.pipeline_hvformer import (
+    MAX_IMAGE_PIXELS,
+    MAX_TEXT_LENGTH,
+    HVFormerRelationExtractionPipeline,
+    decode_image,
+)
 
 TEXT = "Barack Obama visited Paris"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def png_base64(image: Image.Image) -> str:
@@ -139,10 +149,13 @@ def extractor(saved):
         ("Obama visited Paris", "Each input must be a dict with the keys"),
         ({"text": TEXT, "subject": "Obama", "object": "Paris", "image": None}, "Missing `image`"),
         ({"text": TEXT, "subject": "Obama", "image": "x"}, r"Missing \['object'\]: give `subject` and `object`"),
-        ({"text": TEXT, "subject": "Obama", "object": "Rome", "image": "IMAGE"}, "the object entity 'Rome' is absent"),
+        (
+            {"text": TEXT, "subject": "Obama", "object": "Rome", "image": "IMAGE"},
+            r"^The object entity 'Rome' is absent from the text\.$",
+        ),
         (
             {"text": TEXT, "subject": "obama", "object": "Paris", "image": "IMAGE"},
-            "the subject entity 'obama' is absent",
+            r"^The subject entity 'obama' is absent from the text\.$",
         ),
         (
             {
@@ -162,7 +175,7 @@ def extractor(saved):
         ),
         (
             {"text": TEXT, "subject": "Obama", "object": "Paris", "image": base64.b64encode(b"text").decode()},
-            "`image` does not hold a readable image",
+            r"^`image`: cannot read the image: not an image in a format Pillow reads\.$",
         ),
         (
             {"text": TEXT, "subject": "Obama", "object": "Paris", "image": "IMAGE", "object_crops": "IMAGE"},
@@ -180,13 +193,14 @@ def test_pipeline_errors_name_the_field(extractor, saved, post, message):
 
 
 @pytest.mark.parametrize("side", [4, 6])
-def test_decompression_bombs_are_refused(monkeypatch, side):
+def test_decompression_bombs_are_refused(extractor, monkeypatch, side):
     """An image over PIL's pixel limit (a warning up to twice the limit, an error above) is refused, not decoded."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
     buffer = io.BytesIO()
     Image.new("RGB", (side, side)).save(buffer, format="PNG")
-    with pytest.raises(ValueError, match="`image` is refused: decompression bomb"):
-        decode_image(base64.b64encode(buffer.getvalue()).decode(), "image", allow_paths=False)
+    post = {"text": TEXT, "subject": "Obama", "object": "Paris", "image": base64.b64encode(buffer.getvalue()).decode()}
+    with pytest.raises(ValueError, match="^`image`: refusing to decode the image: .*decompression bomb"):
+        extractor(post)
 
 
 def test_pipeline_parameters_are_checked(extractor, saved):
@@ -238,6 +252,10 @@ def test_endpoint_handler_in_an_isolated_process(saved, tmp_path):
         {"inputs": post, "parameters": {"device": 0}},
         {"input": post},
         ["not", "an", "object"],
+        {"inputs": post, "options": {"wait_for_model": True}},
+        {"inputs": [post, post, {**post, "subject": "Angela Merkel"}]},
+        {"inputs": post, **{f"key{index}": index for index in range(1000)}},
+        {"inputs": {**post, "image": "data:image/png;base64"}},
     ]
     (tmp_path / "requests.json").write_text(json.dumps(requests))
     run_isolated(
@@ -254,10 +272,240 @@ def test_endpoint_handler_in_an_isolated_process(saved, tmp_path):
     ]
     assert len(answers[1]) == 2 and answers[1][0] == answers[0][:1]
     assert answers[2] == {"error": "`image` is not a base64-encoded image."}
-    assert answers[3] == {"error": "Sample 0: the subject entity 'Angela Merkel' is absent from the text."}
+    assert answers[3] == {"error": "The subject entity 'Angela Merkel' is absent from the text."}
     assert answers[4] == {"error": "`inputs.image` must hold base64-encoded images (strings)."}
     assert answers[5] == {
         "error": "Unknown parameters ['device']; the parameters are ['top_k', 'return_expert_weights']."
     }
     assert answers[6] == {"error": "Unknown request keys ['input']; a request has `inputs` and optional `parameters`."}
     assert answers[7] == {"error": "The request must be a JSON object with `inputs`, got list."}
+    assert answers[8] == {
+        "error": "Unknown request keys ['options']; a request has `inputs` and optional `parameters`."
+    }
+    assert answers[9] == {"error": "inputs[2]: The subject entity 'Angela Merkel' is absent from the text."}
+    assert answers[10] == {
+        "error": "Unknown request keys ['key0', 'key1', 'key10', 'key100', 'key101', 'key102', ...]; a request has "
+        "`inputs` and optional `parameters`."
+    }
+    assert answers[11] == {"error": "`image` is a data URL without base64 data: write `data:image/...;base64,<data>`."}
+
+
+def test_data_urls_are_decoded_or_refused_clearly():
+    encoded = png_base64(Image.new("RGB", (3, 2)))
+    for url in ("data:image/png;base64", "data:image/png," + encoded):
+        with pytest.raises(
+            ValueError, match=r"^`object_crops\[1\]` is a data URL without base64 data: write `data:image/"
+        ):
+            decode_image(url, "object_crops[1]", allow_paths=False)
+    assert decode_image("data:image/png;base64," + encoded, "image", allow_paths=False) == base64.b64decode(encoded)
+
+
+def test_single_posts_and_lists_of_posts_name_what_is_refused(extractor, saved):
+    post = {"text": TEXT, "subject": "Obama", "object": "Paris", "image": saved[3][0]}
+    bad = {**post, "object": "Rome"}
+    absent = r"The object entity 'Rome' is absent from the text\.$"
+    with pytest.raises(ValueError, match=rf"^{absent}"):
+        extractor(bad)
+    for batch_size in (1, 2):
+        with pytest.raises(ValueError, match=rf"^item 2: {absent}"):
+            extractor([post, post, bad], batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"^item 0: Each input must be a dict"):
+        extractor(["Obama visited Paris"])
+    with pytest.raises(ValueError, match=r"^The list of inputs is empty\.$"):
+        extractor([])
+
+
+def test_booleans_surrogates_and_unspaced_scripts(extractor, saved):
+    model, processor, _, images = saved
+    with pytest.raises(ValueError, match=r"^The subject span must hold integers, got \[False, True\]\.$"):
+        extractor({"text": TEXT, "entity_spans": [[False, True], [21, 26]], "image": images[0]})
+    with pytest.raises(ValueError, match=r"^`top_k` must be an integer >= 1, got True\.$"):
+        extractor({"text": TEXT, "entity_spans": [[0, 6], [21, 26]], "image": images[0]}, top_k=True)
+    with pytest.raises(ValueError, match=r"^The text holds a lone surrogate \(U\+D800\) at character 8: a text"):
+        extractor({"text": "Quillon \ud800 with Alden", "subject": "Quillon", "object": "Alden", "image": images[0]})
+    text = "奥巴马和默克尔在七国集团峰会"
+    answer = extractor({"text": text, "subject": "奥巴马", "object": "默克尔", "image": images[0]}, top_k=3)
+    reference = expected_probabilities(model, processor, text=text, entity_spans=[(0, 3), (4, 7)], images=images[0])
+    assert [item["score"] for item in answer] == pytest.approx(reference.sort(descending=True).values.tolist())
+
+
+def test_the_pixel_budget_applies_to_every_kind_of_image(saved, tmp_path):
+    model, processor, _, _ = saved
+    extractor = HVFormerRelationExtractionPipeline(model=model, processor=processor, device=-1, max_image_pixels=1000)
+    big, small = random_image(np.random.default_rng(1), 40, 30), random_image(np.random.default_rng(2), 20, 20)
+    big.save(tmp_path / "big.png")
+    encoded = png_base64(big)
+    kinds = [big, np.asarray(big), tmp_path / "big.png", str(tmp_path / "big.png")]
+    kinds += [(tmp_path / "big.png").read_bytes(), encoded, "data:image/png;base64," + encoded]
+    post = {"text": TEXT, "subject": "Obama", "object": "Paris"}
+    for image in kinds:
+        with pytest.raises(
+            ValueError, match=r"^The image holds 1,200 pixels \(`image` 40x30\), more than max_image_pixels=1,000\.$"
+        ):
+            extractor({**post, "image": image})
+    with pytest.raises(
+        ValueError,
+        match=r"^The images hold 1,200 pixels together \(`image` 20x20, `object_crops\[0\]` 20x20, "
+        r"`object_crops\[1\]` 20x20\), more than max_image_pixels=1,000\.$",
+    ):
+        extractor({**post, "image": small, "object_crops": [small, png_base64(small)]})
+    assert (
+        extractor({**post, "image": small, "object_crops": [png_base64(small)]})[0]["label"] in model.config.label2id
+    )
+    for setting in (0, True, 2.5):
+        with pytest.raises(ValueError, match=r"^`max_image_pixels` must be an integer >= 1 or None \(no limit\)"):
+            HVFormerRelationExtractionPipeline(model=model, processor=processor, device=-1, max_image_pixels=setting)
+
+
+def test_the_default_limits_take_a_phone_photo_and_refuse_the_issues_requests(extractor):
+    assert (MAX_IMAGE_PIXELS, MAX_TEXT_LENGTH) == (2 * 4032 * 3024, 10_000)
+    post = {"text": TEXT, "subject": "Obama", "object": "Paris", "image": base64.b64encode(blank_png(64, 48)).decode()}
+    crops = [base64.b64encode(photo((640, 480), "JPEG")).decode()] * 2
+    answer = extractor({**post, "image": photo((4032, 3024), "JPEG"), "object_crops": crops})
+    assert len(answer) == 1 and 0.0 < answer[0]["score"] <= 1.0
+    bomb = base64.b64encode(blank_png(9000, 9000)).decode()
+    refusals = [
+        (
+            {**post, "image": bomb},
+            r"^The image holds 81,000,000 pixels \(`image` 9000x9000\), more than max_image_pixels=24,385,536\.$",
+        ),
+        (
+            {**post, "object_crops": [bomb, bomb]},
+            r"^The images hold 162,003,072 pixels together \(`image` 64x48, `object_crops\[0\]` 9000x9000, "
+            r"`object_crops\[1\]` 9000x9000\), more than max_image_pixels=24,385,536\.$",
+        ),
+        ({**post, "object_crops": [bomb] * 30}, r"^30 object crops given, at most num_object_crops=2 allowed\.$"),
+        (
+            {**post, "text": "a" * 200_000, "subject": "a" * 100_000, "object": "a"},
+            r"^The text has 200,000 characters, more than max_text_length=10,000\.$",
+        ),
+    ]
+    for request, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            extractor(request)
+
+
+def assert_same_relations(answer, expected, name: str) -> None:
+    """The same relations, in the same order, with the same scores (to float rounding), for one post or a list."""
+    posts, expected_posts = (answer, expected) if isinstance(expected[0], list) else ([answer], [expected])
+    assert len(posts) == len(expected_posts), name
+    for relations, expected_relations in zip(posts, expected_posts, strict=True):
+        assert [item["label"] for item in relations] == [item["label"] for item in expected_relations], name
+        assert [item["score"] for item in relations] == pytest.approx([item["score"] for item in expected_relations])
+
+
+def test_refused_requests_decode_no_image(extractor, decodes):
+    """Before issue 15, the pipeline decoded every image of a request first: 30 bomb crops took +2.4 GB and 8 s to be
+    refused for their number, three to be answered."""
+    post = {"text": TEXT, "subject": "Obama", "object": "Paris", "image": blank_png(64, 48)}
+    bomb = base64.b64encode(blank_png(9000, 9000)).decode()
+    for crops in ([bomb] * 30, [bomb] * 2, [png_base64(Image.new("RGB", (8, 8)))] * 3):
+        with pytest.raises(ValueError, match=r"^(30|3) object crops given|^The images hold 162,003,072 pixels"):
+            extractor({**post, "object_crops": crops})
+    with pytest.raises(ValueError, match=r"^The image holds 81,000,000 pixels"):
+        extractor({**post, "image": bomb})
+    assert decodes == []
+
+
+ISOLATED_STRESS = (
+    BLOCK_PROJECT_IMPORTS
+    + """
+import importlib.util, json, re, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+folder, requests_file, output_file = sys.argv[1:4]
+sys.path.insert(0, folder)
+spec = importlib.util.spec_from_file_location("handler", Path(folder) / "handler.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+handler = module.EndpointHandler(folder)
+requests = json.loads(Path(requests_file).read_text())
+for _ in range(2):
+    handler(requests[0])  # warm-up: a valid request
+
+
+def status_kib(field):
+    return int(re.search(rf"^{field}:\\s+(\\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1))
+
+
+def timed(request):
+    start = time.perf_counter()
+    answer = handler(request)
+    return answer, time.perf_counter() - start
+
+
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the current resident memory
+before = status_kib("VmRSS")
+with ThreadPoolExecutor(4) as pool:
+    results = list(pool.map(timed, requests))
+growth_mb = (status_kib("VmHWM") - before) / 1024
+answers, seconds = zip(*results)
+Path(output_file).write_text(json.dumps({"answers": answers, "seconds": seconds, "growth_mb": growth_mb}))
+"""
+)
+STRESS_ERRORS = {
+    "1. 9000x9000 1-bit PNG as `image` (14 KB)": "The image holds 81,000,000 pixels (`image` 9000x9000), more than "
+    "max_image_pixels=24,385,536.",
+    "1. 2 such PNGs as `object_crops`": "The images hold 162,003,072 pixels together (`image` 64x48, "
+    "`object_crops[0]` 9000x9000, `object_crops[1]` 9000x9000), more than max_image_pixels=24,385,536.",
+    "1. 30 such PNGs as `object_crops` (0.4 MB)": "30 object crops given, at most num_object_crops=2 allowed.",
+    "1. truncated JPEG": "`image`: cannot read the image: image file is truncated",
+    "2. text 'a' x 200,000, subject 'a' x 100,000": "The text has 200,000 characters, more than "
+    "max_text_length=10,000.",
+    "2. text 'a' x 10,000, subject 'a' x 5,000": "The subject entity 'aaaaaaaaaaaa...aaaaaaaaaaaaa' (5,000 "
+    "characters) is absent from the text.",
+    "3. data URL without a comma": "`image` is a data URL without base64 data: write `data:image/...;base64,<data>`.",
+    "4. lone surrogate in the text": "The text holds a lone surrogate (U+D800) at character 8: a text must be valid "
+    "Unicode.",
+    "5. booleans in `entity_spans`": "The subject span must hold integers, got [False, True].",
+    "7. batch [ok, ok, bad]": "inputs[2]: The object entity 'Rome' is absent from the text.",
+    "8. bytes that are not an image": "`image`: cannot read the image: not an image in a format Pillow reads.",
+    "valid inputs + unknown request key": "Unknown request keys ['options']; a request has `inputs` and optional "
+    "`parameters`.",
+}
+"""The answer to each hostile request of `benchmarks.robustness.requests` (for a model with two crops); the others
+are answered as the pipeline answers them."""
+STRESS_MAX_GROWTH_MB = 300
+"""Bound on the handler's peak memory growth over the whole stress run (four requests at a time). Before issue 15, one
+bomb as `image` alone added 1.2 GB, three as crops 2.4 GB."""
+STRESS_MAX_SECONDS = 5.0
+"""Bound on the time of each request, waiting for the three others included. Before issue 15, a bomb took 7 to 22 s."""
+
+
+def test_the_handler_answers_a_stress_of_hostile_and_valid_requests_from_four_threads(saved, extractor, tmp_path):
+    _, _, folder, _ = saved
+    cases = requests(num_object_crops=2)
+    assert set(STRESS_ERRORS) < set(cases)
+    names = ["valid post, 64x48 PNG"] + random.Random(0).sample([*cases, *cases, *STRESS_ERRORS], 2 * len(cases) + 12)
+    (tmp_path / "requests.json").write_text(json.dumps([cases[name] for name in names]))
+    run_isolated(
+        ISOLATED_STRESS, str(folder), str(tmp_path / "requests.json"), str(tmp_path / "out.json"), cwd=tmp_path
+    )
+    result = json.loads((tmp_path / "out.json").read_text())
+
+    expected = {
+        name: json.loads(json.dumps(extractor(cases[name]["inputs"]))) for name in set(cases) - set(STRESS_ERRORS)
+    }
+    for name, answer in zip(names, result["answers"], strict=True):
+        if name in STRESS_ERRORS:
+            assert answer == {"error": answer["error"]} and answer["error"].startswith(STRESS_ERRORS[name]), name
+            assert answer["error"] == STRESS_ERRORS[name] or name == "1. truncated JPEG", answer
+            assert len(answer["error"]) <= MAX_ERROR_LENGTH
+        else:
+            assert_same_relations(answer, expected[name], name)
+    slowest = max(zip(result["seconds"], names, strict=True))
+    print(f"stress: {len(names)} requests, peak growth {result['growth_mb']:.0f} MB, slowest {slowest}")
+    assert result["growth_mb"] < STRESS_MAX_GROWTH_MB, result["growth_mb"]
+    assert slowest[0] < STRESS_MAX_SECONDS, slowest
+
+
+def test_the_limits_and_the_robustness_table_are_documented():
+    for document in ("README.md", "model_card.md"):
+        text = (ROOT / document).read_text(encoding="utf-8")
+        limits = text[text.index("Limits\n") :]
+        for figure in (f"{MAX_IMAGE_PIXELS:,}", f"{MAX_TEXT_LENGTH:,}", f"at most {MAX_ERROR_LENGTH} characters"):
+            assert figure in limits, (document, figure)
+    table = (ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
+    for name in requests(num_object_crops=3):  # the main job's model
+        assert f"| {name} |" in table, name

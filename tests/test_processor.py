@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import string
@@ -22,6 +23,9 @@ from PIL import Image
 from transformers import BertTokenizer
 from transformers.utils import is_torchvision_available
 
+from benchmarks.robustness import blank_png, photo
+from processing import image_loading
+from processing.entity_marking import find_occurrences, find_word_occurrences
 from processing.processing_hvformer import HVFormerProcessor
 
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
@@ -269,28 +273,25 @@ def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"text": "a b c d", "entity_spans": [(0, 3), (2, 5)]}, r"Sample 0: the subject span \(0, 3\) overlaps"),
-        (
-            {"text": "a b c d", "entity_spans": [(2, 3), (2, 3)]},
-            "Sample 0: the subject and object spans are identical",
-        ),
-        ({"text": "", "entity_spans": [(0, 1), (1, 2)]}, "Sample 0: the text is empty"),
-        ({"text": [], "entity_spans": [(0, 1), (1, 2)], "is_split_into_words": True}, "the text is empty"),
+        ({"text": "a b c d", "entity_spans": [(0, 3), (2, 5)]}, r"^The subject span \(0, 3\) overlaps"),
+        ({"text": "a b c d", "entity_spans": [(2, 3), (2, 3)]}, "^The subject and object spans are identical"),
+        ({"text": "", "entity_spans": [(0, 1), (1, 2)]}, "^The text is empty"),
+        ({"text": [], "entity_spans": [(0, 1), (1, 2)], "is_split_into_words": True}, "^The text is empty"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 4)]}, r"object span \(2, 4\) is out of range .* 3 characters"),
         ({"text": ["a"], "entity_spans": [(-1, 1), (0, 1)], "is_split_into_words": True}, "out of range .* 1 words"),
         ({"text": "a b", "entity_spans": [(1, 1), (2, 3)]}, r"subject span \(1, 1\) is empty"),
         ({"text": "a b", "entity_spans": [(2, 1), (0, 1)]}, r"subject span \(2, 1\) is empty"),
         ({"text": "a b", "entity_spans": [(0.0, 1), (2, 3)]}, "must hold integers"),
-        ({"text": "a b", "entity_spans": [(0, 1)]}, r"expected a \(subject, object\) pair"),
-        ({"text": "a b", "entities": ("a", "z")}, "Sample 0: the object entity 'z' is absent"),
+        ({"text": "a b", "entity_spans": [(0, 1)]}, r"^Expected a \(subject, object\) pair"),
+        ({"text": "a b", "entities": ("a", "z")}, r"^The object entity 'z' is absent from the text\.$"),
         ({"text": "a b a", "entities": ("a", "b")}, r"subject entity 'a' occurs 2 times in the text \(at \[0, 4\]\)"),
         ({"text": ["a", "b", "a"], "entities": ("b", "a"), "is_split_into_words": True}, "object entity 'a' occurs 2"),
         ({"text": "a b", "entities": ("a", " ")}, "object entity must be a non-empty string"),
         ({"text": "a b"}, "Pass exactly one of `entity_spans` and `entities`"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "entities": ("a", "b")}, "exactly one of"),
         ({"text": [["a"]], "entity_spans": [[(0, 1), (0, 1)]]}, "pass word lists with `is_split_into_words=True`"),
-        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": "/per/per/peer"}, "unknown relation label"),
-        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": 7}, r"label id 7 is outside \[0, 3\)"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": "/per/per/peer"}, "^Unknown relation label"),
+        ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "labels": 7}, r"^Label id 7 is outside \[0, 3\)"),
         ({"text": "a b", "entity_spans": [(0, 1), (2, 3)], "max_length": 7}, "`max_length` must be an integer >= 8"),
         ({"text": "a \u200b", "entity_spans": [(0, 1), (2, 3)]}, "object entity .* gives no word pieces"),
         ({"images": [None]}, "Sample 0: the image is None"),
@@ -323,7 +324,7 @@ def test_too_many_crops_is_an_error(processor):
     crops = [random_image(rng) for _ in range(4)]
     with pytest.raises(ValueError, match="Sample 1: 4 object crops given, at most num_object_crops=3"):
         processor.resize_images([random_image(rng)] * 2, object_crops=[[], crops])
-    with pytest.raises(ValueError, match="Sample 0: 4 object crops given"):
+    with pytest.raises(ValueError, match="^4 object crops given"):
         processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=random_image(rng), object_crops=crops)
 
 
@@ -427,18 +428,19 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
     """
     if max_length < 8:
         return "`max_length` must be an integer >= 8"
+    where, the = ("^", "The") if words else ("Sample 0: ", "the")  # a word list is a single text, strings a batch
     if len(sample) == 0:
-        return "Sample 0: the text is empty"
+        return f"{where}{the} text is empty"
     for role, (start, end) in zip(("subject", "object"), spans, strict=True):
         if start >= end:
-            return rf"Sample 0: the {role} span .* is empty \(start must be < end\)"
+            return rf"{where}{the} {role} span .* is empty \(start must be < end\)"
         if start < 0 or end > len(sample):
-            return rf"Sample 0: the {role} span .* is out of range for a text of {len(sample)}"
+            return rf"{where}{the} {role} span .* is out of range for a text of {len(sample)}"
     (a, b), (c, d) = spans
     if (a, b) == (c, d):
-        return "Sample 0: the subject and object spans are identical"
+        return f"{where}{the} subject and object spans are identical"
     if a < c < b < d or c < a < d < b:
-        return "Sample 0: the subject span .* overlaps the object span .* without one containing the other"
+        return f"{where}{the} subject span .* overlaps the object span .* without one containing the other"
     nested = (a <= c and d <= b) or (c <= a and b <= d)
     checked = [min(spans, key=lambda span: span[1] - span[0])] if nested else spans
     for start, end in checked:
@@ -449,7 +451,7 @@ def expected_error(processor: HVFormerProcessor, sample, spans, max_length: int,
             split_special_tokens=True,
         )["input_ids"]
         if not pieces:
-            return "Sample 0: the (subject|object) entity .* gives no word pieces with this tokenizer"
+            return f"{where}{the} (subject|object) entity .* gives no word pieces with this tokenizer"
     return None
 
 
@@ -624,11 +626,11 @@ def test_unreadable_files_raise_value_errors_naming_the_path(processor, tmp_path
         processor.load_image(truncated)
     with pytest.raises(ValueError, match="Cannot read the image .*missing.png"):
         processor.load_image(str(tmp_path / "missing.png"))
-    with pytest.raises(ValueError, match="Sample 1: Cannot read the image .*missing.png"):
+    with pytest.raises(ValueError, match="Sample 1: cannot read the image .*missing.png'"):
         processor(images=[tmp_path / "full.jpg", tmp_path / "missing.png"])
-    with pytest.raises(ValueError, match="Sample 0, object crop 1: Cannot read the image .*corrupt.jpg"):
+    with pytest.raises(ValueError, match="Sample 0, object crop 1: cannot read the image .*corrupt.jpg'"):
         processor(images=[tmp_path / "full.jpg"], object_crops=[[tmp_path / "full.jpg", corrupt]])
-    with pytest.raises(TypeError, match="PIL image, a numpy array or a file path"):
+    with pytest.raises(ValueError, match="PIL image, a numpy array, encoded image bytes or a file path, got Tensor"):
         processor.load_image(torch.zeros(3, 4, 4))
 
 
@@ -637,7 +639,7 @@ def test_decompression_bombs_are_refused_without_touching_global_warnings(proces
     Image.new("RGB", (pixels // 10, 10)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     filters = list(warnings.filters)
-    with pytest.raises(ValueError, match="Refusing to load the image .*bomb.png.*decompression bomb"):
+    with pytest.raises(ValueError, match="Refusing to decode the image .*bomb.png'.*decompression bomb"):
         processor.load_image(tmp_path / "bomb.png")
     assert warnings.filters == filters
 
@@ -683,7 +685,7 @@ def test_absent_crops_are_zero_and_masked(processor):
     without_crops = processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=random_image(rng))
     assert without_crops["object_mask"].tolist() == [[0, 0, 0]]
     assert without_crops["object_pixel_values"].shape == (1, 3, 3, CROP_SIZE, CROP_SIZE)
-    with pytest.raises(ValueError, match="Sample 0: object crop 1 is None"):
+    with pytest.raises(ValueError, match="Sample 0, object crop 1: the crop is None; leave absent crops out"):
         processor.resize_images([random_image(rng)], object_crops=[[random_image(rng), None]])
 
 
@@ -954,5 +956,193 @@ def test_entity_texts_keep_the_case_as_written(processor):
     assert processor.entity_texts(words, entity_spans=[(0, 2), (3, 4)], is_split_into_words=True) == [
         ("Barack Obama", "Paris")
     ]
-    with pytest.raises(ValueError, match="the object entity 'Rome' is absent"):
+    with pytest.raises(ValueError, match="^The object entity 'Rome' is absent"):
         processor.entity_texts(text, entities=("Obama", "Rome"))
+
+
+# Bounded work and clear errors (issue 15)
+
+WORD_CHARS = set("ab_")
+"""The word characters of the alphabet below: `奥` (Han) and the space never glue an entity to its neighbours."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab _奥", max_size=40), needle=st.text(alphabet="ab _奥", min_size=1, max_size=6))
+def test_property_entity_search_finds_exactly_the_unglued_occurrences(text, needle):
+    expected = [
+        start
+        for start in range(len(text) - len(needle) + 1)
+        if text[start : start + len(needle)] == needle
+        and not (start > 0 and needle[0] in WORD_CHARS and text[start - 1] in WORD_CHARS)
+        and not (
+            start + len(needle) < len(text) and needle[-1] in WORD_CHARS and text[start + len(needle)] in WORD_CHARS
+        )
+    ]
+    assert find_occurrences(text, needle) == expected
+    words, sought = text.split(" "), needle.split(" ")
+    assert find_word_occurrences(words, sought) == [
+        start for start in range(len(words) - len(sought) + 1) if words[start : start + len(sought)] == sought
+    ]
+
+
+def test_entity_errors_are_short_for_long_entities_and_many_occurrences(processor):
+    """The issue's request; before: a quadratic search (20 s), a message quoting the whole subject (100,056 chars)."""
+    with pytest.raises(ValueError) as caught:
+        processor(text="a" * 200_000, entities=("a" * 100_000, "b"))
+    message = str(caught.value)
+    assert message == "The subject entity 'aaaaaaaaaaaa...aaaaaaaaaaaaa' (100,000 characters) is absent from the text."
+    with pytest.raises(ValueError) as caught:
+        processor(text="a " * 100_000 + "b", entities=("a", "b"))
+    assert str(caught.value) == "The subject entity 'a' occurs 100,000 times in the text; pass `entity_spans` instead."
+    with pytest.raises(
+        ValueError, match=r"^The object entity 'a' occurs 3 times in the text \(at \[0, 2, 4\]\); pass"
+    ):
+        processor(text="a a a b", entities=("b", "a"))
+
+
+@pytest.mark.parametrize(
+    ("text", "subject", "obj"),
+    [
+        ("奥巴马和默克尔在七国集团峰会", "奥巴马", "默克尔"),  # the issue's example
+        ("บารัคโอบามาเยือนปารีส", "โอบามา", "ปารีส"),  # Thai: Barack Obama visits Paris
+        ("オバマ氏はパリを訪問した", "オバマ", "パリ"),
+        ("오바마는 파리를 방문했다", "오바마", "파리"),  # Korean particles are written onto the noun
+        ("Obamaさんは Paris に", "Obama", "Paris"),
+        ("Parisian cafes and Paris", "Paris", "cafes"),
+    ],
+)
+def test_entities_are_found_by_the_word_boundaries_of_their_script(processor, text, subject, obj):
+    spans = [
+        (text.rindex(subject), text.rindex(subject) + len(subject)),
+        (text.index(obj), text.index(obj) + len(obj)),
+    ]
+    by_name = processor(text=text, entities=(subject, obj))
+    by_span = processor(text=text, entity_spans=spans)
+    assert by_name["input_ids"].tolist() == by_span["input_ids"].tolist()
+    assert processor.entity_texts(text, entities=(subject, obj)) == [(subject, obj)]
+
+
+def test_an_entity_glued_to_a_longer_word_is_still_absent(processor):
+    with pytest.raises(ValueError, match=r"^The subject entity 'Paris' is absent from the text\.$"):
+        processor(text="Parisian cafes", entities=("Paris", "cafes"))
+    with pytest.raises(ValueError, match=r"^The subject entity 'Obama' is absent from the text\.$"):
+        processor(text="Obamacare in 2010", entities=("Obama", "2010"))
+
+
+def test_booleans_are_not_offsets_label_ids_or_lengths(processor):
+    text = "Quillon met Alden in Paris"
+    with pytest.raises(ValueError, match=r"^The subject span must hold integers, got \[False, True\]\.$"):
+        processor(text=text, entity_spans=[[False, True], [21, 26]])
+    with pytest.raises(ValueError, match=r"^A label must be an integer or a relation name, got True\.$"):
+        processor(text=text, entity_spans=[(12, 17), (21, 26)], labels=True)
+    with pytest.raises(ValueError, match=r"^`pad_to_multiple_of` must be an integer >= 1 or None, got True\.$"):
+        processor.pad([[1, 2, 3]], [[0, 1]], pad_to_multiple_of=True)
+    for limit in ("max_text_length", "max_image_pixels"):
+        with pytest.raises(ValueError, match=rf"^`{limit}` must be an integer >= 1 or None, got True\.$"):
+            processor(text=text, entity_spans=[(12, 17), (21, 26)], **{limit: True})
+
+
+def test_lone_surrogates_are_refused(processor):
+    with pytest.raises(
+        ValueError,
+        match=r"^The text holds a lone surrogate \(U\+D800\) at character 8: a text must be valid Unicode\.$",
+    ):
+        processor(text="Quillon \ud800 with Alden", entities=("Quillon", "Alden"))
+    with pytest.raises(
+        ValueError, match=r"^Sample 1: the text holds a lone surrogate \(U\+DC00\) at character 0 of word 1"
+    ):
+        processor(text=[["a", "b"], ["a", "\udc00"]], entity_spans=[[(0, 1), (1, 2)]] * 2, is_split_into_words=True)
+
+
+def test_texts_longer_than_max_text_length_are_refused(processor):
+    spans = [(0, 1), (2, 3)]
+    assert processor(text="a b", entity_spans=spans, max_text_length=3)["input_ids"].shape[0] == 1
+    with pytest.raises(ValueError, match=r"^The text has 4 characters, more than max_text_length=3\.$"):
+        processor(text="a bc", entity_spans=spans, max_text_length=3)
+    with pytest.raises(
+        ValueError, match=r"^Sample 1: the text has 200,000 characters, more than max_text_length=10,000"
+    ):
+        processor(text=["a b", "a" * 200_000], entities=[("a", "b"), ("a", "b")], max_text_length=10_000)
+    with pytest.raises(ValueError, match=r"^The text has 4 characters, more than max_text_length=3\.$"):
+        processor(text=["ab", "cd"], entity_spans=[(0, 1), (1, 2)], is_split_into_words=True, max_text_length=3)
+
+
+def test_errors_name_the_sample_only_in_a_batch(processor):
+    texts, pairs = ["a b", "a b", "a c"], [("a", "b")] * 3
+    with pytest.raises(ValueError, match=r"^Sample 2: the object entity 'b' is absent from the text\.$"):
+        processor(text=texts, entities=pairs)
+    with pytest.raises(ValueError, match=r"^The object entity 'b' is absent from the text\.$"):
+        processor(text=texts[2], entities=pairs[2])
+    not_an_image = b"plain text, not an image"
+    unreadable = r"cannot read the image: not an image in a format Pillow reads\.$"
+    with pytest.raises(ValueError, match=rf"^`image`: {unreadable}"):
+        processor(images=not_an_image)
+    with pytest.raises(ValueError, match=rf"^`object_crops\[1\]`: {unreadable}"):
+        processor(
+            images=random_image(np.random.default_rng(0)),
+            object_crops=[random_image(np.random.default_rng(1)), not_an_image],
+        )
+    with pytest.raises(ValueError, match=rf"^Sample 1, object crop 0: {unreadable}"):
+        processor(images=[random_image(np.random.default_rng(0))] * 2, object_crops=[[], [not_an_image]])
+
+
+def test_the_pixel_budget_is_checked_from_the_headers_before_any_image_is_decoded(processor, tmp_path, decodes):
+    """The issue's bomb: a 9000x9000 1-bit PNG of 10 KB, which decodes to 81 MB (243 MB in RGB)."""
+    bomb = blank_png(9000, 9000)
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    small = random_image(np.random.default_rng(0), 20, 10)
+    post = {"text": "a b", "entity_spans": [(0, 1), (2, 3)], "max_image_pixels": 1_000_000}
+    for crop in (bomb, tmp_path / "bomb.png", str(tmp_path / "bomb.png")):
+        with pytest.raises(
+            ValueError,
+            match=r"^The images hold 81,000,200 pixels together \(`image` 20x10, `object_crops\[0\]` 9000x9000\), "
+            r"more than max_image_pixels=1,000,000\.$",
+        ):
+            processor(**post, images=small, object_crops=[crop])
+    with pytest.raises(ValueError, match=r"^Sample 1: the image holds 81,000,000 pixels \(Sample 1 9000x9000\), more"):
+        processor(images=[small, bomb], max_image_pixels=1_000_000)
+    with pytest.raises(ValueError, match=r"^The image holds 81,000,000 pixels \(9000x9000\), more than max_image_pix"):
+        processor.load_image(bomb, max_image_pixels=1_000_000)
+    assert decodes == []
+    for in_memory in (np.zeros((1000, 1001, 3), np.uint8), Image.new("L", (1001, 1000))):
+        with pytest.raises(ValueError, match=r"^The image holds 1,001,000 pixels \(`image` 1001x1000\), more than"):
+            processor(**post, images=in_memory)
+    assert processor(**post, images=small, object_crops=[np.zeros((999, 1000), np.uint8)])["object_mask"].sum() == 1
+
+
+def test_too_many_crops_are_refused_before_any_image_is_opened(processor, monkeypatch):
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(args))
+    crops = [blank_png(9000, 9000)] * 30
+    with pytest.raises(ValueError, match=r"^30 object crops given, at most num_object_crops=3 allowed\.$"):
+        processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=crops[0], object_crops=crops)
+    assert opened == []
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_large_images_are_decoded_no_larger_than_twice_the_resize_target(processor, monkeypatch, image_format):
+    """A JPEG is decoded at a reduced scale, another image reduced, to no less than twice the 32-pixel target; the
+    pixels stay close to resizing the image decoded at full size."""
+    encoded = photo((2000, 1500), image_format)
+    resized = []
+    resize = image_loading.resize_to_uint8
+
+    def recording_resize(image_processor, images, **overrides):
+        resized.extend(image.size for image in images)
+        return resize(image_processor, images, **overrides)
+
+    monkeypatch.setattr(image_loading, "resize_to_uint8", recording_resize)
+    pixels = processor.resize_images(encoded)["pixel_values"].float()
+    assert len(resized) == 1 and 2 * IMAGE_SIZE <= min(resized[0]) < 4 * IMAGE_SIZE, resized
+    full = Image.open(io.BytesIO(encoded)).convert("RGB")
+    reference = processor.image_processor(full, do_rescale=False, do_normalize=False, return_tensors="pt")
+    difference = (reference["pixel_values"].round().clamp(0, 255) - pixels).abs()
+    assert difference.mean() < 2.0 and difference.max() < 32, (difference.mean(), difference.max())
+
+
+def test_an_rgb_image_is_neither_copied_nor_changed(processor):
+    image = random_image(np.random.default_rng(0), 40, 30)
+    before = np.asarray(image).copy()
+    assert processor.load_image(image) is image
+    processor(images=image, object_crops=[image])
+    assert np.array_equal(np.asarray(image), before)

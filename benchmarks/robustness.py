@@ -1,0 +1,236 @@
+"""Hostile requests against the Inference Endpoints handler of a saved model (issue 15): what each one gets, the peak
+memory it adds to the warmed handler and its time (`docs/robustness.md`).
+
+The handler is loaded from the model folder's own `handler.py`, as Inference Endpoints do, in this (fresh) process,
+answers a valid request twice to warm up, then answers the requests one at a time, each `REPEATS` times: the table
+gives the largest peak memory growth and the median time of the repeats. Before each request the process's
+peak resident memory (VmHWM) is reset to its current resident memory (VmRSS) through `/proc/self/clear_refs`, so
+that VmHWM after the request minus VmRSS before it is the request's peak memory growth; large allocations are
+`mmap`ed (`mallopt`) and the C heap is trimmed between requests, so that memory one request freed is not reused
+unseen by the next. Linux only.
+
+    python run_mre.py && python benchmarks/robustness.py                 # the main job's model
+    python benchmarks/robustness.py --model DIR --output robustness.json [--threads 1]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import base64
+import ctypes
+import gc
+import importlib.util
+import io
+import json
+import re
+import statistics
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+
+from benchmarks import common
+from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
+
+DEFAULT_MODEL = common.PROJECT / SAMPLE_RUN_DIR / MODEL_FOLDER
+REMOTE_CODE = {
+    "handler.py": "modeling_hvformer/handler.py",
+    "pipeline_hvformer.py": "modeling_hvformer/pipeline_hvformer.py",
+    "processing_hvformer.py": "processing/processing_hvformer.py",
+    "entity_marking.py": "processing/entity_marking.py",
+    "image_loading.py": "processing/image_loading.py",
+}
+"""The model folder's copies of this repository's serving code, which must be the same files."""
+BOMB_SIDE = 9000
+"""Side of the issue's bomb: a 9000 x 9000 blank 1-bit PNG, 14 KB as base64."""
+PHOTO_SIZE = (4032, 3024)
+"""A 12-megapixel phone photo."""
+TEXT = "Quillon met Alden in Paris"
+REPEATS = 3
+COLUMNS = ["request", "answer", "peak_rss_growth_mb", "median_seconds"]
+_M_MMAP_THRESHOLD = -3
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A blank (white) 1-bit PNG of `width` x `height` pixels, compressed row by row (it never exists decoded)."""
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte, then 8 pixels a byte
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def photo(size: tuple[int, int], image_format: str) -> bytes:
+    """A smooth picture (gradients and a disc) of `size`, encoded as `image_format` (JPEG quality 90, or PNG)."""
+    width, height = size
+    horizontal = Image.linear_gradient("L").resize(size)
+    vertical = Image.linear_gradient("L").rotate(90).resize(size)
+    picture = Image.merge("RGB", (horizontal, vertical, Image.new("L", size, 128)))
+    picture.paste((230, 40, 40), (width // 3, height // 3, width // 2, height // 2))
+    buffer = io.BytesIO()
+    picture.save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def encoded(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def requests(num_object_crops: int) -> dict[str, dict[str, Any]]:
+    """The requests, by name: the hostile ones of issue 15 (items 1 to 8) and valid ones, for a model taking
+    `num_object_crops` crops."""
+    small = Image.new("RGB", (64, 48), (90, 120, 160))
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
+    image = encoded(buffer.getvalue())
+    post = {"text": TEXT, "subject": "Alden", "object": "Paris", "image": image}
+    bomb = encoded(blank_png(BOMB_SIDE, BOMB_SIDE))
+    jpeg = photo(PHOTO_SIZE, "JPEG")
+    crop = encoded(photo((640, 480), "JPEG"))
+    return {
+        "valid post, 64x48 PNG": {"inputs": post},
+        f"valid: 4032x3024 JPEG photo + {num_object_crops} crops": {
+            "inputs": {**post, "image": encoded(jpeg), "object_crops": [crop] * num_object_crops}
+        },
+        "valid: 4032x3024 PNG": {"inputs": {**post, "image": encoded(photo(PHOTO_SIZE, "PNG"))}},
+        "valid: Chinese post": {
+            "inputs": {"text": "奥巴马和默克尔在七国集团峰会", "subject": "奥巴马", "object": "默克尔", "image": image}
+        },
+        "valid: Thai post": {
+            "inputs": {"text": "บารัคโอบามาเยือนปารีส", "subject": "โอบามา", "object": "ปารีส", "image": image}
+        },
+        "1. 9000x9000 1-bit PNG as `image` (14 KB)": {"inputs": {**post, "image": bomb}},
+        f"1. {num_object_crops} such PNGs as `object_crops`": {
+            "inputs": {**post, "object_crops": [bomb] * num_object_crops}
+        },
+        "1. 30 such PNGs as `object_crops` (0.4 MB)": {"inputs": {**post, "object_crops": [bomb] * 30}},
+        "1. truncated JPEG": {"inputs": {**post, "image": encoded(jpeg[: len(jpeg) // 2])}},
+        "2. text 'a' x 200,000, subject 'a' x 100,000": {
+            "inputs": {**post, "text": "a" * 200_000, "subject": "a" * 100_000, "object": "a"}
+        },
+        "2. text 'a' x 10,000, subject 'a' x 5,000": {
+            "inputs": {**post, "text": "a" * 10_000, "subject": "a" * 5_000, "object": "a"}
+        },
+        "3. data URL without a comma": {"inputs": {**post, "image": "data:image/png;base64"}},
+        "4. lone surrogate in the text": {"inputs": {**post, "text": "Quillon \ud800 with Alden in Paris"}},
+        "5. booleans in `entity_spans`": {
+            "inputs": {"text": TEXT, "entity_spans": [[False, True], [21, 26]], "image": image}
+        },
+        "7. batch [ok, ok, bad]": {"inputs": [post, post, {**post, "object": "Rome"}]},
+        "8. bytes that are not an image": {"inputs": {**post, "image": encoded(b"plain text, not an image")}},
+        "valid inputs + unknown request key": {"inputs": post, "options": {"wait_for_model": True}},
+    }
+
+
+def load_handler(folder: Path) -> Any:
+    """`EndpointHandler(folder)` from the folder's own `handler.py`, imported as Inference Endpoints import it."""
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("handler", folder / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EndpointHandler(str(folder))
+
+
+def check_remote_code(folder: Path) -> None:
+    """Refuses a model folder whose serving code is not this repository's (saved by an older commit)."""
+    stale = [
+        name
+        for name, source in REMOTE_CODE.items()
+        if (folder / name).read_bytes() != (common.PROJECT / source).read_bytes()
+    ]
+    if stale:
+        sys.exit(
+            f"{folder}: {', '.join(stale)} differ from this repository's code; save the model again "
+            "(python run_mre.py --overwrite_output_dir) to measure this commit."
+        )
+
+
+def _status_kib(field: str) -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE).group(1))
+
+
+def measured(call: Callable[[], Any], libc: Any) -> tuple[Any, float, float]:
+    """`call()`, its peak resident memory growth (MB) and its wall time (s)."""
+    gc.collect()
+    if libc is not None:
+        libc.malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    answer = call()
+    seconds = time.perf_counter() - start
+    return answer, (_status_kib("VmHWM") - before) / 1024, seconds
+
+
+def summary(answer: Any) -> str:
+    """What the client got: the error message, or the relations answered."""
+    if isinstance(answer, dict) and "error" in answer:
+        return "error: " + answer["error"]
+    posts = answer if answer and isinstance(answer[0], list) else [answer]
+    relations = "; ".join(
+        ", ".join(f"{item['label']} {item['score']:.2f}" for item in relations) for relations in posts
+    )
+    return f"answered: {relations}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"model folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--output", type=Path, default=None, help="Write the figures to this JSON file.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if not (args.model / "handler.py").is_file():
+        parser.error(f"no model folder at {args.model}: train one with `python run_mre.py`, or pass --model")
+    check_remote_code(args.model)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except OSError:
+        libc = None
+    cases = requests(json.loads((args.model / "config.json").read_text())["num_object_crops"])
+    handler = load_handler(args.model)
+    for _ in range(2):
+        handler(cases["valid post, 64x48 PNG"])
+    rows = []
+    for name, request in cases.items():
+        runs = [measured(lambda request=request: handler(request), libc) for _ in range(REPEATS)]
+        answers = {json.dumps(answer) for answer, _, _ in runs}
+        if len(answers) != 1:
+            sys.exit(f"{name}: the handler's answers differ between repeats: {answers}")
+        rows.append(
+            {
+                "request": name,
+                "answer": summary(runs[0][0]),
+                "peak_rss_growth_mb": max(growth for _, growth, _ in runs),
+                "median_seconds": statistics.median(seconds for _, _, seconds in runs),
+            }
+        )
+    figures = {
+        "environment": common.environment(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "model": str(args.model),
+        "rows": rows,
+    }
+    common.report(figures, rows, COLUMNS, args.output)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

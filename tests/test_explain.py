@@ -65,7 +65,9 @@ def test_explain(model, processor, sample_dir, tmp_path):
     assert by_span["output_path"] is None
 
 
-def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
+def test_explain_without_router_or_attention_tracks_the_levels_cls(processor, sample_dir, tmp_path):
+    """Without a router there are no expert weights; without TVA (Eq. 4) every token reads the level's [CLS], so
+    both markers' maps are the [CLS] row of H_V^l (Eq. 17) over the image's patches."""
     model = tiny_model_for(processor, fusion="concat", visual_context="cls")
     image = Image.open(next((sample_dir / "img_org" / "val").iterdir()))
     result = explain(
@@ -76,7 +78,16 @@ def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
         image=image,
         output_path=tmp_path / "explain.png",
     )
-    assert result["expert_weights"] is None and result["patch_token_maps"] == {}
+    assert result["expert_weights"] is None
+    inputs = processor(text="Alden and Brisk", entities=["Alden", "Brisk"], images=image)
+    with torch.no_grad():
+        patch_patch = model(**inputs, output_tracking_maps=True).patch_patch_tracking_maps  # (L + 1, 1, n_V, n_V)
+    assert set(result["patch_token_maps"]) == {0, 1, 2}
+    for level, maps in result["patch_token_maps"].items():
+        cls_row = patch_patch[level, 0, 0]  # the ViT's [CLS] token, first of the sequence
+        np.testing.assert_allclose(maps["<s>"], cls_row[1:17].reshape(4, 4).numpy(), atol=1e-6)
+        np.testing.assert_allclose(maps["<o>"], maps["<s>"])
+        assert maps["cls"] == pytest.approx([float(cls_row[0])] * 2, abs=1e-6)
     assert_png_drawn(tmp_path / "explain.png")
 
 

@@ -43,6 +43,8 @@ def test_analysis_writes_figures_and_json(analysed):
     assert on_disk["setup"]["num_examples"] == 16
     assert on_disk["setup"]["token_layout"] == {
         "num_visual_tokens": 25,
+        "cls_tokens": 1,
+        "register_tokens": 0,
         "main_image_tokens": MAIN_TOKENS,
         "image_grid": 4,
         "num_crop_blocks": NUM_CROPS,
@@ -54,13 +56,12 @@ def test_analysis_writes_figures_and_json(analysed):
     ("overrides", "skipped"),
     [
         ({"fusion": "concat"}, {"fig9_expert_weights", "fig10_expert_weights_by_relation"}),
-        (
-            {"visual_context": "cls"},
-            {"fig5a_mean_cross_attention", "fig5b_kurtosis", "fig7_patch_token_maps", "fig7c_kl_divergence"},
-        ),
+        ({"visual_context": "cls"}, {"fig5a_mean_cross_attention", "fig5b_kurtosis"}),
     ],
 )
 def test_ablations_skip_figures(overrides, skipped, processor, data, tmp_path):
+    """"w/o MoME" has no router (Figs. 9, 10), "w/o TVA" no cross-modal attention (Fig. 5); its Fig. 7 tracks the
+    level's [CLS], one head, so the heads cannot diverge (Eq. 20 gives 0)."""
     model = tiny_model_for(processor, **overrides)
     results = analyse(
         model,
@@ -75,6 +76,8 @@ def test_ablations_skip_figures(overrides, skipped, processor, data, tmp_path):
     assert set(results["skipped"]) >= skipped | {"fig8_tsne"}
     assert not skipped & set(results)
     assert JSON_KEYS - skipped - {"fig8_tsne"} <= set(results)
+    if overrides.get("visual_context") == "cls":
+        assert results["fig7c_kl_divergence"]["<s>"] == results["fig7c_kl_divergence"]["<o>"] == [0.0] * 3
     written = {path.name for path in tmp_path.glob("*.png")}
     assert written == set(results["figures"].values())
     assert "fig6_patch_patch_maps.png" in written

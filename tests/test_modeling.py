@@ -286,16 +286,21 @@ def test_logits_do_not_depend_on_batch_mates_or_padding():
 @pytest.mark.parametrize("vision", VISION_KINDS)
 @pytest.mark.parametrize("visual_context", ["tva", "cls"])
 def test_absent_crops_are_masked_out(vision, visual_context):
+    """What absent crops hold changes neither the logits nor any present token's V^l (the ViT's self-attention
+    masks them out; the tiny random model would let a leak change the logits by ~1e-5 only)."""
     model = build(vision, visual_context=visual_context)
     inputs = tiny_inputs()
-    reference = model(**inputs).logits
+    reference = model(**inputs, output_hidden_states=True)
     changed = inputs["object_pixel_values"].clone()
     changed[2] = torch.randn_like(changed[2]) * 5  # sample 2 has no crops
     changed[1, 1] = torch.randn_like(changed[1, 1]) * 5  # sample 1 lacks its second crop
-    logits = model(**dict(inputs, object_pixel_values=changed)).logits
-    torch.testing.assert_close(logits, reference)
+    outputs = model(**dict(inputs, object_pixel_values=changed), output_hidden_states=True)
+    torch.testing.assert_close(outputs.logits, reference.logits)
+    present = reference.visual_token_mask.bool()
+    for level, states in enumerate(outputs.vision_hidden_states):
+        torch.testing.assert_close(states[present], reference.vision_hidden_states[level][present], msg=str(level))
     changed[0, 0] += 1.0  # a present crop does matter
-    assert not torch.allclose(model(**dict(inputs, object_pixel_values=changed)).logits[0], reference[0])
+    assert not torch.allclose(model(**dict(inputs, object_pixel_values=changed)).logits[0], reference.logits[0])
 
 
 def test_markers_found_from_ids_and_missing_marker_names_the_sample():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from analysis_helpers import RELATIONS, assert_png_drawn
 from PIL import Image
-from tiny_models import tiny_model_for
+from tiny_models import tiny_model_for, tiny_vision_config
 
 from analysis import relative_to_even
 from analysis.explain import DISPLAY_SIZE, OVERLAY_COLOURS, explain, main, map_norm, overlay
@@ -89,6 +89,21 @@ def test_explain_without_router_or_attention_tracks_the_levels_cls(processor, sa
         np.testing.assert_allclose(maps["<o>"], maps["<s>"])
         assert maps["cls"] == pytest.approx([float(cls_row[0])] * 2, abs=1e-6)
     assert_png_drawn(tmp_path / "explain.png")
+
+
+def test_explain_with_an_encoder_without_cls(processor, sample_dir):
+    """SigLIP's visual sequence starts with the image's patches: the maps are its first 16 tokens, and there is no
+    [CLS] share."""
+    model = tiny_model_for(processor, vision_config=tiny_vision_config("siglip", hidden_size=64))
+    image = Image.open(next((sample_dir / "img_org" / "val").iterdir())).convert("RGB")
+    result = explain(model, processor, "Alden and Brisk", entities=["Alden", "Brisk"], image=image)
+    inputs = processor(text="Alden and Brisk", entities=["Alden", "Brisk"], images=image)
+    with torch.no_grad():
+        outputs = model(**inputs, output_tracking_maps=True)
+    for level, maps in zip((0, 1, 2), outputs.patch_token_tracking_maps, strict=True):
+        subject_row = maps[0, :, int(outputs.marker_positions[0, 0])].mean(dim=0)  # H_C^l head mean at <s>
+        np.testing.assert_allclose(result["patch_token_maps"][level]["<s>"], subject_row[:16].reshape(4, 4), atol=1e-6)
+        assert result["patch_token_maps"][level]["cls"] is None
 
 
 def test_explain_command_line_names_a_missing_crop_once(model, processor, sample_dir, tmp_path, capsys):

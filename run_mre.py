@@ -53,6 +53,7 @@ from processing.builtin_encoders import (
     build_builtin_vision_encoder,
 )
 from processing.collator import HVFormerDataCollator
+from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.mnre import MNRE_RELATIONS
 from processing.mnre_dataset import image_report, load_mnre
 from processing.processing_hvformer import HVFormerProcessor
@@ -90,11 +91,25 @@ class ModelArguments:
     )
     text_model_name_or_path: str = field(
         default=BUILTIN,
-        metadata={"help": "BERT-like text encoder (e.g. bert-base-uncased); 'builtin' = tiny random, no download."},
+        metadata={
+            "help": "Text encoder: BERT, RoBERTa, DeBERTa-v2 or another AutoModel encoder (e.g. bert-base-uncased, "
+            "roberta-base); 'builtin' = tiny random BERT, no download."
+        },
     )
     vision_model_name_or_path: str = field(
         default=BUILTIN,
-        metadata={"help": "CLIP or ViT encoder (e.g. openai/clip-vit-base-patch32); 'builtin' = tiny random ViT."},
+        metadata={
+            "help": "Vision encoder: CLIP, ViT, DINOv2 or SigLIP (e.g. openai/clip-vit-base-patch32, "
+            "facebook/dinov2-base); 'builtin' = tiny random ViT."
+        },
+    )
+    entity_markers: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The four entity markers: subject start, subject end, object start, object end (default "
+            f"{' '.join(ENTITY_MARKERS)}, or {' '.join(FALLBACK_ENTITY_MARKERS)} for a tokenizer whose own "
+            "tokens include <s> or </s>, as RoBERTa's)."
+        },
     )
     vision_levels: list[int] | None = field(
         default=None, metadata={"help": "ViT levels with an expert (default: lowest, middle, highest, e.g. 0 6 12)."}
@@ -126,6 +141,7 @@ CONFIG_OPTIONS: tuple[str, ...] = (
 """The `ModelArguments` that are `HVFormerConfig` arguments of the same name (the crop settings, which both the
 config and the processor hold, go to the processor, and the model takes them from it)."""
 PROCESSOR_OPTIONS: dict[str, str] = {
+    "entity_markers": "entity_markers",
     "max_seq_length": "max_length",
     "num_object_crops": "num_object_crops",
     "object_image_size": "object_image_size",
@@ -294,6 +310,11 @@ def build_model_and_processor(
     """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder (the built-in tiny
     ones, made in `work_dir`, by default); the processor is checked against the model either way."""
     if model_args.model_name_or_path:
+        if model_args.entity_markers is not None:
+            raise ValueError(
+                f"--entity_markers with --model_name_or_path: the trained model {model_args.model_name_or_path!r} "
+                "reads the markers its processor was saved with."
+            )
         model = HVFormerForRelationExtraction.from_pretrained(model_args.model_name_or_path)
         processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
         processor.check_matches_model(model.config)

@@ -112,18 +112,15 @@ def _draw(
             if column == 1:
                 ax.set_ylabel(names[row], fontsize=9)
             map_axes.append(ax)
-    if map_axes:
-        from matplotlib.cm import ScalarMappable
+    from matplotlib.cm import ScalarMappable
 
-        figure.colorbar(
-            ScalarMappable(norm=norm, cmap=OVERLAY_COLOURS),
-            ax=map_axes,
-            location="bottom",
-            shrink=0.8,
-            label="tracked weight on the image region (H_C^l, Eq. 18), relative to an even spread (1 = even)",
-        )
-    else:
-        image_ax.set_title("no cross-modal attention (visual_context='cls'): no tracking maps", fontsize=8)
+    figure.colorbar(
+        ScalarMappable(norm=norm, cmap=OVERLAY_COLOURS),
+        ax=map_axes,
+        location="bottom",
+        shrink=0.8,
+        label="tracked weight on the image region (H_C^l, Eq. 18), relative to an even spread (1 = even)",
+    )
     bars = figure.add_subplot(grid_spec[:, -1])
     if expert_names is None:
         bars.text(0.5, 0.5, "no router\n(fusion='concat')", ha="center", va="center")
@@ -188,7 +185,8 @@ def explain(
         `probabilities` (`{label: p}`), `subject` / `object` (as written in the text, case kept), `expert_names` and
         `expert_weights` (`{"<s>": {expert: weight}, "<o>": ...}`; both `None` without a router),
         `patch_token_maps` (`{level: {"<s>": grid, "<o>": grid, "cls": [<s>, <o>]}}`, the H_C^l head means over the
-        main image's patch grid and on [CLS]; `{}` with `visual_context="cls"`), `image` (the image drawn on,
+        main image's patch grid and on the [CLS] token, `"cls"` `None` for an encoder without one (SigLIP); with
+        `visual_context="cls"` the maps of the level's [CLS], the same for both markers), `image` (the image drawn on,
         `(DISPLAY_SIZE, DISPLAY_SIZE, 3)` uint8), `overlays` (`{level: {"<s>": image, "<o>": image}}`, the maps
         relative to an even spread over `image`, on the figure's colour scale), `output_path` and `figure` (the
         matplotlib `Figure`).
@@ -243,12 +241,12 @@ def explain(
         }
     layout = VisualTokenLayout.from_vision_encoder(model.vision_encoder, outputs.visual_token_mask.shape[1])
     grids: dict[int, np.ndarray] = {}
-    for level, maps in zip(config.vision_levels, outputs.patch_token_tracking_maps or (), strict=False):
+    for level, maps in zip(config.vision_levels, outputs.patch_token_tracking_maps, strict=True):
         rows = marker_rows(maps, positions)[0].mean(dim=0).float().cpu().numpy()  # H_C^l head mean, (2, n_V)
         grids[level] = layout.image_grid(rows)
         result["patch_token_maps"][level] = {
             **{marker: grids[level][row].tolist() for row, marker in enumerate(markers)},
-            "cls": rows[:, 0].tolist(),
+            "cls": rows[:, 0].tolist() if layout.cls_tokens else None,
         }
 
     pixels = display_image(processor, image)

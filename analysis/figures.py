@@ -62,8 +62,8 @@ class MarkerMaps:
 
 def _marker_grids_figure(maps: MarkerMaps, path: Path, title: str, quantity: str) -> str:
     """The maps over the main image's patch grid: rows subject/object, a column per level, one colour scale relative to
-    an even spread over the image (upsampled smoothly, patch borders drawn), and under each map the shares of [CLS],
-    the image and the crops."""
+    an even spread over the image (upsampled smoothly, patch borders drawn), and under each map the shares of the
+    blocks of the visual sequence ([CLS], registers, the image, each crop)."""
     values, levels, layout, markers = maps.values, maps.levels, maps.layout, maps.markers
     figure = new_figure(2.7 * len(levels) + 1.6, 6.0)
     relative = relative_to_even(layout.image_grid(values))  # (levels, 2, g, g)
@@ -86,10 +86,13 @@ def _marker_grids_figure(maps: MarkerMaps, path: Path, title: str, quantity: str
             ax.set_xticks([])
             ax.set_yticks([])
             shares = values[column, row]
+            ends = [start for _, start in layout.blocks()[1:]] + [len(shares)]
+            block_shares = " · ".join(
+                f"{name} {shares[start:end].sum():.0%}"
+                for (name, start), end in zip(layout.blocks(), ends, strict=True)
+            )
             ax.set_xlabel(
-                f"patches {relative[column, row].min():.2f}-{relative[column, row].max():.2f} x even\n"
-                f"[CLS] {shares[0]:.0%} · image {shares[1 : layout.main_tokens].sum():.0%} · "
-                f"crops {shares[layout.main_tokens :].sum():.0%}",
+                f"patches {relative[column, row].min():.2f}-{relative[column, row].max():.2f} x even\n{block_shares}",
                 fontsize=8,
             )
             if row == 0:
@@ -164,7 +167,7 @@ def patch_patch_figure(
 
     Args:
         matrices: `(L + 1, n, n)` mean H_V^0..H_V^L.
-        blocks: names of the token blocks ([CLS], the image, each crop), starting at `starts`.
+        blocks: names of the token blocks ([CLS], registers, the image, each crop), starting at `starts`.
         scope: the examples averaged, in words.
     """
     drawn = list(range(1, matrices.shape[0]))
@@ -178,7 +181,7 @@ def patch_patch_figure(
     axes = figure.subplots(math.ceil(len(drawn) / 4), min(len(drawn), 4), squeeze=False)
     for level, ax in zip(drawn, axes.ravel(), strict=False):
         ax.imshow(matrices[level], cmap=SEQUENTIAL_COLOURS, norm=norm, interpolation="nearest")
-        for start in starts[1:]:  # between [CLS], the main image's and each crop's tokens
+        for start in starts[1:]:  # between the blocks: [CLS], registers, the main image's and each crop's tokens
             ax.axhline(start - 0.5, color="white", linewidth=0.6)
             ax.axvline(start - 0.5, color="white", linewidth=0.6)
         ax.set_xticks(centres, blocks, fontsize=7, rotation=45)

@@ -69,27 +69,24 @@ def _patch_patch_results(statistics: SplitStatistics, output_dir: Path, results:
             "only ViT level 0 is read, and H_V^0 is the identity by definition (Eq. 17): nothing to draw"
         )
         return
-    layout = statistics.layout
-    if complete is not None:
-        scope = f"the {statistics.num_complete} examples with all their crops"
-        blocks = ["CLS", "image", *(f"crop {crop}" for crop in range(1, layout.num_crops + 1))]
-        results["figures"]["fig6"] = figures.patch_patch_figure(
-            complete, blocks, [0, *layout.block_starts()], scope, output_dir
-        )
+    blocks = statistics.layout.blocks()
+    if complete is None:  # the blocks before the crops only
+        blocks = blocks[: len(blocks) - statistics.layout.num_crops]
+        names = " and ".join(name for name, _ in blocks)
+        scope = f"{statistics.num_examples} examples, {names} only (none has all its crops)"
     else:
-        scope = f"{statistics.num_examples} examples, [CLS] and image only (none has all its crops)"
-        results["figures"]["fig6"] = figures.patch_patch_figure(main, ["CLS", "image"], [0, 1], scope, output_dir)
+        scope = f"the {statistics.num_complete} examples with all their crops"
+    names, starts = zip(*blocks, strict=True)
+    matrices = main if complete is None else complete
+    results["figures"]["fig6"] = figures.patch_patch_figure(matrices, names, starts, scope, output_dir)
 
 
 def _patch_token_results(
     statistics: SplitStatistics, levels: list[int], markers: tuple[str, str], output_dir: Path, results: dict
 ) -> None:
-    """Fig. 7a/b: mean patch-token tracking maps H_C^l (Eq. 18) of the markers; Fig. 7c: KL of heads (Eq. 20)."""
+    """Fig. 7a/b: mean patch-token tracking maps H_C^l (Eq. 18) of the markers; Fig. 7c: KL of heads (Eq. 20). The
+    "w/o TVA" ablation's maps are those of the level's [CLS], one head (its KL divergence is 0)."""
     mean = statistics.mean("patch_token", statistics.num_examples)  # (levels, 2, n_V)
-    if mean is None:
-        reason = "visual_context='cls' (w/o TVA ablation): no cross-modal attention, so no H_C"
-        results["skipped"].update(fig7_patch_token_maps=reason, fig7c_kl_divergence=reason)
-        return
     results["fig7_patch_token_maps"] = patch_token_numbers(mean, levels, markers)
     maps = figures.MarkerMaps(mean, levels, statistics.layout, markers, statistics.num_examples)
     results["figures"]["fig7"] = figures.patch_token_figure(maps, output_dir)
@@ -185,13 +182,15 @@ def analyse(
 
     - `fig5a_mean_cross_attention` (RQ2): Ā_C^l = (1/M) Σ_m A_C^(l,m) of the markers averaged over the split, for
       each level of `config.vision_levels`, over all n_V visual tokens (absent crops count as 0); drawn over the
-      main image's patch grid, [CLS] in the titles. `per_head`: the head-resolved means (Appendix A.3).
+      main image's patch grid, with the shares of [CLS], registers, image and crops under each map. `per_head`: the
+      head-resolved means (Appendix A.3).
     - `fig5b_kurtosis`: the excess kurtosis (Eq. 19) of each head's split-averaged distribution, summed over heads
-      (the paper's number); `mean_per_example`: the same sum per example, averaged. Both over the [CLS] + main image
-      tokens, which every example has (the zeros of absent crops would distort the averaged distribution).
+      (the paper's number); `mean_per_example`: the same sum per example, averaged. Both over the tokens before the
+      crops ([CLS], registers, main image), which every example has (the zeros of absent crops would distort the
+      averaged distribution).
     - `fig6_patch_patch_maps` (RQ3): mean H_V^l (Eq. 17) for l = 0..max level; of the whole sequence over the
-      examples whose crops are all present (so the matrices agree and rows sum to 1), and of the [CLS] + main image
-      block over all examples. The figure draws the former (the latter when no example has all its crops) for
+      examples whose crops are all present (so the matrices agree and rows sum to 1), and of the block before the
+      crops over all examples. The figure draws the former (the latter when no example has all its crops) for
       l >= 1 only: H_V^0 is the identity (with a single level 0 there is no figure, and `skipped` says why).
     - `fig7_patch_token_maps`: mean over heads and examples of H_C^l (Eq. 18) at the markers;
       `fig7c_kl_divergence`: mean over examples of the heads' KL divergence from their mean (Eq. 20).
@@ -203,7 +202,7 @@ def analyse(
       relation, the `max_relations` most frequent drawn (`None` always among them when present).
 
     Figures that do not apply are left out and `analysis.json["skipped"]` says why: `visual_context="cls"` has no
-    cross-modal attention (Figs. 5, 7), `fusion="concat"` no router (Figs. 9, 10).
+    cross-modal attention (Fig. 5; its Fig. 7 tracks the level's [CLS]), `fusion="concat"` no router (Figs. 9, 10).
 
     Args:
         model ([`HVFormerForRelationExtraction`]): the trained model (on any device; put back in its mode after).

@@ -169,7 +169,8 @@ def cross_attention_numbers(per_head: np.ndarray, levels: list[int], markers: Se
     return {
         "levels": levels,
         "description": "mean over heads and examples of A_C^l at <s>/<o>, over all n_V visual tokens "
-        "([CLS], main image patches row-major, crop patches; absent crops count as 0)",
+        "([CLS] and registers where the encoder has them, main image patches row-major, crop patches; absent "
+        "crops count as 0)",
         **_per_marker(per_head.mean(axis=1), markers, axis=1),
         "per_head": _per_marker(per_head, markers, axis=2),
     }
@@ -178,8 +179,8 @@ def cross_attention_numbers(per_head: np.ndarray, levels: list[int], markers: Se
 def head_kurtosis(per_head: np.ndarray, layout: VisualTokenLayout) -> np.ndarray:
     """Eq. 19 per head of the split-averaged `(levels, M, 2, n_V)` distributions -> `(levels, M, 2)`.
 
-    Over the [CLS] + main image tokens, which every example has (absent crops would add zeros); kurtosis ignores the
-    scale, so the block needs no renormalisation.
+    Over the tokens before the crops ([CLS], registers, main image), which every example has (absent crops would add
+    zeros); kurtosis ignores the scale, so the block needs no renormalisation.
     """
     return attention_kurtosis(torch.from_numpy(per_head[..., : layout.main_tokens])).numpy()
 
@@ -191,7 +192,8 @@ def kurtosis_numbers(
     `(levels, 2)` averaged."""
     return {
         "levels": levels,
-        "description": "excess kurtosis (Eq. 19) of the attention over the [CLS] + main image tokens, summed over "
+        "description": "excess kurtosis (Eq. 19) of the attention over the [CLS], register and main image tokens, "
+        "summed over "
         "heads: of each head's split-averaged distribution (<s>/<o>), and the mean over examples of the "
         "per-example value",
         **_per_marker(kurtosis.sum(axis=1), markers, axis=1),
@@ -202,13 +204,13 @@ def kurtosis_numbers(
 
 def patch_patch_numbers(statistics: SplitStatistics) -> dict[str, Any]:
     """`fig6_patch_patch_maps`: mean H_V^l (Eq. 17) for l = 0..max level, of the whole sequence over the examples whose
-    crops are all present and of the [CLS] + main image block over all examples."""
+    crops are all present and of the block before the crops ([CLS], registers, main image) over all examples."""
     main = statistics.mean("patch_patch_main", statistics.num_examples)  # (L + 1, main, main)
     complete = statistics.mean("patch_patch_complete", statistics.num_complete)  # (L + 1, n_V, n_V) or None
     return {
         "levels": list(range(main.shape[0])),
         "description": "mean H_V^l; 'all_crops_present': the whole sequence over the examples whose crops are all "
-        "present (rows sum to 1); 'main_image': the [CLS] + main image block over all examples",
+        "present (rows sum to 1); 'main_image': the [CLS], register and main image block over all examples",
         "all_crops_present": {"num_examples": statistics.num_complete, "mean": rounded(complete)},
         "main_image": {"num_examples": statistics.num_examples, "mean": rounded(main)},
     }
@@ -259,14 +261,14 @@ class TsneEmbedding:
 
 
 def tsne_embedding(statistics: SplitStatistics) -> TsneEmbedding | str:
-    """The t-SNE of Fig. 8 ([CLS] and absent crops left out), or why there is none."""
+    """The t-SNE of Fig. 8 ([CLS], register tokens and absent crops left out), or why there is none."""
     if not statistics.tsne_masks:
         return "tsne_examples=0"
     states = torch.cat(statistics.tsne_states, dim=1).numpy()  # (L + 1, k, n_V, d_V)
     mask = torch.cat(statistics.tsne_masks).numpy()  # (k, n_V)
-    main = statistics.layout.main_tokens
-    example, token = np.nonzero(mask[:, 1:])
-    token = token + 1
+    main, prefix = statistics.layout.main_tokens, statistics.layout.prefix_tokens
+    example, token = np.nonzero(mask[:, prefix:])
+    token = token + prefix
     levels = list(range(states.shape[0]))
     features = np.concatenate([states[level, example, token] for level in levels])
     if len(features) < 4:

@@ -37,51 +37,76 @@ def marker_rows(values: torch.Tensor, marker_positions: torch.Tensor) -> torch.T
 
 @dataclass(frozen=True)
 class VisualTokenLayout:
-    """Where the tokens of the ViT sequence `[CLS, main image patches, crop 1 patches, ..., crop t patches]` sit.
+    """Where the tokens of the ViT sequence `[CLS, registers, main image patches, crop 1 patches, ..., crop t
+    patches]` sit; [CLS] and the register tokens only where the vision encoder has them (SigLIP has neither, DINOv2
+    with registers both). Register tokens are neither image nor crop patches.
 
     Args:
         num_tokens: n_V, the length of the sequence.
         grid: side of the main image's patch grid (`image_size // patch_size`).
         crop_tokens: patches per object crop (`(object_image_size // patch_size) ** 2`).
+        cls_tokens: 1 when the sequence starts with a [CLS] token, else 0.
+        register_tokens: register tokens after [CLS].
     """
 
     num_tokens: int
     grid: int
     crop_tokens: int
+    cls_tokens: int = 1
+    register_tokens: int = 0
 
     @classmethod
     def from_vision_encoder(cls, vision_encoder: Any, num_tokens: int) -> VisualTokenLayout:
-        """The layout that an `HVFormerVisionEncoder` builds (its `image_grid` and `tokens_per_crop`), for sequences
-        of `num_tokens` visual tokens."""
-        layout = cls(num_tokens=num_tokens, grid=vision_encoder.image_grid, crop_tokens=vision_encoder.tokens_per_crop)
+        """The layout that an `HVFormerVisionEncoder` builds (its `image_grid`, `tokens_per_crop`, [CLS] and register
+        tokens), for sequences of `num_tokens` visual tokens."""
+        cls_tokens = int(vision_encoder.family.has_cls_token)
+        layout = cls(
+            num_tokens=num_tokens,
+            grid=vision_encoder.image_grid,
+            crop_tokens=vision_encoder.tokens_per_crop,
+            cls_tokens=cls_tokens,
+            register_tokens=vision_encoder.num_prefix_tokens - cls_tokens,
+        )
         extra = num_tokens - layout.main_tokens
         if extra < 0 or (extra and extra % layout.crop_tokens):
+            prefix = "[CLS] + " * cls_tokens + f"{layout.register_tokens} registers + " * bool(layout.register_tokens)
             raise ValueError(
-                f"{num_tokens} visual tokens do not fit [CLS] + {layout.grid}x{layout.grid} image patches + blocks of "
+                f"{num_tokens} visual tokens do not fit {prefix}{layout.grid}x{layout.grid} image patches + blocks of "
                 f"{layout.crop_tokens} crop patches, the layout of the model's vision encoder."
             )
         return layout
 
     @property
+    def prefix_tokens(self) -> int:
+        """[CLS] and register tokens, before the main image's patches."""
+        return self.cls_tokens + self.register_tokens
+
+    @property
     def main_tokens(self) -> int:
-        """[CLS] plus the main image's patches."""
-        return 1 + self.grid**2
+        """[CLS], register tokens and the main image's patches."""
+        return self.prefix_tokens + self.grid**2
 
     @property
     def num_crops(self) -> int:
-        return (self.num_tokens - self.main_tokens) // self.crop_tokens
+        return max(self.num_tokens - self.main_tokens, 0) // self.crop_tokens
 
-    def block_starts(self) -> list[int]:
-        """First token of each block after [CLS]: the main image's patches, then each crop's."""
-        return [1] + [self.main_tokens + crop * self.crop_tokens for crop in range(self.num_crops)]
+    def blocks(self) -> list[tuple[str, int]]:
+        """`(name, first token)` of each block of the sequence: `[CLS]`, `registers`, `image`, `crop 1`, ..."""
+        blocks = [("[CLS]", 0)] * self.cls_tokens + [("registers", self.cls_tokens)] * bool(self.register_tokens)
+        blocks.append(("image", self.prefix_tokens))
+        return blocks + [
+            (f"crop {crop + 1}", self.main_tokens + crop * self.crop_tokens) for crop in range(self.num_crops)
+        ]
 
     def image_grid(self, values: np.ndarray) -> np.ndarray:
         """`(..., n_V)` values -> `(..., grid, grid)` values of the main image's patches (row-major, as ViT)."""
-        return values[..., 1 : self.main_tokens].reshape(*values.shape[:-1], self.grid, self.grid)
+        return values[..., self.prefix_tokens : self.main_tokens].reshape(*values.shape[:-1], self.grid, self.grid)
 
     def to_dict(self) -> dict[str, int]:
         return {
             "num_visual_tokens": self.num_tokens,
+            "cls_tokens": self.cls_tokens,
+            "register_tokens": self.register_tokens,
             "main_image_tokens": self.main_tokens,
             "image_grid": self.grid,
             "num_crop_blocks": self.num_crops,

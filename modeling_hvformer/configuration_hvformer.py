@@ -7,6 +7,8 @@ from typing import Any
 from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from .vision_families import VISION_FAMILIES, supported_families
+
 MNRE_RELATIONS: tuple[str, ...] = (
     "None",
     "/loc/loc/contain",
@@ -34,7 +36,6 @@ MNRE_RELATIONS: tuple[str, ...] = (
 )
 """The 23 relation labels of MNRE v2, `None` first (id 0), then in alphabetical order."""
 
-SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "vit")
 VISUAL_CONTEXT_MODES = ("tva", "cls")
 FUSION_MODES = ("mome", "concat")
 
@@ -52,6 +53,18 @@ def _as_sub_config(value: PreTrainedConfig | dict | None, default: type[PreTrain
     raise ValueError(f"`{field}` must be a PreTrainedConfig or a dict, got {type(value).__name__}.")
 
 
+def _check_multiple(field: str, side: int, patch_size: int) -> None:
+    """Refuses an image side that is not a positive multiple of the ViT patch size, naming the valid sides near it."""
+    if side >= patch_size and side % patch_size == 0:
+        return
+    below = max(side // patch_size, 1) * patch_size
+    near = sorted({below, below + patch_size} - {side})
+    raise ValueError(
+        f"`{field}` ({side}) must be a positive multiple of the ViT patch size ({patch_size}): "
+        f"{' or '.join(map(str, near))} px would do."
+    )
+
+
 class HVFormerConfig(PreTrainedConfig):
     r"""
     Configuration of [`HVFormerForRelationExtraction`], the hierarchical visual context fusion transformer of
@@ -59,10 +72,12 @@ class HVFormerConfig(PreTrainedConfig):
 
     Args:
         text_config (`PreTrainedConfig` or `dict`, *optional*):
-            Configuration of the BERT-like text encoder producing T (Eq. 2). Defaults to `BertConfig()`.
+            Configuration of the text encoder producing T (Eq. 2): any `AutoModel` encoder with token embeddings
+            (BERT, RoBERTa, DeBERTa-v2, ...). Defaults to `BertConfig()`.
         vision_config (`PreTrainedConfig` or `dict`, *optional*):
-            Configuration of the ViT-like vision encoder producing V^0..V^L (Eq. 3): a `CLIPVisionConfig` (the
-            paper's CLIP ViT-B/32) or a `ViTConfig`. Defaults to `CLIPVisionConfig()`.
+            Configuration of the ViT-like vision encoder producing V^0..V^L (Eq. 3), one of the families of
+            `vision_families.VISION_FAMILIES`: CLIP vision (the paper's CLIP ViT-B/32), ViT, DINOv2 (with or without
+            registers) or SigLIP vision. Defaults to `CLIPVisionConfig()`.
         vision_levels (`list[int]`, *optional*):
             The ViT levels l that get a visual context learner (expert). 0 is the patch embedding V^0, l the
             output of the l-th ViT layer. `[12]` alone is the "w/o HVF" ablation; a single level is an RQ1 variant.
@@ -83,6 +98,10 @@ class HVFormerConfig(PreTrainedConfig):
             Number t of visual-grounding object crops whose patch tokens join the main image's tokens.
         object_image_size (`int`, *optional*, defaults to 128):
             Side of the square object crops, in pixels; a multiple of the ViT patch size.
+        image_size (`int`, *optional*):
+            Side of the square main image, in pixels, as the processor makes it. Defaults to the vision encoder's
+            `image_size`; only a family whose position embeddings are interpolated to any size (DINOv2) may read
+            another size (a multiple of the patch size), e.g. 224-px images with a checkpoint trained at 518 px.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Keep the ViT's parameters fixed (the crop position embeddings stay trainable).
         output_expert_weights (`bool`, *optional*, defaults to `True`):
@@ -132,6 +151,7 @@ class HVFormerConfig(PreTrainedConfig):
         fusion: str = "mome",
         num_object_crops: int = 3,
         object_image_size: int = 128,
+        image_size: int | None = None,
         freeze_vision_encoder: bool = False,
         output_expert_weights: bool = True,
         entity_markers: list[str] | tuple[str, ...] | None = None,
@@ -159,6 +179,7 @@ class HVFormerConfig(PreTrainedConfig):
         self.fusion = fusion
         self.num_object_crops = num_object_crops
         self.object_image_size = object_image_size
+        self.image_size = getattr(self.vision_config, "image_size", None) if image_size is None else int(image_size)
         self.freeze_vision_encoder = freeze_vision_encoder
         self.output_expert_weights = output_expert_weights
         self.entity_markers = None if entity_markers is None else list(entity_markers)
@@ -198,11 +219,13 @@ class HVFormerConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         vision_type = self.vision_config.model_type
-        if vision_type not in SUPPORTED_VISION_MODEL_TYPES:
+        if vision_type not in VISION_FAMILIES:
             raise ValueError(
-                f"`vision_config` must be one of {SUPPORTED_VISION_MODEL_TYPES} (CLIP vision or ViT), "
-                f"got {vision_type!r}."
+                f"`vision_config` is a {vision_type!r} config; HVFormer reads ViT-like encoders with one token "
+                f"sequence per layer: {supported_families()}."
             )
+        family = VISION_FAMILIES[vision_type]
+        family.check_installed()
         depth = self.vision_config.num_hidden_layers
         if not self.vision_levels:
             raise ValueError("`vision_levels` must name at least one ViT level.")
@@ -226,10 +249,13 @@ class HVFormerConfig(PreTrainedConfig):
         if self.num_object_crops < 0:
             raise ValueError(f"`num_object_crops` must be >= 0, got {self.num_object_crops}.")
         patch_size = self.vision_config.patch_size
-        if self.num_object_crops and (self.object_image_size < patch_size or self.object_image_size % patch_size):
+        if self.num_object_crops:
+            _check_multiple("object_image_size", self.object_image_size, patch_size)
+        _check_multiple("image_size", self.image_size, patch_size)
+        if self.image_size != self.vision_config.image_size and not family.interpolates_positions:
             raise ValueError(
-                f"`object_image_size` ({self.object_image_size}) must be a positive multiple of the ViT patch size "
-                f"({patch_size})."
+                f"`image_size` ({self.image_size}) differs from the {family.name} encoder's "
+                f"({self.vision_config.image_size}), whose position embeddings have that size only."
             )
         if self.entity_markers is not None and (len(self.entity_markers) != 4 or len(set(self.entity_markers)) != 4):
             raise ValueError(f"`entity_markers` must be four distinct tokens, got {self.entity_markers}.")

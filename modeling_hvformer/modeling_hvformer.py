@@ -19,16 +19,20 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPVisionModel, PreTrainedModel, ViTModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.clip.modeling_clip import CLIPEncoderLayer, CLIPVisionEmbeddings
-from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
+from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
+from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
+from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import Dinov2WithRegistersEmbeddings
+from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
+from transformers.models.vit.modeling_vit import ViTEmbeddings
 from transformers.utils import ModelOutput, logging
 
 from .configuration_hvformer import HVFormerConfig
 from .tracking_maps import patch_patch_tracking_maps, patch_token_tracking_maps
+from .vision_families import VISION_FAMILIES, family_of_checkpoint, get_path, supported_families
 
 
 @dataclass
@@ -48,8 +52,8 @@ class HVFormerRelationExtractionOutput(ModelOutput):
         marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`):
             Positions of `<s>` and `<o>` whose fused representations were classified.
         visual_token_mask (`torch.LongTensor` of shape `(batch_size, num_visual_tokens)`):
-            1 for the visual tokens that exist ([CLS], main image patches, patches of present crops), 0 for
-            those of absent crops.
+            1 for the visual tokens that exist ([CLS] and register tokens where the vision encoder has them, main
+            image patches, patches of present crops), 0 for those of absent crops.
         cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
             With `output_attentions=True` and `visual_context="tva"`: one tensor per level in `config.vision_levels`,
             of shape `(batch_size, num_cross_attention_heads, text_length, num_visual_tokens)`: A_C^(l,m) (Eq. 4).
@@ -63,9 +67,10 @@ class HVFormerRelationExtractionOutput(ModelOutput):
             With `output_tracking_maps=True`: H_V^0..H_V^max(levels) (Eq. 17), shape `(max_level + 1, batch_size,
             num_visual_tokens, num_visual_tokens)`.
         patch_token_tracking_maps (`tuple(torch.FloatTensor)`, *optional*):
-            With `output_tracking_maps=True` and `visual_context="tva"`: H_C^l for each level of
-            `config.vision_levels` (Eq. 18), each `(batch_size, num_cross_attention_heads, text_length,
-            num_visual_tokens)`.
+            With `output_tracking_maps=True`: H_C^l for each level of `config.vision_levels` (Eq. 18), each
+            `(batch_size, num_cross_attention_heads, text_length, num_visual_tokens)`. For the "w/o TVA" ablation
+            (`visual_context="cls"`), every token reads the level's [CLS] (the [CLS] token, or the mean of the present
+            patch tokens for an encoder without one), so Eq. 18 takes those weights as A_C, with one head.
         marker_expert_weights (`torch.FloatTensor` of shape `(batch_size, 2, num_experts)`, *optional*):
             G at `<s>` and `<o>`, whichever path ran (last field, so the tuple positions of the others stay put).
             `None` for the "w/o MoME" (`fusion="concat"`) ablation.
@@ -133,6 +138,7 @@ class HVFormerTextGuidedVisualAttention(nn.Module):
         visual_states: torch.Tensor,
         visual_attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        cls_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, text_length, _ = text_states.shape
         # (batch, heads, tokens, head_dim)
@@ -160,7 +166,9 @@ class HVFormerTextGuidedVisualAttention(nn.Module):
 
 class HVFormerClsVisualContext(nn.Module):
     """Visual context of the "w/o TVA" ablation (Table 2): the level's [CLS] patch embedding, projected to the text
-    width and layer-normalised, is the visual context of every token."""
+    width and layer-normalised, is the visual context of every token. The level's [CLS] is given as weights over the
+    visual tokens ([`HVFormerVisionEncoder.cls_weights`]): the [CLS] token, or the mean of the present patch tokens
+    for an encoder without one (SigLIP)."""
 
     def __init__(self, config: HVFormerConfig) -> None:
         super().__init__()
@@ -173,8 +181,10 @@ class HVFormerClsVisualContext(nn.Module):
         visual_states: torch.Tensor,
         visual_attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        cls_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, None]:
-        context = self.layer_norm(self.projection(visual_states[:, 0]))  # (batch, d)
+        cls_state = torch.einsum("bv,bvd->bd", cls_weights.to(visual_states.dtype), visual_states)  # (batch, d_V)
+        context = self.layer_norm(self.projection(cls_state))  # (batch, d)
         return context.unsqueeze(1).expand_as(text_states), None
 
 
@@ -210,9 +220,12 @@ class HVFormerVisualContextLearner(nn.Module):
         visual_states: torch.Tensor,
         visual_attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        cls_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`visual_attention_mask` hides absent crops from TVA (Eq. 4); `cls_weights` `(batch, n_V)` give the level's
+        [CLS] of the "w/o TVA" ablation."""
         visual_context, attentions = self.visual_context(
-            text_states, visual_states, visual_attention_mask, output_attentions
+            text_states, visual_states, visual_attention_mask, output_attentions, cls_weights
         )
         fused = self.feed_forward(text_states, visual_context) + text_states  # C_l, (batch, n_T, d)
         return fused, visual_context, attentions
@@ -305,27 +318,30 @@ class HVFormerVisionEncoder(nn.Module):
     """Hierarchical visual representations V^0..V^L (Eq. 3) of the main image and its object crops.
 
     As in the reference implementation, the patch tokens of the t object crops join the main image's tokens in one
-    sequence [CLS, image patches, crop 1 patches, ..., crop t patches], so that ViT self-attention spans image and
+    sequence [CLS, registers, image patches, crop 1 patches, ..., crop t patches] ([CLS] and register tokens where
+    the family has them: SigLIP has neither, DINOv2 with registers both), so that ViT self-attention spans image and
     crops; the crop tokens get their own learned position embeddings. Absent crops are masked out of the ViT
-    self-attention and of the experts' keys. The encoder is built from the CLIP or ViT building blocks (embeddings,
-    pre-LayerNorm for CLIP, layers), and only the layers up to the deepest chosen level are kept and run.
+    self-attention and of the experts' keys. The encoder is built from the building blocks of its family
+    (`vision_families.VISION_FAMILIES`: embeddings, CLIP's pre-LayerNorm, layers), and only the layers up to the
+    deepest chosen level are kept and run.
     """
 
     def __init__(self, config: HVFormerConfig) -> None:
         super().__init__()
         vision_config = config.vision_config
-        self.model_type = vision_config.model_type
-        num_layers = max(config.vision_levels)
-        if self.model_type == "clip_vision_model":
-            self.embeddings = CLIPVisionEmbeddings(vision_config)
-            self.pre_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
-            self.layers = nn.ModuleList([CLIPEncoderLayer(vision_config) for _ in range(num_layers)])
-        else:
-            self.embeddings = ViTEmbeddings(vision_config)
+        self.family = VISION_FAMILIES[vision_config.model_type]
+        self.embeddings = self.family.embeddings_class(vision_config)
+        for name in self.family.unused_parameters:
+            setattr(self.embeddings, name, None)
+        if self.family.pre_layernorm is None:
             self.pre_layernorm = nn.Identity()
-            self.layers = nn.ModuleList([ViTLayer(vision_config) for _ in range(num_layers)])
+        else:
+            self.pre_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
+        self.layers = nn.ModuleList([self.family.layer_class(vision_config) for _ in range(max(config.vision_levels))])
         self.num_object_crops = config.num_object_crops
-        self.image_grid = vision_config.image_size // vision_config.patch_size  # side of the image's patch grid
+        self.image_size = config.image_size
+        self.image_grid = config.image_size // vision_config.patch_size  # side of the image's patch grid
+        self.num_prefix_tokens = self.family.num_prefix_tokens(vision_config)  # [CLS] and register tokens
         self.tokens_per_crop = (config.object_image_size // vision_config.patch_size) ** 2
         self.crop_position_embeddings = nn.Parameter(
             torch.zeros(config.num_object_crops, self.tokens_per_crop, vision_config.hidden_size)
@@ -334,27 +350,26 @@ class HVFormerVisionEncoder(nn.Module):
     @property
     def patch_projection(self) -> nn.Conv2d:
         """The ViT's patch embedding convolution, shared by the image and the crops."""
-        if self.model_type == "clip_vision_model":
-            return self.embeddings.patch_embedding
-        return self.embeddings.patch_embeddings.projection
+        return get_path(self.embeddings, self.family.patch_projection)
 
     def load_backbone(self, backbone: PreTrainedModel) -> None:
-        """Copies the weights of a pretrained `CLIPVisionModel` or `ViTModel` into the kept modules and sets every
-        crop's position embeddings to the image's patch position embeddings resized (bicubic) to the crop's patch
-        grid, a better start than noise."""
-        if self.model_type == "clip_vision_model":
-            self.pre_layernorm.load_state_dict(backbone.pre_layrnorm.state_dict())
-            source_layers = backbone.encoder.layers
-            positions = backbone.embeddings.position_embedding.weight[1:]
-        else:
-            source_layers = backbone.layers
-            positions = backbone.embeddings.position_embeddings[0, 1:]
-        self.embeddings.load_state_dict(backbone.embeddings.state_dict())
+        """Copies the weights of a pretrained vision model of the encoder's family into the kept modules and sets
+        every crop's position embeddings to the family's patch position embeddings (without the [CLS] row) resized
+        (bicubic) to the crop's patch grid, a better start than noise."""
+        family = self.family
+        unused = set(family.unused_parameters)
+        state = {name: value for name, value in backbone.embeddings.state_dict().items() if name not in unused}
+        self.embeddings.load_state_dict(state)
+        if family.pre_layernorm is not None:
+            self.pre_layernorm.load_state_dict(get_path(backbone, family.pre_layernorm).state_dict())
+        source_layers = get_path(backbone, family.layers)
         for layer, source in zip(self.layers, source_layers[: len(self.layers)], strict=True):
             layer.load_state_dict(source.state_dict())
+        table = get_path(backbone.embeddings, family.position_embeddings).detach()
+        positions = table.reshape(-1, table.shape[-1])[int(family.has_cls_token) :]  # (patches, d_V)
         grid = int(positions.shape[0] ** 0.5)
         crop_grid = int(self.crop_position_embeddings.shape[1] ** 0.5)
-        image_grid = positions.detach().reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
+        image_grid = positions.reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
         resized = nn.functional.interpolate(image_grid, size=(crop_grid, crop_grid), mode="bicubic")
         resized = resized.permute(0, 2, 3, 1).reshape(1, crop_grid * crop_grid, -1)
         with torch.no_grad():
@@ -365,6 +380,22 @@ class HVFormerVisionEncoder(nn.Module):
         for module in (self.embeddings, self.pre_layernorm, self.layers):
             module.requires_grad_(False)
 
+    def cls_weights(self, token_mask: torch.Tensor) -> torch.Tensor:
+        """The level's [CLS] as weights over the visual tokens, `(batch, n_V)` from the `(batch, n_V)` token mask.
+
+        One-hot at the [CLS] token for a family that has one. For a family without [CLS] (SigLIP), the mean of the
+        present patch tokens: the main image's and those of the present crops, absent crops left out (their tokens
+        are masked out of the ViT's self-attention, so they would only add what the padding holds). Register tokens
+        are never patches. The "w/o TVA" ablation reads these weights, and they are its A_C in Eq. 18.
+        """
+        if self.family.has_cls_token:
+            weights = torch.zeros(token_mask.shape, dtype=torch.float32, device=token_mask.device)
+            weights[:, 0] = 1.0
+            return weights
+        patches = token_mask.to(torch.float32, copy=True)
+        patches[:, : self.num_prefix_tokens] = 0.0
+        return patches / patches.sum(dim=-1, keepdim=True)
+
     def embed(
         self,
         pixel_values: torch.Tensor,
@@ -372,8 +403,13 @@ class HVFormerVisionEncoder(nn.Module):
         object_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """V^0 and the visual token mask (batch, n_V) for the joint image + crops sequence."""
+        if tuple(pixel_values.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"`pixel_values` of {pixel_values.shape[-2]}x{pixel_values.shape[-1]} px, but the model reads "
+                f"{self.image_size}x{self.image_size} images (`config.image_size`)."
+            )
         dtype = self.patch_projection.weight.dtype
-        embeddings = self.embeddings(pixel_values.to(dtype))  # (batch, 1 + image patches, d_V)
+        embeddings = self.embeddings(pixel_values.to(dtype))  # (batch, prefix + image patches, d_V)
         batch_size, image_tokens, hidden_size = embeddings.shape
         token_mask = torch.ones(batch_size, image_tokens, dtype=torch.long, device=embeddings.device)
         if object_pixel_values is not None:
@@ -424,9 +460,7 @@ class HVFormerVisionEncoder(nn.Module):
         if not enabled:
             yield
             return
-        modules = [
-            layer.self_attn if self.model_type == "clip_vision_model" else layer.attention for layer in self.layers
-        ]
+        modules = [getattr(layer, self.family.attention) for layer in self.layers]
         previous = [module.config._attn_implementation for module in modules]
         hooks = []
         for module in modules:
@@ -452,10 +486,11 @@ class HVFormerPreTrainedModel(PreTrainedModel):
         "HVFormerVisualContextLearner",
         "BertLayer",
         "BertEmbeddings",
-        "CLIPEncoderLayer",
-        "CLIPVisionEmbeddings",
-        "ViTLayer",
-        "ViTEmbeddings",
+        *(
+            cls.__name__
+            for family in VISION_FAMILIES.values()
+            for cls in (family.layer_class, family.embeddings_class)
+        ),
     ]
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -469,18 +504,37 @@ class HVFormerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, CLIPVisionEmbeddings):
-            init.normal_(module.class_embedding, mean=0.0, std=std)
+        elif isinstance(module, (CLIPVisionEmbeddings, SiglipVisionEmbeddings)):
+            if isinstance(module, CLIPVisionEmbeddings):
+                init.normal_(module.class_embedding, mean=0.0, std=std)
             init.copy_(module.position_ids, torch.arange(module.num_positions).expand((1, -1)))
-        elif isinstance(module, ViTEmbeddings):
+        elif isinstance(module, (ViTEmbeddings, Dinov2Embeddings, Dinov2WithRegistersEmbeddings)):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            if isinstance(module, Dinov2WithRegistersEmbeddings):
+                init.zeros_(module.register_tokens)
         elif isinstance(module, HVFormerVisionEncoder):
             init.normal_(module.crop_position_embeddings, mean=0.0, std=std)
+        elif isinstance(module, VISION_FAMILIES[self.config.vision_config.model_type].layer_scales):
+            init.constant_(module.lambda1, self.config.vision_config.layerscale_value)
 
 
 def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, Any]]:
-    """The AutoModel class of a text config, and the arguments that build it without a pooler (never used)."""
+    """The AutoModel class of a text config, and the arguments that build it without a pooler (never used).
+
+    Refuses what cannot give T (Eq. 2), one state per input token from the token ids alone: a config `AutoModel`
+    does not know, and encoder-decoder models (BART, T5), whose `AutoModel` also needs decoder inputs.
+    """
+    if getattr(text_config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"The text encoder is an encoder-decoder {text_config.model_type!r} model; HVFormer needs an encoder "
+            "giving one state per input token (BERT, RoBERTa, DeBERTa-v2, ...)."
+        )
+    if type(text_config) not in AutoModel._model_mapping:
+        raise ValueError(
+            f"`AutoModel` has no model for the text config {text_config.model_type!r}; HVFormer needs an encoder "
+            "giving one state per input token (BERT, RoBERTa, DeBERTa-v2, ...)."
+        )
     model_class = AutoModel._model_mapping[type(text_config)]
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         return model_class, {"add_pooling_layer": False}
@@ -488,15 +542,16 @@ def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, A
 
 
 def _load_vision_backbone(name_or_path: str) -> PreTrainedModel:
-    """A pretrained CLIP vision tower (from a full CLIP or a vision-only checkpoint) or ViT, without pooler."""
+    """A pretrained vision model of one of the `VISION_FAMILIES` (a CLIP or SigLIP vision tower from a full or a
+    vision-only checkpoint, ViT without pooler, DINOv2 with or without registers)."""
     model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    if model_type in ("clip", "clip_vision_model"):
-        return CLIPVisionModel.from_pretrained(name_or_path)
-    if model_type == "vit":
-        return ViTModel.from_pretrained(name_or_path, add_pooling_layer=False)
-    raise ValueError(
-        f"{name_or_path!r} is a {model_type!r} checkpoint; HVFormer's vision encoder must be CLIP or ViT."
-    )
+    family = family_of_checkpoint(model_type)
+    if family is None:
+        raise ValueError(
+            f"{name_or_path!r} is a {model_type!r} checkpoint; HVFormer reads ViT-like encoders with one token "
+            f"sequence per layer: {supported_families()}."
+        )
+    return family.model_class.from_pretrained(name_or_path, **family.load_kwargs)
 
 
 class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
@@ -630,20 +685,24 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         if marker_positions is None:
             marker_positions = self.find_marker_positions(input_ids)
 
-        text_states = self.text_encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state  # T, (batch, n_T, d)
+        text_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:  # encoders without segments (DistilBERT) take no such argument
+            text_inputs["token_type_ids"] = token_type_ids
+        text_states = self.text_encoder(**text_inputs).last_hidden_state  # T, (batch, n_T, d)
         visual_levels, visual_token_mask, vision_attentions = self.vision_encoder(
             pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
         )
         key_mask = visual_key_mask(visual_token_mask, object_pixel_values, object_mask, text_states.dtype)
+        cls_weights = None
+        if self.config.visual_context == "cls":
+            cls_weights = self.vision_encoder.cls_weights(visual_token_mask)  # the level's [CLS], (batch, n_V)
         if not per_token:
             text_states = gather_marker_rows(text_states, marker_positions)  # T at <s>, <o>: (batch, 2, d)
 
         fused, visual_contexts, cross_attentions = [], [], []
         for level in self.config.vision_levels:
             fused_level, context, attentions = self.experts[f"level_{level}"](
-                text_states, visual_levels[level], key_mask, output_attentions
+                text_states, visual_levels[level], key_mask, output_attentions, cls_weights
             )
             fused.append(fused_level)
             visual_contexts.append(context)
@@ -666,10 +725,14 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             patch_mask = visual_token_mask.bool()
             patch_patch_maps = patch_patch_tracking_maps(vision_attentions, patch_mask=patch_mask)
             if has_cross_attentions:
-                patch_token_maps = tuple(
-                    patch_token_tracking_maps(attentions, patch_patch_maps[level], patch_mask=patch_mask)
-                    for level, attentions in zip(self.config.vision_levels, cross_attentions, strict=True)
-                )
+                token_attentions = cross_attentions
+            else:  # w/o TVA: every token reads the level's [CLS], so its weights are A_C (one head) in Eq. 18
+                shape = (-1, 1, text_states.shape[1], -1)
+                token_attentions = [cls_weights[:, None, None, :].expand(shape)] * len(self.config.vision_levels)
+            patch_token_maps = tuple(
+                patch_token_tracking_maps(attentions, patch_patch_maps[level], patch_mask=patch_mask)
+                for level, attentions in zip(self.config.vision_levels, token_attentions, strict=True)
+            )
         output = HVFormerRelationExtractionOutput(
             loss=loss,
             logits=logits,
@@ -693,24 +756,28 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         processor: Any,
         **config_kwargs: Any,
     ) -> HVFormerForRelationExtraction:
-        """Builds HVFormer from a pretrained BERT-like text encoder and a pretrained CLIP or ViT vision encoder.
+        """Builds HVFormer from a pretrained text encoder (any `AutoModel` encoder: BERT, RoBERTa, DeBERTa-v2, ...)
+        and a pretrained vision encoder of one of the `VISION_FAMILIES` (CLIP, ViT, DINOv2, SigLIP).
 
         The entity markers and their ids are read from `processor` (an `HVFormerProcessor`, which added the markers
         to its tokenizer) into the config, and the token embeddings are resized to its tokenizer. The crop position
-        embeddings start from the pretrained patch position embeddings resized to the crop grid.
+        embeddings start from the pretrained patch position embeddings resized to the crop grid. For an encoder
+        that interpolates its position embeddings (DINOv2), `image_size` defaults to the processor's image size.
 
         Args:
-            text_name_or_path: Hub id or folder of the text encoder (e.g. `bert-base-uncased`).
-            vision_name_or_path: Hub id or folder of a CLIP (full or vision-only) or ViT checkpoint (e.g.
-                `openai/clip-vit-base-patch32`).
-            processor: The `HVFormerProcessor` of the model: gives `entity_markers`, `marker_token_ids()` and the
-                `tokenizer` whose size the embeddings take.
+            text_name_or_path: Hub id or folder of the text encoder (e.g. `bert-base-uncased`, `roberta-base`).
+            vision_name_or_path: Hub id or folder of a vision checkpoint: CLIP or SigLIP (full or vision-only), ViT,
+                DINOv2 (e.g. `openai/clip-vit-base-patch32`, `facebook/dinov2-base`).
+            processor: The `HVFormerProcessor` of the model: gives `entity_markers`, `marker_token_ids()`, the
+                `tokenizer` whose size the embeddings take and `image_size()`.
             config_kwargs: Further `HVFormerConfig` arguments (`vision_levels`, `id2label`, ...).
         """
         text_class, text_kwargs = _text_encoder_class(AutoConfig.from_pretrained(text_name_or_path))
         text_encoder = text_class.from_pretrained(text_name_or_path, **text_kwargs)
         vision_backbone = _load_vision_backbone(vision_name_or_path)
         markers, marker_ids = list(processor.entity_markers), processor.marker_token_ids()
+        if VISION_FAMILIES[vision_backbone.config.model_type].interpolates_positions:
+            config_kwargs.setdefault("image_size", processor.image_size())
 
         config = HVFormerConfig(
             text_config=text_encoder.config.to_dict(),

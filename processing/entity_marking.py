@@ -29,6 +29,13 @@ from typing import Any
 ENTITY_MARKERS: tuple[str, str, str, str] = ("<s>", "</s>", "<o>", "</o>")
 """Subject start, subject end, object start, object end: the default `entity_markers` of `HVFormerProcessor`."""
 
+FALLBACK_ENTITY_MARKERS: tuple[str, str, str, str] = ("<subj>", "</subj>", "<obj>", "</obj>")
+"""The markers `HVFormerProcessor` takes instead of `ENTITY_MARKERS` for a tokenizer whose own special tokens include
+one of those (RoBERTa's, BART's and XLM-R's `<s>` and `</s>`)."""
+
+SPECIAL_TOKEN_ROLES: tuple[str, ...] = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+"""The tokenizer's own special tokens (`{role}_token`), which no marker may be."""
+
 SUBJECT_START, SUBJECT_END, OBJECT_START, OBJECT_END = range(4)
 """Marker roles, as indices into the processor's `entity_markers`."""
 
@@ -330,26 +337,97 @@ def fit_to_budget(segments: list[list[int]], budget: int, nested: bool) -> list[
     return [[], first[:keep_first], [], second[:keep_second], []]
 
 
-def _tokenize_segments(tokenizer: Any, segments: list[list], is_split_into_words: bool) -> list[list[list[int]]]:
-    """Tokenizes the five segments of every sample with one batched tokenizer call.
+def words_as_text(words: Sequence[str], spans: tuple[Span, Span]) -> tuple[str, tuple[Span, Span]]:
+    """A word list as its words joined by single spaces, and word spans as the character spans of their words.
 
-    Text that looks like a special token (a literal marker or `[SEP]` in a post) is split like ordinary text, so
-    only the markers inserted by [`mark_entities`] are marker tokens.
+    The tokenizer then reads the words as it reads a sentence: a byte-level BPE tokenizer saved without
+    `add_prefix_space` would glue pre-split words together (no `Ġ` word starts).
     """
+    starts = []
+    offset = 0
+    for word in words:
+        starts.append(offset)
+        offset += len(word) + 1
+    return " ".join(words), tuple((starts[start], starts[end - 1] + len(words[end - 1])) for start, end in spans)
+
+
+_ENCODING = {
+    "add_special_tokens": False,
+    "split_special_tokens": True,
+    "return_attention_mask": False,
+    "return_token_type_ids": False,
+}
+"""Tokenizer arguments for the word pieces of a text: no special tokens, and text that looks like one (a literal marker
+or `[SEP]` in a post) split like ordinary text, so only the markers inserted by [`mark_entities`] are marker tokens."""
+
+
+def split_at_bounds(text: str, ids: Sequence[int], offsets: Sequence[Span], bounds: list) -> list[list[int]] | None:
+    """The word pieces of the whole `text` (`ids` and their character `offsets`) shared out among its five segments
+    (`bounds` from [`layout`]), or `None` when a piece straddles a segment boundary.
+
+    Each piece goes to the segment of its first character that is not a space: a byte-level BPE piece `Ġword` or a
+    SentencePiece piece `▁word` to the segment of `word`, and a piece of spaces only (`▁`, `Ġ`) to that of the word
+    after it.
+    """
+    starts = bounds[:5]
+    segments: list[list[int]] = [[] for _ in starts]
+    for token_id, (start, end) in zip(ids, offsets, strict=True):
+        piece = text[start:end]
+        anchor = start + len(piece) - len(piece.lstrip()) if piece.strip() else end
+        if any(anchor < cut < end for cut in starts[1:]):
+            return None
+        segments[bisect.bisect_right(starts, anchor) - 1].append(int(token_id))
+    return segments
+
+
+def word_aligned(segments: list[str]) -> list[str]:
+    """The segments of a text with the whitespace that ends each one moved to the start of the next.
+
+    Byte-level BPE (`Ġword`) and SentencePiece (`▁word`) vocabularies read a word's leading space as part of it, so a
+    segment then tokenizes as in the whole text: no trailing-space piece, no missing `Ġ` on the word after a marker.
+    WordPiece ignores the spaces either way.
+    """
+    aligned, carry = [], ""
+    for segment in segments[:-1]:
+        text = carry + segment
+        body = text.rstrip()
+        aligned.append(body)
+        carry = text[len(body) :]
+    return [*aligned, carry + segments[-1]]
+
+
+def _tokenize_segments(tokenizer: Any, segments: list[list[str]]) -> list[list[list[int]]]:
+    """Tokenizes the five segments of every sample apart, with one batched tokenizer call."""
     flat = [segment for sample in segments for segment in sample if len(segment) > 0]
-    encoded = iter([])
-    if flat:
-        encoded = iter(
-            tokenizer(
-                flat,
-                is_split_into_words=is_split_into_words,
-                add_special_tokens=False,
-                split_special_tokens=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-        )
+    encoded = iter(tokenizer(flat, **_ENCODING)["input_ids"] if flat else [])
     return [[list(next(encoded)) if len(segment) > 0 else [] for segment in sample] for sample in segments]
+
+
+def segment_pieces(tokenizer: Any, texts: Sequence[str], bounds: list[list]) -> list[list[list[int]]]:
+    """The word pieces of the five segments of each text (cut at `bounds`, from [`layout`]).
+
+    With a fast tokenizer, each text is tokenized whole and its pieces are shared out by [`split_at_bounds`], so
+    the pieces between the markers are exactly those of the unmarked text. A text in which a marker falls inside a
+    piece (an entity boundary within a word piece), or every text with a tokenizer without offsets, has its segments
+    tokenized apart, each with the whitespace before it ([`word_aligned`]).
+    """
+    pieces: list[list[list[int]] | None] = [None] * len(texts)
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(list(texts), return_offsets_mapping=True, **_ENCODING)
+        pieces = [
+            split_at_bounds(text, ids, offsets, cuts)
+            for text, ids, offsets, cuts in zip(
+                texts, encoded["input_ids"], encoded["offset_mapping"], bounds, strict=True
+            )
+        ]
+    apart = [index for index, split in enumerate(pieces) if split is None]
+    segments = [
+        word_aligned([texts[index][start:end] for start, end in zip(bounds[index], bounds[index][1:], strict=False)])
+        for index in apart
+    ]
+    for index, split in zip(apart, _tokenize_segments(tokenizer, segments), strict=True):
+        pieces[index] = split
+    return pieces
 
 
 def mark_entities(
@@ -367,6 +445,10 @@ def mark_entities(
     `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a `ValueError` (naming the
     sample when `is_batched`) otherwise.
 
+    A word list is read as its words joined by single spaces ([`words_as_text`]). The markers go between the word
+    pieces of the unmarked text ([`segment_pieces`]), so that byte-level BPE (`Ġ`) and SentencePiece (`▁`) word
+    starts stay where the unmarked text has them.
+
     Args:
         marker_ids: The ids of the four markers, in the order of their roles.
         template: The special token ids the tokenizer puts before and after a single sequence.
@@ -375,22 +457,24 @@ def mark_entities(
         The token ids of each sample and the positions `[subject start, object start]` of its markers.
     """
     prefix, suffix = template
+    if is_split_into_words:
+        texts, spans = zip(
+            *(words_as_text(words, pair) for words, pair in zip(texts, spans, strict=True)), strict=True
+        )
     cuts = [layout(subject, obj) for subject, obj in spans]
-    segments = [
-        [sample[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
-        for sample, (bounds, _, _) in zip(texts, cuts, strict=True)
-    ]
+    bounds = [bounds for bounds, _, _ in cuts]
     budget = max_length - len(prefix) - len(suffix) - len(marker_ids)
     sequences, positions = [], []
     for index, (pieces, (_, roles, nested)) in enumerate(
-        zip(_tokenize_segments(tokenizer, segments, is_split_into_words), cuts, strict=True)
+        zip(segment_pieces(tokenizer, texts, bounds), cuts, strict=True)
     ):
         for slot in (2,) if nested else (1, 3):
             if not pieces[slot]:
                 role = "subject" if roles[slot - 1] == SUBJECT_START else "object"
+                entity = texts[index][bounds[index][slot] : bounds[index][slot + 1]]
                 raise sample_error(
                     sample_prefix(index, is_batched),
-                    f"the {role} entity {short_repr(segments[index][slot])} gives no word pieces with this tokenizer.",
+                    f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.",
                 )
         needed = sum(len(piece) for piece in pieces)
         if needed > budget and not truncation:
@@ -456,14 +540,26 @@ def pad_marked(
     return input_ids, attention_mask, marker_positions
 
 
+def _special_token_roles(tokenizer: Any) -> dict[str, str]:
+    """The tokenizer's own special tokens and their roles, e.g. `{"<s>": "cls", "</s>": "sep", ...}` (the last role
+    wins for a token with several)."""
+    return {getattr(tokenizer, f"{role}_token", None): role for role in SPECIAL_TOKEN_ROLES}
+
+
+def default_markers(tokenizer: Any) -> list[str]:
+    """`ENTITY_MARKERS`, or `FALLBACK_ENTITY_MARKERS` when one of them is a special token of `tokenizer`."""
+    roles = _special_token_roles(tokenizer)
+    if any(marker in roles for marker in ENTITY_MARKERS):
+        return list(FALLBACK_ENTITY_MARKERS)
+    return list(ENTITY_MARKERS)
+
+
 def add_markers(tokenizer: Any, markers: Sequence[str]) -> list[int]:
     """Registers the markers as special tokens of `tokenizer` (in place) unless it has them, and returns their ids.
 
     Raises a `ValueError` when a marker is one of the tokenizer's own special tokens or does not encode to one id.
     """
-    roles = {
-        getattr(tokenizer, f"{role}_token", None): role for role in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
-    }
+    roles = _special_token_roles(tokenizer)
     for marker in markers:
         if marker in roles:
             raise ValueError(

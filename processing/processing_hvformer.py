@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Processor for HVFormer: glue between a BERT-like tokenizer with entity markers and a ViT-like image processor.
+"""Processor for HVFormer: glue between the text encoder's tokenizer with entity markers and a ViT-like image
+processor.
 
 This file travels to the Hugging Face Hub as remote code with its siblings `entity_marking.py` (markers, truncation,
 padding), `image_loading.py` (decoding, resizing, normalising) and `saved_processor.py` (saved files, model checks),
@@ -38,11 +39,11 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from .entity_marking import (
-    ENTITY_MARKERS,
     add_markers,
     batch_texts,
     check_padding,
     check_texts,
+    default_markers,
     entity_spans,
     mark_entities,
     pad_marked,
@@ -63,9 +64,10 @@ def _init_argument_names(cls: type) -> set[str]:
 
 class HVFormerProcessor(ProcessorMixin):
     r"""
-    Constructs an HVFormer processor: a BERT-like tokenizer that inserts the entity markers around the subject and
-    the object of a relation, and the image processor of the vision encoder (CLIP or ViT, torchvision or PIL
-    backend) for the post image and its visual-grounding object crops.
+    Constructs an HVFormer processor: the text encoder's tokenizer (WordPiece, byte-level BPE or SentencePiece)
+    that inserts the entity markers around the subject and the object of a relation, and the image processor of the
+    vision encoder (CLIP, ViT, DINOv2, SigLIP; torchvision or PIL backend) for the post image and its
+    visual-grounding object crops.
 
     The markers are added to the tokenizer as special tokens when missing, so the tokenizer passed in is modified
     in place and the text encoder's embedding matrix must be resized to `len(processor.tokenizer)`.
@@ -83,8 +85,11 @@ class HVFormerProcessor(ProcessorMixin):
             Side `s` of the square object crops.
         relation_labels (`list[str]`, *optional*):
             Relation names in label-id order, used to map string labels to ids.
-        entity_markers (`list[str]`, *optional*, defaults to `entity_marking.ENTITY_MARKERS`):
-            The four marker tokens (paper Eq. 1): subject start, subject end, object start, object end.
+        entity_markers (`list[str]`, *optional*):
+            The four marker tokens (paper Eq. 1): subject start, subject end, object start, object end. Defaults to
+            `entity_marking.ENTITY_MARKERS` (`<s> </s> <o> </o>`), or to `FALLBACK_ENTITY_MARKERS`
+            (`<subj> </subj> <obj> </obj>`) for a tokenizer that has `<s>` or `</s>` as its own special tokens
+            (RoBERTa, BART, XLM-R); the markers chosen are saved in `processor_config.json`.
     """
 
     def __init__(
@@ -95,7 +100,7 @@ class HVFormerProcessor(ProcessorMixin):
         num_object_crops: int = 3,
         object_image_size: int = 128,
         relation_labels: list[str] | None = None,
-        entity_markers: Sequence[str] = ENTITY_MARKERS,
+        entity_markers: Sequence[str] | None = None,
         **kwargs,
     ):
         super().__init__(image_processor, tokenizer, **kwargs)
@@ -111,7 +116,7 @@ class HVFormerProcessor(ProcessorMixin):
                 raise ValueError("`relation_labels` must be a list of strings.")
             if len(set(relation_labels)) != len(relation_labels):
                 raise ValueError(f"`relation_labels` contains duplicates: {relation_labels}.")
-        entity_markers = list(entity_markers)
+        entity_markers = default_markers(self.tokenizer) if entity_markers is None else list(entity_markers)
         if (
             len(entity_markers) != 4
             or len(set(entity_markers)) != 4
@@ -234,6 +239,14 @@ class HVFormerProcessor(ProcessorMixin):
                 f"`max_length` {max_length} exceeds the text encoder's {limit} positions "
                 "(`tokenizer.model_max_length`)."
             )
+
+    def image_size(self) -> int:
+        """Side of the square images the image processor makes (the size of `pixel_values`), found by resizing a
+        one-pixel image."""
+        height, width = self.resize_images(Image.new("RGB", (1, 1)))["pixel_values"].shape[-2:]
+        if height != width:
+            raise ValueError(f"The image processor makes {height}x{width} images; HVFormer reads square images.")
+        return int(height)
 
     def marker_token_ids(self) -> list[int]:
         """Ids of the four `entity_markers` (subject start, subject end, object start, object end), in that order."""

@@ -1,21 +1,30 @@
 """Every file in configs/ on an MNRE-shaped folder (real JPEGs, crops, `.pth` and `.json` mappings), the way a user
 runs them: `python run_mre.py configs/paper.yaml [an ablation or level config]` in a fresh process, with tiny local
 encoders in place of BERT-base and CLIP ViT-B/32, one epoch and two image-decoding workers. Each run has a timeout, so
-a hang fails its test instead of stalling CI. Also: a 2-process `torchrun` training against the 1-process run."""
+a hang fails its test instead of stalling CI. Also: a 2-process `torchrun` training against the 1-process run, and
+the paper's config with other Hub encoders (RoBERTa + DINOv2, DeBERTa-v2 + SigLIP), whose model folders load as
+remote code and in the pipeline where the project cannot be imported."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from hub_encoders import IMAGE_SIZE, save_text_encoder, save_vision_encoder
+from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from mnre_folder import save_tiny_encoders, write_mnre_folder
 
 import run_mre
-from modeling_hvformer import HVFormerConfig
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+from processing.entity_marking import FALLBACK_ENTITY_MARKERS
+from processing.processing_hvformer import HVFormerProcessor
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = PROJECT / "configs"
@@ -32,8 +41,16 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "data": data_dir, "text": text, "vision": vision, "cache": root / "cache"}
 
 
-def run_script(workspace: dict[str, Path], output_dir: Path, *args: str, launcher: tuple[str, ...] = ()) -> str:
-    """Runs run_mre.py in a new process on the MNRE-shaped folder; returns its stdout, failing on error or hang."""
+def run_script(
+    workspace: dict[str, Path],
+    output_dir: Path,
+    *args: str,
+    launcher: tuple[str, ...] = (),
+    encoders: tuple[Path, Path] | None = None,
+) -> str:
+    """Runs run_mre.py in a new process on the MNRE-shaped folder, with the workspace's BERT and CLIP or the text and
+    vision `encoders`; returns its stdout, failing on error or hang."""
+    text, vision = encoders or (workspace["text"], workspace["vision"])
     command = [
         *(launcher or (sys.executable,)),
         str(PROJECT / "run_mre.py"),
@@ -41,9 +58,9 @@ def run_script(workspace: dict[str, Path], output_dir: Path, *args: str, launche
         "--data_dir",
         str(workspace["data"]),
         "--text_model_name_or_path",
-        str(workspace["text"]),
+        str(text),
         "--vision_model_name_or_path",
-        str(workspace["vision"]),
+        str(vision),
         "--output_dir",
         str(output_dir),
         "--cache_dir",
@@ -181,3 +198,95 @@ def test_two_processes_train_like_one(workspace):
     assert double_out.count("validation:") == 1 and single_out.count("validation:") == 1
     models = [path.parent.name for path in double_dir.glob("*/model.safetensors")]
     assert models == [run_mre.MODEL_FOLDER]  # one model folder; the finished run's checkpoints are gone
+
+
+ISOLATED_USE = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
+    """
+    import ast, json
+    from pathlib import Path
+    import torch
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    folder, data_dir, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    lines = [ast.literal_eval(line) for line in (data_dir / "mnre_test.txt").read_text().splitlines()[:4]]
+    inputs = processor(
+        text=[line["token"] for line in lines],
+        entity_spans=[[line["h"]["pos"], line["t"]["pos"]] for line in lines],
+        images=[str(data_dir / "img_org" / "test" / line["img_id"]) for line in lines],
+        is_split_into_words=True,
+    )
+    with torch.no_grad():
+        torch.save(model(**inputs).logits, out / "logits.pt")
+    extractor = pipeline("multimodal-relation-extraction", model=str(folder), trust_remote_code=True, device=-1)
+    post = {
+        "text": " ".join(lines[0]["token"]),
+        "subject": lines[0]["h"]["name"],
+        "object": lines[0]["t"]["name"],
+        "image": str(data_dir / "img_org" / "test" / lines[0]["img_id"]),
+    }
+    (out / "pipeline.json").write_text(json.dumps(extractor(post, top_k=3)))
+    """
+)
+"""Loads a run's model folder with `AutoModel` / `AutoProcessor` as remote code, encodes 4 test posts (word lists),
+saves their logits, and runs the pipeline on the first post (a string)."""
+
+BACKBONES = {
+    "roberta+dinov2": ("roberta", "dinov2", ["--object_image_size", "126"]),
+    "deberta_v2+siglip": ("deberta_v2", "siglip", ["--object_image_size", "64"]),
+}
+"""Hub encoder pairs run with configs/paper.yaml: text kind, vision kind, extra arguments (DINOv2's patch is 14, so
+its crops are 126 px; the SigLIP run takes 64-px crops, 16 tokens each instead of 64, to keep CI short)."""
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_paper_config_with_other_hub_encoders(workspace, name):
+    """A RoBERTa (byte-level BPE, its own `<s>`) + DINOv2 and a DeBERTa-v2 (unigram, no token types) + SigLIP (no
+    [CLS]) run: one prediction per test post, markers that RoBERTa's tokenizer does not own chosen and saved, and a
+    model folder that `AutoModel` / `AutoProcessor` and the pipeline load where the project cannot be imported, with
+    the logits of the project's own classes."""
+    text_kind, vision_kind, extra = BACKBONES[name]
+    encoders_dir = workspace["root"] / "hub-encoders"
+    text = save_text_encoder(text_kind, encoders_dir / text_kind, workspace["data"])
+    vision = save_vision_encoder(vision_kind, encoders_dir / vision_kind)
+    output_dir = workspace["root"] / f"run-{name}"
+    run_script(workspace, output_dir, str(PAPER), "--num_train_epochs", "1", *extra, encoders=(text, vision))
+
+    rows = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [f"test-{index}" for index in range(24)]
+    model_dir = output_dir / run_mre.MODEL_FOLDER
+    config = json.loads((model_dir / "config.json").read_text())
+    markers = json.loads((model_dir / "processor_config.json").read_text())["entity_markers"]
+    assert config["entity_markers"] == markers
+    assert markers == (list(FALLBACK_ENTITY_MARKERS) if text_kind == "roberta" else ["<s>", "</s>", "<o>", "</o>"])
+    assert set(rows[0]["expert_weights"]) == {markers[0], markers[2]}
+    vision_type = {"dinov2": "dinov2", "siglip": "siglip_vision_model"}[vision_kind]
+    text_type = {"roberta": "roberta", "deberta_v2": "deberta-v2"}[text_kind]
+    assert (config["text_config"]["model_type"], config["vision_config"]["model_type"]) == (text_type, vision_type)
+    assert config["vision_levels"] == [0, 6, 12] and config["image_size"] == IMAGE_SIZE
+
+    work = workspace["root"] / f"isolated-{name}"
+    work.mkdir()
+    run_isolated(ISOLATED_USE, str(model_dir), str(workspace["data"]), str(work), cwd=work)
+    model = HVFormerForRelationExtraction.from_pretrained(model_dir).eval()
+    processor = HVFormerProcessor.from_pretrained(model_dir)
+    lines = [ast.literal_eval(line) for line in (workspace["data"] / "mnre_test.txt").read_text().splitlines()[:4]]
+    images = [workspace["data"] / "img_org" / "test" / line["img_id"] for line in lines]
+    inputs = processor(
+        text=[line["token"] for line in lines],
+        entity_spans=[[line["h"]["pos"], line["t"]["pos"]] for line in lines],
+        images=[str(path) for path in images],
+        is_split_into_words=True,
+    )
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    torch.testing.assert_close(torch.load(work / "logits.pt", weights_only=True), logits, rtol=0, atol=0)
+    post = {"text": " ".join(lines[0]["token"]), "entities": (lines[0]["h"]["name"], lines[0]["t"]["name"])}
+    encoding = processor(**post, images=str(images[0]), padding="max_length")
+    with torch.no_grad():
+        probabilities = model(**encoding).logits.softmax(-1)[0]
+    ranked = probabilities.argsort(descending=True).tolist()[:3]
+    expected = [{"label": config["id2label"][str(i)], "score": pytest.approx(float(probabilities[i]))} for i in ranked]
+    assert json.loads((work / "pipeline.json").read_text()) == expected

@@ -11,7 +11,7 @@ import pytest
 import torch
 from analysis_helpers import RELATIONS, assert_png_drawn
 from PIL import Image
-from tiny_models import tiny_model_for
+from tiny_models import tiny_model_for, tiny_vision_config
 
 from analysis import relative_to_even
 from analysis.explain import DISPLAY_SIZE, OVERLAY_COLOURS, explain, main, map_norm, overlay
@@ -65,7 +65,9 @@ def test_explain(model, processor, sample_dir, tmp_path):
     assert by_span["output_path"] is None
 
 
-def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
+def test_explain_without_router_or_attention_tracks_the_levels_cls(processor, sample_dir, tmp_path):
+    """Without a router there are no expert weights; without TVA (Eq. 4) every token reads the level's [CLS], so
+    both markers' maps are the [CLS] row of H_V^l (Eq. 17) over the image's patches."""
     model = tiny_model_for(processor, fusion="concat", visual_context="cls")
     image = Image.open(next((sample_dir / "img_org" / "val").iterdir()))
     result = explain(
@@ -76,8 +78,32 @@ def test_explain_without_router_or_attention(processor, sample_dir, tmp_path):
         image=image,
         output_path=tmp_path / "explain.png",
     )
-    assert result["expert_weights"] is None and result["patch_token_maps"] == {}
+    assert result["expert_weights"] is None
+    inputs = processor(text="Alden and Brisk", entities=["Alden", "Brisk"], images=image)
+    with torch.no_grad():
+        patch_patch = model(**inputs, output_tracking_maps=True).patch_patch_tracking_maps  # (L + 1, 1, n_V, n_V)
+    assert set(result["patch_token_maps"]) == {0, 1, 2}
+    for level, maps in result["patch_token_maps"].items():
+        cls_row = patch_patch[level, 0, 0]  # the ViT's [CLS] token, first of the sequence
+        np.testing.assert_allclose(maps["<s>"], cls_row[1:17].reshape(4, 4).numpy(), atol=1e-6)
+        np.testing.assert_allclose(maps["<o>"], maps["<s>"])
+        assert maps["cls"] == pytest.approx([float(cls_row[0])] * 2, abs=1e-6)
     assert_png_drawn(tmp_path / "explain.png")
+
+
+def test_explain_with_an_encoder_without_cls(processor, sample_dir):
+    """SigLIP's visual sequence starts with the image's patches: the maps are its first 16 tokens, and there is no
+    [CLS] share."""
+    model = tiny_model_for(processor, vision_config=tiny_vision_config("siglip", hidden_size=64))
+    image = Image.open(next((sample_dir / "img_org" / "val").iterdir())).convert("RGB")
+    result = explain(model, processor, "Alden and Brisk", entities=["Alden", "Brisk"], image=image)
+    inputs = processor(text="Alden and Brisk", entities=["Alden", "Brisk"], images=image)
+    with torch.no_grad():
+        outputs = model(**inputs, output_tracking_maps=True)
+    for level, maps in zip((0, 1, 2), outputs.patch_token_tracking_maps, strict=True):
+        subject_row = maps[0, :, int(outputs.marker_positions[0, 0])].mean(dim=0)  # H_C^l head mean at <s>
+        np.testing.assert_allclose(result["patch_token_maps"][level]["<s>"], subject_row[:16].reshape(4, 4), atol=1e-6)
+        assert result["patch_token_maps"][level]["cls"] is None
 
 
 def test_explain_command_line_names_a_missing_crop_once(model, processor, sample_dir, tmp_path, capsys):

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from safetensors.torch import load_file
-from tiny_models import CROP_SIZE, LABELS, MARKER_IDS, tiny_config, tiny_inputs, tiny_text_config, tiny_vision_config
+from tiny_models import (
+    CROP_SIZE,
+    LABELS,
+    MARKER_IDS,
+    PREFIX_TOKENS,
+    VISION_KINDS,
+    tiny_config,
+    tiny_inputs,
+    tiny_text_config,
+    tiny_vision_config,
+)
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -18,6 +29,9 @@ from transformers import (
     BertModel,
     BertTokenizerFast,
     CLIPVisionModel,
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+    SiglipVisionModel,
     ViTImageProcessorPil,
     ViTModel,
 )
@@ -31,7 +45,7 @@ def build(vision: str = "clip", seed: int = 0, **overrides) -> HVFormerForRelati
     return HVFormerForRelationExtraction(tiny_config(vision, **overrides)).eval()
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_output_shapes_and_router_rows_sum_to_one(vision):
     model = build(vision)
     inputs = tiny_inputs()
@@ -41,9 +55,11 @@ def test_output_shapes_and_router_rows_sum_to_one(vision):
     assert outputs.expert_weights.shape == (3, 10, 4)  # text expert + levels 0, 1, 2
     torch.testing.assert_close(outputs.expert_weights.sum(-1), torch.ones(3, 10))
     assert outputs.marker_positions.tolist() == [[2, 5]] * 3
-    # [CLS] + 16 image patches + 2 crops x 4 patches; the second sample lacks one crop, the third both.
-    assert outputs.visual_token_mask.shape == (3, 25)
-    assert outputs.visual_token_mask.sum(-1).tolist() == [25, 21, 17]
+    # [CLS] and registers (none for SigLIP) + 16 image patches + 2 crops x 4 patches; the second sample lacks one
+    # crop, the third both.
+    num_tokens = PREFIX_TOKENS[vision] + 16 + 8
+    assert outputs.visual_token_mask.shape == (3, num_tokens)
+    assert outputs.visual_token_mask.sum(-1).tolist() == [num_tokens, num_tokens - 4, num_tokens - 8]
     assert len(outputs.vision_hidden_states) == 3
     assert outputs.cross_attentions is None and outputs.vision_attentions is None
 
@@ -115,23 +131,28 @@ def parameter_names(model) -> set[str]:
     return {name for name, _ in model.named_parameters()}
 
 
+VARIANTS = [
+    {},
+    {"fusion": "concat"},
+    {"visual_context": "cls"},
+    {"use_text_expert": False},
+    {"vision_levels": [2]},
+    {"vision_levels": [0]},
+    {"vision_levels": [1]},
+    {"visual_context": "cls", "fusion": "concat"},
+]
+
+
 @pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"fusion": "concat"},
-        {"visual_context": "cls"},
-        {"use_text_expert": False},
-        {"vision_levels": [2]},
-        {"vision_levels": [0]},
-        {"vision_levels": [1]},
-        {"visual_context": "cls", "fusion": "concat"},
-    ],
+    ("vision", "overrides"),
+    [("clip", overrides) for overrides in VARIANTS]
+    + [(vision, overrides) for vision in VISION_KINDS[1:] for overrides in ({}, {"visual_context": "cls"})],
 )
-def test_every_variant_runs_and_trains(overrides):
+def test_every_variant_runs_and_trains(vision, overrides):
     """Every trainable parameter gets a gradient and is updated by the optimiser, and a few steps on one batch lower
-    its loss."""
-    model = build(**overrides, hidden_dropout_prob=0.0, attention_dropout=0.0).train()
+    its loss: every variant with CLIP, the full model and "w/o TVA" with the other vision families (so none keeps
+    a parameter it never uses, which DDP would refuse)."""
+    model = build(vision, **overrides, hidden_dropout_prob=0.0, attention_dropout=0.0).train()
     inputs = tiny_inputs()
     before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -169,7 +190,7 @@ def test_variants_own_exactly_their_parameters():
     assert len(build(vision_levels=[0]).vision_encoder.layers) == 0
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_frozen_vision_encoder_gets_no_gradient(vision):
     model = build(vision, freeze_vision_encoder=True).train()
     model(**tiny_inputs()).loss.backward()
@@ -183,7 +204,7 @@ def test_frozen_vision_encoder_gets_no_gradient(vision):
     assert model.text_encoder.embeddings.word_embeddings.weight.grad is not None
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_sdpa_and_eager_give_the_same_logits(vision):
     torch.manual_seed(0)
     config = tiny_config(vision)
@@ -194,8 +215,7 @@ def test_sdpa_and_eager_give_the_same_logits(vision):
     sdpa.load_state_dict(state)
     sdpa.set_attn_implementation("sdpa")
     assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
-    first_layer = sdpa.vision_encoder.layers[0]
-    vision_attention = first_layer.self_attn if vision == "clip" else first_layer.attention
+    vision_attention = getattr(sdpa.vision_encoder.layers[0], sdpa.vision_encoder.family.attention)
     assert vision_attention.config._attn_implementation == "sdpa"
     inputs = tiny_inputs()
     torch.testing.assert_close(sdpa(**inputs).logits, eager(**inputs).logits, rtol=1e-5, atol=1e-5)
@@ -209,7 +229,13 @@ def test_sdpa_and_eager_give_the_same_logits(vision):
         strict=True,
     ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert len(sdpa_out.vision_attentions) == 2 and sdpa_out.vision_attentions[0].shape == (3, 4, 25, 25)
+    num_tokens = PREFIX_TOKENS[vision] + 24
+    assert len(sdpa_out.vision_attentions) == 2 and sdpa_out.vision_attentions[0].shape == (
+        3,
+        4,
+        num_tokens,
+        num_tokens,
+    )
 
 
 def vision_sdpa_calls(model: HVFormerForRelationExtraction, inputs: dict, monkeypatch) -> int:
@@ -228,7 +254,7 @@ def vision_sdpa_calls(model: HVFormerForRelationExtraction, inputs: dict, monkey
     return shapes.count((num_visual_tokens, num_visual_tokens))
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_vit_follows_the_model_attention_implementation_as_users_load_it(tmp_path, vision, caplog):
     """A model built from a config, or loaded with `from_pretrained`, runs its ViT layers with SDPA, without
     transformers' "`_attn_implementation` set to `None`" fallback; `attn_implementation="eager"` reaches them too."""
@@ -257,17 +283,24 @@ def test_logits_do_not_depend_on_batch_mates_or_padding():
     torch.testing.assert_close(model(**padded).logits, batched, rtol=1e-5, atol=1e-5)
 
 
-def test_absent_crops_are_masked_out():
-    model = build()
+@pytest.mark.parametrize("vision", VISION_KINDS)
+@pytest.mark.parametrize("visual_context", ["tva", "cls"])
+def test_absent_crops_are_masked_out(vision, visual_context):
+    """What absent crops hold changes neither the logits nor any present token's V^l (the ViT's self-attention
+    masks them out; the tiny random model would let a leak change the logits by ~1e-5 only)."""
+    model = build(vision, visual_context=visual_context)
     inputs = tiny_inputs()
-    reference = model(**inputs).logits
+    reference = model(**inputs, output_hidden_states=True)
     changed = inputs["object_pixel_values"].clone()
     changed[2] = torch.randn_like(changed[2]) * 5  # sample 2 has no crops
     changed[1, 1] = torch.randn_like(changed[1, 1]) * 5  # sample 1 lacks its second crop
-    logits = model(**dict(inputs, object_pixel_values=changed)).logits
-    torch.testing.assert_close(logits, reference)
+    outputs = model(**dict(inputs, object_pixel_values=changed), output_hidden_states=True)
+    torch.testing.assert_close(outputs.logits, reference.logits)
+    present = reference.visual_token_mask.bool()
+    for level, states in enumerate(outputs.vision_hidden_states):
+        torch.testing.assert_close(states[present], reference.vision_hidden_states[level][present], msg=str(level))
     changed[0, 0] += 1.0  # a present crop does matter
-    assert not torch.allclose(model(**dict(inputs, object_pixel_values=changed)).logits[0], reference[0])
+    assert not torch.allclose(model(**dict(inputs, object_pixel_values=changed)).logits[0], reference.logits[0])
 
 
 def test_markers_found_from_ids_and_missing_marker_names_the_sample():
@@ -292,23 +325,28 @@ def test_too_many_or_wrongly_sized_crops_are_errors():
         model(**dict(inputs, object_pixel_values=torch.randn(3, 2, 3, 24, 24)))
 
 
-def test_output_tracking_maps():
-    model = build()
+@pytest.mark.parametrize("vision", VISION_KINDS)
+def test_output_tracking_maps(vision):
+    model = build(vision)
     outputs = model(**tiny_inputs(), output_tracking_maps=True)
-    assert outputs.patch_patch_tracking_maps.shape == (3, 3, 25, 25)
+    crops = PREFIX_TOKENS[vision] + 16  # first token of the first crop
+    n = crops + 8
+    assert outputs.patch_patch_tracking_maps.shape == (3, 3, n, n)
     present = outputs.visual_token_mask.float()
     torch.testing.assert_close(outputs.patch_patch_tracking_maps[0], torch.diag_embed(present))
     torch.testing.assert_close(outputs.patch_patch_tracking_maps[2].sum(-1), present)
     assert len(outputs.patch_token_tracking_maps) == 3
     for maps in outputs.patch_token_tracking_maps:
-        assert maps.shape == (3, 4, 10, 25)
+        assert maps.shape == (3, 4, 10, n)
         torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 10))
     # Absent crops get no weight, in the maps and already in the attention they are computed from: sample 1 lacks
-    # its second crop (tokens 21-24), sample 2 both crops (tokens 17-24).
-    assert outputs.patch_token_tracking_maps[2][2, ..., 17:].abs().max() == 0
+    # its second crop (the last 4 tokens), sample 2 both crops (the last 8).
+    assert outputs.patch_token_tracking_maps[2][2, ..., crops:].abs().max() == 0
     for attentions in (*outputs.vision_attentions, *outputs.cross_attentions):
-        assert attentions[1, ..., 21:].abs().max() == 0 and attentions[1, ..., 17:21].abs().max() > 0
-        assert attentions[2, ..., 17:].abs().max() == 0
+        assert (
+            attentions[1, ..., crops + 4 :].abs().max() == 0 and attentions[1, ..., crops : crops + 4].abs().max() > 0
+        )
+        assert attentions[2, ..., crops:].abs().max() == 0
 
 
 def test_tracking_maps_of_a_level_0_model():
@@ -421,39 +459,44 @@ ISOLATED_LOAD = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
     """
     import torch
     from transformers import AutoConfig, AutoModel
-    folder = sys.argv[1]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    assert type(model).__name__ == "HVFormerForRelationExtraction", type(model)
-    inputs = torch.load(folder + "/inputs.pt", weights_only=True)
-    torch.save(model(**inputs).logits, folder + "/reloaded_logits.pt")
+    for folder in sys.argv[1:]:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        assert type(model).__name__ == "HVFormerForRelationExtraction", type(model)
+        inputs = torch.load(folder + "/inputs.pt", weights_only=True)
+        torch.save(model(**inputs).logits, folder + "/reloaded_logits.pt")
     """
 )
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
-def test_remote_code_round_trip_in_isolated_process(tmp_path, vision):
-    model = build(vision)
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    files = {path.name for path in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "configuration_hvformer.py", "modeling_hvformer.py"} <= files
-    assert "tracking_maps.py" in files
-    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
-    assert auto_map == {
-        "AutoConfig": "configuration_hvformer.HVFormerConfig",
-        "AutoModel": "modeling_hvformer.HVFormerForRelationExtraction",
-    }
+def test_remote_code_round_trip_in_isolated_process(tmp_path):
+    """A model of each vision family, saved, loads as remote code where the project cannot be imported (one process
+    for all, to keep CI short) and gives the logits of the project's own classes."""
+    models, folders = {}, []
     inputs = {key: value for key, value in tiny_inputs().items() if key != "labels"}
-    torch.save(inputs, folder / "inputs.pt")
+    for vision in VISION_KINDS:
+        models[vision] = build(vision)
+        folder = tmp_path / vision
+        models[vision].save_pretrained(folder)
+        files = {path.name for path in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "configuration_hvformer.py", "modeling_hvformer.py"} <= files
+        assert {"tracking_maps.py", "vision_families.py"} <= files
+        auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+        assert auto_map == {
+            "AutoConfig": "configuration_hvformer.HVFormerConfig",
+            "AutoModel": "modeling_hvformer.HVFormerForRelationExtraction",
+        }
+        torch.save(inputs, folder / "inputs.pt")
+        folders.append(str(folder))
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    run_isolated(ISOLATED_LOAD, str(folder), cwd=workdir)
-    reloaded = torch.load(folder / "reloaded_logits.pt", weights_only=True)
-    torch.testing.assert_close(reloaded, model(**inputs).logits, rtol=0, atol=0)
+    run_isolated(ISOLATED_LOAD, *folders, cwd=workdir)
+    for vision, model in models.items():
+        reloaded = torch.load(tmp_path / vision / "reloaded_logits.pt", weights_only=True)
+        torch.testing.assert_close(reloaded, model(**inputs).logits, rtol=0, atol=0, msg=vision)
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_saved_weights_load_as_a_plain_state_dict(tmp_path, vision):
     """Trainer restores checkpoints with `load_state_dict` on the raw safetensors file (best model, resume):
     the saved keys must be the model's own, with no renaming on save."""
@@ -492,14 +535,35 @@ def write_tiny_tokenizer(folder: Path) -> BertTokenizerFast:
     return tokenizer
 
 
-@pytest.mark.parametrize("vision", ["clip", "vit"])
+BACKBONES = {
+    "clip": (CLIPVisionModel, lambda m: m.encoder.layers, lambda m: m.embeddings.position_embedding.weight[1:]),
+    "vit": (
+        partial(ViTModel, add_pooling_layer=False),
+        lambda m: m.layers,
+        lambda m: m.embeddings.position_embeddings[0, 1:],
+    ),
+    "dinov2": (Dinov2Model, lambda m: m.encoder.layer, lambda m: m.embeddings.position_embeddings[0, 1:]),
+    "dinov2_with_registers": (
+        Dinov2WithRegistersModel,
+        lambda m: m.encoder.layer,
+        lambda m: m.embeddings.position_embeddings[0, 1:],
+    ),
+    "siglip": (SiglipVisionModel, lambda m: m.encoder.layers, lambda m: m.embeddings.position_embedding.weight),
+}
+"""Per vision family: the pretrained model, its layers and its patch position embeddings (SigLIP's have no [CLS])."""
+
+
+@pytest.mark.parametrize("vision", VISION_KINDS)
 def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
+    """The text encoder's and the vision family's pretrained weights are copied, the crop positions start from the
+    family's own position embeddings."""
     torch.manual_seed(0)
     text = BertModel(tiny_text_config(), add_pooling_layer=False)
     text.save_pretrained(tmp_path / "text")
-    processor = HVFormerProcessor(ViTImageProcessorPil(), write_tiny_tokenizer(tmp_path / "text"))
-    vision_config = tiny_vision_config(vision, hidden_size=64, num_layers=3)
-    backbone = CLIPVisionModel(vision_config) if vision == "clip" else ViTModel(vision_config, add_pooling_layer=False)
+    image_processor = ViTImageProcessorPil(size={"height": 32, "width": 32})
+    processor = HVFormerProcessor(image_processor, write_tiny_tokenizer(tmp_path / "text"))
+    backbone_class, layers_of, image_positions_of = BACKBONES[vision]
+    backbone = backbone_class(tiny_vision_config(vision, hidden_size=64, num_layers=3))
     backbone.save_pretrained(tmp_path / "vision")
 
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(
@@ -519,20 +583,18 @@ def test_from_text_vision_pretrained_with_tiny_encoders(tmp_path, vision):
     torch.testing.assert_close(
         model.text_encoder.encoder.layer[1].output.dense.weight, text.encoder.layer[1].output.dense.weight
     )
-    assert len(model.vision_encoder.layers) == 2
-    own_layer, source_layer = (
-        model.vision_encoder.layers[1],
-        (backbone.encoder.layers[1] if vision == "clip" else backbone.layers[1]),
-    )
+    assert len(model.vision_encoder.layers) == 2 and model.config.image_size == 32
+    own_layer, source_layer = model.vision_encoder.layers[1], layers_of(backbone)[1]
     for (name, own), (_, source) in zip(own_layer.named_parameters(), source_layer.named_parameters(), strict=True):
         torch.testing.assert_close(own, source, msg=name)
-    # Crop positions start from the image's patch positions (4x4 grid) resized bicubically to the crop grid (2x2),
-    # the same for each crop.
-    if vision == "clip":
-        image_positions = backbone.embeddings.position_embedding.weight[1:]
-    else:
-        image_positions = backbone.embeddings.position_embeddings[0, 1:]
-    grid = image_positions.detach().reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    embeddings = dict(backbone.embeddings.named_parameters())
+    assert embeddings.pop("mask_token", None) is not None or "dinov2" not in vision  # DINOv2's, never used
+    for name, own in model.vision_encoder.embeddings.named_parameters():
+        torch.testing.assert_close(own, embeddings.pop(name), msg=name)
+    assert not embeddings
+    # Crop positions start from the family's own patch positions (4x4 grid, [CLS] row left out) resized bicubically
+    # to the crop grid (2x2), the same for each crop.
+    grid = image_positions_of(backbone).detach().reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(grid, size=(2, 2), mode="bicubic").permute(0, 2, 3, 1).reshape(4, -1)
     for crop in model.vision_encoder.crop_position_embeddings:
         torch.testing.assert_close(crop, expected)

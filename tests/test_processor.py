@@ -25,7 +25,7 @@ from transformers.utils import is_torchvision_available
 
 from benchmarks.robustness import blank_png, photo
 from processing import image_loading
-from processing.entity_marking import find_occurrences, find_word_occurrences
+from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS, find_occurrences, find_word_occurrences
 from processing.processing_hvformer import HVFormerProcessor
 
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
@@ -262,9 +262,18 @@ def test_custom_entity_markers_are_saved_and_checked_against_the_model(tmp_path,
         build(tmp_path_factory, entity_markers=["<s>", "<s>", "<o>", "</o>"])
 
 
-def test_marker_clashing_with_a_special_token_is_rejected(tmp_path_factory):
+def test_default_markers_step_aside_for_the_tokenizers_own_tokens_and_clashing_ones_are_refused(tmp_path_factory):
+    """A tokenizer whose own `<s>` is the default subject marker gets `FALLBACK_ENTITY_MARKERS`; markers asked for that
+    clash are refused."""
+    processor = HVFormerProcessor(image_processor(), tiny_tokenizer(tmp_path_factory, bos_token="<s>"))
+    assert processor.entity_markers == list(FALLBACK_ENTITY_MARKERS) == ["<subj>", "</subj>", "<obj>", "</obj>"]
+    assert tokens(processor, processor(text="a b", entity_spans=[(0, 1), (2, 3)])) == [
+        "[CLS]", "<subj>", "a", "</subj>", "<obj>", "b", "</obj>", "[SEP]"
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="'<s>' is already the tokenizer's bos_token"):
-        HVFormerProcessor(image_processor(), tiny_tokenizer(tmp_path_factory, bos_token="<s>"))
+        HVFormerProcessor(
+            image_processor(), tiny_tokenizer(tmp_path_factory, bos_token="<s>"), entity_markers=list(ENTITY_MARKERS)
+        )
 
 
 # Errors

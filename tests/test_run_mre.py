@@ -229,6 +229,7 @@ MODEL_REPOSITORY_FILES = {
     "model.safetensors",
     "configuration_hvformer.py",
     "modeling_hvformer.py",
+    "vision_families.py",
     "tracking_maps.py",
     "pipeline_hvformer.py",
     "handler.py",

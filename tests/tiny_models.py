@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import torch
-from transformers import BertConfig, CLIPVisionConfig, ViTConfig
+from transformers import (
+    BertConfig,
+    CLIPVisionConfig,
+    Dinov2Config,
+    Dinov2WithRegistersConfig,
+    SiglipVisionConfig,
+    ViTConfig,
+)
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 
@@ -25,16 +32,27 @@ def tiny_text_config(hidden_size: int = 32) -> BertConfig:
     )
 
 
+VISION_KINDS = ("clip", "vit", "dinov2", "dinov2_with_registers", "siglip")
+"""The vision families, by the names the tiny configs take."""
+PREFIX_TOKENS = {"clip": 1, "vit": 1, "dinov2": 1, "dinov2_with_registers": 3, "siglip": 0}
+"""Tokens before the image patches of each tiny family: [CLS] (none for SigLIP) and 2 register tokens."""
+
+
 def tiny_vision_config(kind: str = "clip", hidden_size: int = 48, num_layers: int = 2):
-    config_class = CLIPVisionConfig if kind == "clip" else ViTConfig
-    return config_class(
-        hidden_size=hidden_size,
-        intermediate_size=37,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=8,
-    )
+    """A tiny vision config of a family of `VISION_KINDS`: 32-px images, patch 8, 4 heads."""
+    common = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 8,
+    }
+    if kind == "dinov2":
+        return Dinov2Config(mlp_ratio=2, layerscale_value=0.5, **common)
+    if kind == "dinov2_with_registers":
+        return Dinov2WithRegistersConfig(mlp_ratio=2, layerscale_value=0.5, num_register_tokens=2, **common)
+    config_class = {"clip": CLIPVisionConfig, "vit": ViTConfig, "siglip": SiglipVisionConfig}[kind]
+    return config_class(intermediate_size=37, **common)
 
 
 def tiny_config(vision: str = "clip", **overrides) -> HVFormerConfig:

@@ -6,7 +6,9 @@ The input is the cached train split (`load_mnre`) of a generated MNRE-shaped fol
 split and `run_mre.data_collator`. Measured on one CPU thread (`torch.set_num_threads(1)`):
 
 - host feed: a shuffled `DataLoader` with one worker process, timed from its first batch to its last (worker
-  start-up left out); the median of `--repeats` epochs;
+  start-up left out); the median of `--repeats` epochs. Beside it, the worker's CPU time (`getrusage` of the reaped
+  worker, start-up included) as samples per CPU second: what the worker feeds when it has a core to itself, the
+  figure to read on a machine shared with other jobs, where the wall-clock rate is what the scheduler leaves;
 - its two parts in the main process: the fetch (`ColumnBatches.__getitems__`) and the collator;
 - bytes per sample: the bytes of every tensor of a collated batch, over the epoch, divided by its samples.
 
@@ -25,6 +27,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -71,10 +74,16 @@ def batch_bytes(batch: dict[str, torch.Tensor]) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in batch.values())
 
 
-def loader_epoch(loader: torch.utils.data.DataLoader) -> tuple[float, int, int]:
-    """One pass: samples/s from the first batch to the last, the bytes and the samples of all batches."""
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loader_epoch(loader: torch.utils.data.DataLoader) -> tuple[float, float, int, int]:
+    """One pass: samples/s from the first batch to the last, samples per CPU second of the workers (reaped when the
+    pass ends), the bytes and the samples of all batches."""
     total_bytes = samples = timed_samples = 0
-    start = None
+    start, cpu_start = None, children_cpu_seconds()
     for batch in loader:
         size = len(batch["labels"])
         total_bytes, samples = total_bytes + batch_bytes(batch), samples + size
@@ -82,7 +91,8 @@ def loader_epoch(loader: torch.utils.data.DataLoader) -> tuple[float, int, int]:
             start = time.perf_counter()
         else:
             timed_samples += size
-    return timed_samples / (time.perf_counter() - start), total_bytes, samples
+    rate = timed_samples / (time.perf_counter() - start)
+    return rate, samples / (children_cpu_seconds() - cpu_start), total_bytes, samples
 
 
 def rate(function: Callable[[Any], Any], inputs: Iterable[Any], samples: int) -> float:
@@ -111,8 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dataset, batch_size=settings["batch_size"], shuffle=True, num_workers=WORKERS, collate_fn=collator
         )
         epochs = [loader_epoch(loader) for _ in range(args.repeats)]
-        feed = statistics.median(samples_per_second for samples_per_second, _, _ in epochs)
-        _, total_bytes, samples = epochs[0]
+        feed = statistics.median(epoch[0] for epoch in epochs)
+        feed_per_cpu_second = statistics.median(epoch[1] for epoch in epochs)
+        _, _, total_bytes, samples = epochs[0]
 
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
         size = settings["batch_size"]
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings["pixel_dtype"] = str(example["pixel_values"].dtype)
     rows = [
         {"what": "host feed, one worker", "samples_per_second": feed, "per_epoch": [epoch[0] for epoch in epochs]},
+        {"what": "host feed, one worker, per CPU second", "samples_per_second": feed_per_cpu_second},
         {"what": "bytes to the device per sample", "megabytes_per_sample": total_bytes / samples / 1e6},
         {"what": "fetch alone (main process)", "samples_per_second": fetch},
         {"what": "collator alone (main process)", "samples_per_second": collate},

@@ -50,7 +50,8 @@ class _Rows:
 
 def _uint8_batch(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised uint8 tensor; inside a `DataLoader` worker, in shared memory from the start (as torch's own
-    `default_collate` makes its batches), so that it reaches the main process without another copy."""
+    `default_collate` makes its batches, with the same call), so that it reaches the main process without another
+    copy."""
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=torch.uint8)
     storage = torch.UntypedStorage._new_shared(math.prod(shape))
@@ -61,9 +62,8 @@ class ColumnBatches(torch.utils.data.Dataset):
     """
     A [`load_mnre`] split for a `DataLoader`, read a batch at a time: `__getitems__` (which `DataLoader` calls with a
     batch's indices) copies the batch's rows straight from the split's Arrow buffers (the memory-mapped cache file)
-    into one array per column, and returns the batch as columns for [`HVFormerDataCollator`]. Nothing goes row by
-    row through `datasets`' formatting (whose numpy format hands uint8 pixels out as int64, 8 times the bytes) and
-    no Python object is made per row and pixel column.
+    into one array per column, and returns the batch as columns for [`HVFormerDataCollator`]. Nothing goes through
+    `datasets`' formatting and no Python object is made per row and pixel column.
 
     The pixels come as uint8 tensors, in shared memory inside a `DataLoader` worker (so that the batch reaches the
     main process without another copy); `object_mask` and `labels` as numpy arrays; `input_ids` and
@@ -77,18 +77,20 @@ class ColumnBatches(torch.utils.data.Dataset):
     def __init__(self, dataset: datasets.Dataset) -> None:
         self.dataset = dataset.select_columns([name for name in COLLATED_COLUMNS if name in dataset.column_names])
         self._columns: dict[str, Any] | None = None
+        self._table_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "_columns": None}  # the views are remade in each process, not pickled
+        return {"dataset": self.dataset, "_columns": None, "_table_rows": None}  # views are remade, not pickled
 
-    def _read_columns(self) -> dict[str, Any]:
-        """Views of the pixel columns, the small columns in memory, and the map of positions to table rows."""
+    def _read_columns(self) -> None:
+        """Views of the pixel columns, the small columns in memory, and the table row of each dataset position."""
         table = self.dataset.data.table
         indices = self.dataset._indices  # datasets' indices mapping (after `select`, `shuffle`): position -> row
-        columns: dict[str, Any] = {"rows": None if indices is None else indices.column(0).to_numpy()}
+        self._table_rows = None if indices is None else indices.column(0).to_numpy()
+        columns: dict[str, Any] = {}
         for name in self.dataset.column_names:
             column = table.column(name)
             if name in PIXEL_INPUTS:
@@ -102,15 +104,15 @@ class ColumnBatches(torch.utils.data.Dataset):
                 columns[name] = np.concatenate(_fixed_shape_chunks(column))
             else:
                 columns[name] = column.to_numpy()
-        return columns
+        self._columns = columns
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         """The batch of dataset positions `indices`, as columns."""
         if self._columns is None:
-            self._columns = self._read_columns()
+            self._read_columns()
         rows = np.asarray(indices, dtype=np.int64)
-        if self._columns["rows"] is not None:
-            rows = self._columns["rows"][rows]
+        if self._table_rows is not None:
+            rows = self._table_rows[rows]
         batch: dict[str, Any] = {}
         for name in self.dataset.column_names:
             column = self._columns[name]
@@ -133,9 +135,9 @@ class ColumnBatches(torch.utils.data.Dataset):
 
 
 def _uint8(values: Any, name: str) -> torch.Tensor:
-    """Pixels as one uint8 tensor: a uint8 array as it is, else per-example arrays, tensors or nested lists of ints in
-    [0, 255] stacked (`datasets`' numpy format hands uint8 columns out as int64, hence a range check, not a dtype
-    check)."""
+    """Pixels as one uint8 tensor: a uint8 tensor or array as it is, else per-example arrays, tensors or nested
+    lists of ints in [0, 255] stacked (`datasets`' default numpy format widens uint8 columns to int64, hence a range
+    check, not a dtype check)."""
     if isinstance(values, torch.Tensor) and values.dtype == torch.uint8:
         return values
     if not isinstance(values, np.ndarray):

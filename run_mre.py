@@ -52,7 +52,7 @@ from processing.builtin_encoders import (
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.collator import HVFormerDataCollator
+from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.mnre import MNRE_RELATIONS
 from processing.mnre_dataset import image_report, load_mnre
@@ -229,11 +229,18 @@ EPILOG = "transformers' TrainingArguments options are accepted too (--learning_r
 
 
 def machine_defaults() -> dict[str, Any]:
-    """Defaults that depend on the machine: without an accelerator, train on the CPU explicitly (so that `torchrun`
-    processes form one gloo process group instead of training independently) and without pinned memory."""
+    """Defaults that depend on the machine. With an accelerator: batches copied from pinned memory (Trainer's default)
+    without blocking the host (`non_blocking`), and dataloader workers kept between epochs and evaluations
+    (`dataloader_persistent_workers`; off when there are no workers). Without one: train on the CPU explicitly (so
+    that `torchrun` processes form one gloo process group instead of training independently), without pinned memory."""
     if torch.accelerator.is_available():
-        return {}
+        return {"accelerator_config": {"non_blocking": True}, "dataloader_persistent_workers": True}
     return {"use_cpu": True, "dataloader_pin_memory": False}
+
+
+def data_collator(processor: HVFormerProcessor) -> HVFormerDataCollator:
+    """The run's collator: text padded to a multiple of 8 (tensor cores), uint8 pixels stacked as they are."""
+    return HVFormerDataCollator(processor, pad_to_multiple_of=8)
 
 
 def check_launcher(environ: Mapping[str, str]) -> None:
@@ -288,6 +295,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     )
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    if training_args.dataloader_num_workers == 0:
+        training_args.dataloader_persistent_workers = False  # no worker to keep (DataLoader refuses the pair)
     missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))
     if missing:
         parser.error(
@@ -315,8 +324,12 @@ def build_model_and_processor(
                 f"--entity_markers with --model_name_or_path: the trained model {model_args.model_name_or_path!r} "
                 "reads the markers its processor was saved with."
             )
-        model = HVFormerForRelationExtraction.from_pretrained(model_args.model_name_or_path)
+        # The processor is checked against the folder's config.json as it loads, so its pixel statistics are the
+        # model's; a model saved before the config recorded them gets them from the processor it was trained with.
         processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
+        model = HVFormerForRelationExtraction.from_pretrained(
+            model_args.model_name_or_path, **processor.pixel_statistics()
+        )
         processor.check_matches_model(model.config)
         return model, processor
 
@@ -539,16 +552,18 @@ def run(
         f"{split}_{name}": value for split, counts in image_report(data).items() for name, value in counts.items()
     }
 
-    # Trainer.
+    # Trainer: each batch read with one Arrow query (only the model's columns: nothing for Trainer to remove).
+    batches = {split: ColumnBatches(dataset) for split, dataset in data.items()}
+    training_args.remove_unused_columns = False
     callbacks = [TrainingLossRecorder(), EpochReport()]
     if model.config.fusion == "mome":
         callbacks.append(ExpertWeightsRecorder())
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=data.get("train"),
-        eval_dataset=data.get("val"),
-        data_collator=HVFormerDataCollator(processor, pad_to_multiple_of=8),
+        train_dataset=batches.get("train"),
+        eval_dataset=batches.get("val"),
+        data_collator=data_collator(processor),
         processing_class=processor,
         compute_metrics=compute_metrics_fn(model.config.none_label_id, model.config.id2label),
         preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
@@ -568,9 +583,9 @@ def run(
         if recorder is not None and trainer.is_world_process_zero():
             recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
     if training_args.do_train or training_args.do_eval:
-        metrics.update(trainer.evaluate(eval_dataset=data["val"], metric_key_prefix="eval"))
+        metrics.update(trainer.evaluate(eval_dataset=batches["val"], metric_key_prefix="eval"))
     if training_args.do_predict:
-        prediction = trainer.predict(data["test"], metric_key_prefix="test")
+        prediction = trainer.predict(batches["test"], metric_key_prefix="test")
         metrics.update(prediction.metrics)
         if trainer.is_world_process_zero():
             write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)

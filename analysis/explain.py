@@ -277,10 +277,13 @@ def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.
     from processing.processing_hvformer import HVFormerProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = HVFormerForRelationExtraction.from_pretrained(model).to(device).eval()
     # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
     # folder's copy of the remote code, because it reads config.json with AutoConfig.
-    return loaded, HVFormerProcessor.from_pretrained(model, trust_remote_code=False)
+    processor = HVFormerProcessor.from_pretrained(model, trust_remote_code=False)
+    # Checked against config.json as it loaded, the processor gives the pixel statistics with which the model reads
+    # the collator's uint8 pixels, also to a model saved before its config recorded them.
+    loaded = HVFormerForRelationExtraction.from_pretrained(model, **processor.pixel_statistics()).to(device).eval()
+    return loaded, processor
 
 
 def figure_pixels(figure: Figure) -> np.ndarray:

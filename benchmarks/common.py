@@ -71,8 +71,9 @@ def build_model(tiny: bool, device: torch.device, seed: int = 0) -> HVFormerForR
 def synthetic_batch(
     config: HVFormerConfig, batch_size: int, text_length: int, device: torch.device, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """A collated batch as `HVFormerDataCollator` gives it: markers in place, normalised-looking pixels, all crops
-    present (`object_mask` given, so the key masks are built as in training), `marker_positions` and `labels`."""
+    """A collated batch as `HVFormerDataCollator` gives it: markers in place, random uint8 pixels (the model
+    normalises them), all crops present (`object_mask` given, so the key masks are built as in training),
+    `marker_positions` and `labels`."""
     generator = torch.Generator().manual_seed(seed)
     vocab_size = config.text_config.vocab_size
     input_ids = torch.randint(len(MARKER_IDS) + 1, vocab_size, (batch_size, text_length), generator=generator)
@@ -84,8 +85,10 @@ def synthetic_batch(
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
         "token_type_ids": torch.zeros_like(input_ids),
-        "pixel_values": torch.randn(batch_size, 3, image_size, image_size, generator=generator),
-        "object_pixel_values": torch.randn(batch_size, crops, 3, crop_size, crop_size, generator=generator),
+        "pixel_values": torch.randint(0, 256, (batch_size, 3, image_size, image_size), generator=generator).byte(),
+        "object_pixel_values": torch.randint(
+            0, 256, (batch_size, crops, 3, crop_size, crop_size), generator=generator
+        ).byte(),
         "object_mask": torch.ones(batch_size, crops, dtype=torch.long),
         "marker_positions": torch.tensor([MARKER_POSITIONS] * batch_size),
         "labels": torch.randint(0, config.num_labels, (batch_size,), generator=generator),

@@ -1,9 +1,10 @@
-"""Every benchmark in one run, then issue 11's targets checked against what was measured.
+"""Every benchmark in one run, then the targets of issues 11 and 16 checked against what was measured.
 
-Runs, each in its own process with a time cap: `train_step.py` (with and without `--compile`), `inference.py`, and
-`end_to_end.py` at batch 32 and 64. Writes their JSON files and `targets.json` to `--output-dir` and prints one row per
-target: the threshold, the figure measured and whether it is met (`not measured` when its benchmark failed or did not
-measure it; a failed benchmark is reported with the tail of its output).
+Runs, each in its own process with a time cap: `train_step.py` (with and without `--compile`), `inference.py`,
+`end_to_end.py` at batch 32 and 64, and `input_pipeline.py` (the host's feed, on the CPU). Writes their JSON files
+and `targets.json` to `--output-dir` and prints one row per target: the threshold, the figure measured and whether
+it is met (`not measured` when its benchmark failed or did not measure it; a failed benchmark is reported with the
+tail of its output).
 
     python benchmarks/run_all.py --output-dir bench            # on the GPU machine
     python benchmarks/run_all.py --tiny --output-dir /tmp/b    # CPU smoke run (the targets are not meaningful there)
@@ -30,10 +31,11 @@ RUNS: dict[str, list[str]] = {
     "inference": ["inference.py"],
     "end_to_end_b32": ["end_to_end.py", "--batch-size", "32"],
     "end_to_end_b64": ["end_to_end.py", "--batch-size", "64"],
+    "input_pipeline": ["input_pipeline.py"],
 }
 """The benchmark runs, by the name of their JSON file."""
 END_TO_END_BATCHES: dict[str, int] = {"end_to_end_b32": 32, "end_to_end_b64": 64}
-TINY_RUNS = ("train_step", "inference", "end_to_end_b32")
+TINY_RUNS = ("train_step", "inference", "end_to_end_b32", "input_pipeline")
 """The runs of `--tiny` (no compilation, one end-to-end batch size: a smoke run)."""
 
 
@@ -70,7 +72,8 @@ def _rows(figures: dict[str, Any] | None, **match: Any) -> list[dict[str, Any]]:
 
 
 def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """One row per target of issue 11: `target`, `threshold`, `measured` (`None` when not measured) and `met`."""
+    """One row per target of issues 11 and 16: `target`, `threshold`, `measured` (`None` when not measured) and
+    `met`."""
     steps = [*_rows(figures.get("train_step"), what="hvformer_marker_rows")]
     steps += _rows(figures.get("train_step_compiled"), what="hvformer_marker_rows")
     largest = max((row["batch_size"] for row in steps), default=None)
@@ -105,6 +108,12 @@ def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, A
     checks.append(("model batch-1 latency p50, ms", 8.0, latency[0]["p50_ms"] if latency else None, False))
     rate = throughput[0]["samples_per_second"] if throughput else None
     checks.append(("evaluation samples/s at the evaluation batch", 6000.0, rate, True))
+    feed = _rows(figures.get("input_pipeline"), what="host feed, one worker")
+    transfer = _rows(figures.get("input_pipeline"), what="bytes to the device per sample")
+    rate = feed[0]["samples_per_second"] if feed else None
+    checks.append(("host feed samples/s, one worker thread", 1000.0, rate, True))
+    megabytes = transfer[0]["megabytes_per_sample"] if transfer else None
+    checks.append(("MB per sample to the device", 0.40, megabytes, False))
     return [
         {
             "target": target,

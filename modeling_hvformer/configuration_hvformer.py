@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedConfig
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .vision_families import VISION_FAMILIES, supported_families
@@ -38,6 +40,8 @@ MNRE_RELATIONS: tuple[str, ...] = (
 
 VISUAL_CONTEXT_MODES = ("tva", "cls")
 FUSION_MODES = ("mome", "concat")
+PIXEL_STATISTICS = ("image_mean", "image_std")
+"""The config fields with which the model normalises uint8 pixels on the device."""
 
 
 def _as_sub_config(value: PreTrainedConfig | dict | None, default: type[PreTrainedConfig], field: str):
@@ -104,6 +108,15 @@ class HVFormerConfig(PreTrainedConfig):
             another size (a multiple of the patch size), e.g. 224-px images with a checkpoint trained at 518 px.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Keep the ViT's parameters fixed (the crop position embeddings stay trainable).
+        image_mean (`list[float]`, *optional*, defaults to CLIP's `[0.4815, 0.4578, 0.4082]`):
+            Per-channel mean of the normalisation the model applies to uint8 pixels on the device:
+            `(pixels / 255 - image_mean) / image_std`, what the image processor does on the host (float pixels are
+            taken as normalised already). Set from the processor by
+            [`HVFormerForRelationExtraction.from_text_vision_pretrained`] and checked by
+            `HVFormerProcessor.check_matches_model`. `None` (what a `config.json` saved without these fields loads
+            as) means not recorded: the model then takes float pixels only.
+        image_std (`list[float]`, *optional*, defaults to CLIP's `[0.2686, 0.2613, 0.2758]`):
+            Per-channel standard deviation of that normalisation; `None` together with `image_mean`.
         output_expert_weights (`bool`, *optional*, defaults to `True`):
             Whether `forward` returns the router's weights G of every text token, which needs the fusion (Eq. 4-10)
             at every token. `False` computes it at the `<s>` and `<o>` rows only, the rows the classifier reads
@@ -153,6 +166,8 @@ class HVFormerConfig(PreTrainedConfig):
         object_image_size: int = 128,
         image_size: int | None = None,
         freeze_vision_encoder: bool = False,
+        image_mean: Sequence[float] | None = tuple(OPENAI_CLIP_MEAN),
+        image_std: Sequence[float] | None = tuple(OPENAI_CLIP_STD),
         output_expert_weights: bool = True,
         entity_markers: list[str] | tuple[str, ...] | None = None,
         entity_marker_token_ids: list[int] | None = None,
@@ -181,6 +196,8 @@ class HVFormerConfig(PreTrainedConfig):
         self.object_image_size = object_image_size
         self.image_size = getattr(self.vision_config, "image_size", None) if image_size is None else int(image_size)
         self.freeze_vision_encoder = freeze_vision_encoder
+        self.image_mean = None if image_mean is None else [float(value) for value in image_mean]
+        self.image_std = None if image_std is None else [float(value) for value in image_std]
         self.output_expert_weights = output_expert_weights
         self.entity_markers = None if entity_markers is None else list(entity_markers)
         self.entity_marker_token_ids = None if entity_marker_token_ids is None else list(entity_marker_token_ids)
@@ -196,6 +213,13 @@ class HVFormerConfig(PreTrainedConfig):
             label2id = {label: index for index, label in id2label.items()}
         super().__init__(id2label=id2label, label2id=label2id, **kwargs)
         self._validate()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> HVFormerConfig:
+        """[`~PreTrainedConfig.from_dict`], with the pixel statistics of a `config.json` saved before they were
+        recorded left unknown (`None`) rather than taking CLIP's defaults: such a model was trained on what its own
+        processor normalised, whatever that was."""
+        return super().from_dict({**dict.fromkeys(PIXEL_STATISTICS), **config_dict}, **kwargs)
 
     @property
     def hidden_size(self) -> int:
@@ -257,6 +281,17 @@ class HVFormerConfig(PreTrainedConfig):
                 f"`image_size` ({self.image_size}) differs from the {family.name} encoder's "
                 f"({self.vision_config.image_size}), whose position embeddings have that size only."
             )
+        if (self.image_mean is None) != (self.image_std is None):
+            raise ValueError("`image_mean` and `image_std` must be given together (or both be None).")
+        if self.image_mean is not None:
+            channels = self.vision_config.num_channels
+            if len(self.image_mean) != channels or len(self.image_std) != channels:
+                raise ValueError(
+                    f"`image_mean` and `image_std` must have one value per image channel ({channels}), got "
+                    f"{self.image_mean} and {self.image_std}."
+                )
+            if not all(value > 0 for value in self.image_std):
+                raise ValueError(f"`image_std` must be positive, got {self.image_std}.")
         if self.entity_markers is not None and (len(self.entity_markers) != 4 or len(set(self.entity_markers)) != 4):
             raise ValueError(f"`entity_markers` must be four distinct tokens, got {self.entity_markers}.")
         if self.entity_marker_token_ids is not None and len(set(self.entity_marker_token_ids)) != 4:

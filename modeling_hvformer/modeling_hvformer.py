@@ -314,6 +314,44 @@ def visual_key_mask(
     return additive_key_mask(token_mask, dtype)
 
 
+class HVFormerPixelNormalization(nn.Module):
+    """The image processor's rescaling and normalisation, done on the device: uint8 pixels become
+    `(pixels / 255 - image_mean) / image_std` in float32 (`config.image_mean`, `config.image_std`), and object crops
+    marked absent (`object_mask` 0) become zeros, as the processor makes them. Float pixels are taken as normalised by
+    the processor already and pass unchanged. A data loader can so hand over uint8 pixels, a quarter of the bytes of
+    float32 ones; the arithmetic runs on the device, with no host synchronisation."""
+
+    def __init__(self, config: HVFormerConfig) -> None:
+        super().__init__()
+        self.register_buffer("mean", self.statistic(config.image_mean), persistent=False)
+        self.register_buffer("std", self.statistic(config.image_std), persistent=False)
+
+    @staticmethod
+    def statistic(values: list[float] | None) -> torch.Tensor | None:
+        """Per-channel values as a float32 `(channels, 1, 1)` tensor, or `None` when the config has none."""
+        return None if values is None else torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
+
+    def forward(
+        self, pixels: torch.Tensor, present: torch.Tensor | None = None, name: str = "pixel_values"
+    ) -> torch.Tensor:
+        """`pixels` `(..., 3, H, W)`, uint8 or normalised float; `present` `(...)`: 1 for the images to keep, 0 for
+        those to zero (absent crops). Returns float pixels `(..., 3, H, W)`."""
+        if pixels.is_floating_point():
+            return pixels
+        if pixels.dtype != torch.uint8:
+            raise ValueError(f"`{name}` must hold uint8 pixels or normalised float pixels, got {pixels.dtype}.")
+        if self.mean is None:
+            raise ValueError(
+                f"`{name}` are uint8, but the model's config records no `image_mean` / `image_std` (a config.json "
+                "saved before they were): pass float pixels normalised by its processor, or load the model with "
+                "`from_pretrained(path, **processor.pixel_statistics())`."
+            )
+        normalised = (pixels.float() / 255 - self.mean.float()) / self.std.float()
+        if present is not None:
+            normalised = normalised * present.view(*present.shape, 1, 1, 1).to(normalised.dtype)
+        return normalised
+
+
 class HVFormerVisionEncoder(nn.Module):
     """Hierarchical visual representations V^0..V^L (Eq. 3) of the main image and its object crops.
 
@@ -338,6 +376,7 @@ class HVFormerVisionEncoder(nn.Module):
         else:
             self.pre_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
         self.layers = nn.ModuleList([self.family.layer_class(vision_config) for _ in range(max(config.vision_levels))])
+        self.pixel_normalization = HVFormerPixelNormalization(config)
         self.num_object_crops = config.num_object_crops
         self.image_size = config.image_size
         self.image_grid = config.image_size // vision_config.patch_size  # side of the image's patch grid
@@ -443,7 +482,11 @@ class HVFormerVisionEncoder(nn.Module):
         object_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """Returns [V^0, ..., V^max_level], the visual token mask and, if asked, the self-attention maps."""
+        """Returns [V^0, ..., V^max_level], the visual token mask and, if asked, the self-attention maps. Pixels may
+        be uint8 (normalised here) or normalised floats."""
+        pixel_values = self.pixel_normalization(pixel_values)
+        if object_pixel_values is not None:
+            object_pixel_values = self.pixel_normalization(object_pixel_values, object_mask, "object_pixel_values")
         hidden_states, token_mask = self.embed(pixel_values, object_pixel_values, object_mask)
         attention_mask = visual_key_mask(token_mask, object_pixel_values, object_mask, hidden_states.dtype)
         attentions: list[torch.Tensor] = []
@@ -517,6 +560,10 @@ class HVFormerPreTrainedModel(PreTrainedModel):
             init.normal_(module.crop_position_embeddings, mean=0.0, std=std)
         elif isinstance(module, VISION_FAMILIES[self.config.vision_config.model_type].layer_scales):
             init.constant_(module.lambda1, self.config.vision_config.layerscale_value)
+        elif isinstance(module, HVFormerPixelNormalization) and module.mean is not None:
+            # Buffers that are not saved with the weights: set from the config whenever the model is built.
+            init.copy_(module.mean, module.statistic(self.config.image_mean))
+            init.copy_(module.std, module.statistic(self.config.image_std))
 
 
 def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, Any]]:
@@ -625,9 +672,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
-        object_pixel_values: torch.FloatTensor | None = None,
+        object_pixel_values: torch.Tensor | None = None,
         object_mask: torch.LongTensor | None = None,
         marker_positions: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -643,12 +690,15 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 Word-piece ids with the entity markers (Eq. 1), e.g. from `HVFormerProcessor`.
             attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
                 1 for real tokens, 0 for padding.
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-                The normalised main images.
+            pixel_values (`torch.Tensor` of shape `(batch_size, 3, image_size, image_size)`):
+                The main images: normalised floats (the processor's output), or uint8 pixels resized by the
+                processor but not normalised (what `HVFormerDataCollator` gives), which the model normalises with
+                `config.image_mean` / `config.image_std`.
             token_type_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 Segment ids for the text encoder.
-            object_pixel_values (`torch.FloatTensor` of shape `(batch_size, t, 3, object_image_size,
-                object_image_size)`, *optional*): the normalised visual-grounding object crops.
+            object_pixel_values (`torch.Tensor` of shape `(batch_size, t, 3, object_image_size,
+                object_image_size)`, *optional*): the visual-grounding object crops, normalised floats or uint8 as
+                `pixel_values`.
             object_mask (`torch.LongTensor` of shape `(batch_size, t)`, *optional*):
                 1 for present crops, 0 for absent ones (their tokens are masked out). Defaults to all present.
             marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
@@ -759,17 +809,18 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         """Builds HVFormer from a pretrained text encoder (any `AutoModel` encoder: BERT, RoBERTa, DeBERTa-v2, ...)
         and a pretrained vision encoder of one of the `VISION_FAMILIES` (CLIP, ViT, DINOv2, SigLIP).
 
-        The entity markers and their ids are read from `processor` (an `HVFormerProcessor`, which added the markers
-        to its tokenizer) into the config, and the token embeddings are resized to its tokenizer. The crop position
-        embeddings start from the pretrained patch position embeddings resized to the crop grid. For an encoder
-        that interpolates its position embeddings (DINOv2), `image_size` defaults to the processor's image size.
+        The entity markers and their ids and the pixel statistics (`image_mean`, `image_std`) are read from `processor`
+        (an `HVFormerProcessor`, which added the markers to its tokenizer) into the config, and the token embeddings
+        are resized to its tokenizer. The crop position embeddings start from the pretrained patch position embeddings
+        resized to the crop grid. For an encoder that interpolates its position embeddings (DINOv2), `image_size`
+        defaults to the processor's image size.
 
         Args:
             text_name_or_path: Hub id or folder of the text encoder (e.g. `bert-base-uncased`, `roberta-base`).
             vision_name_or_path: Hub id or folder of a vision checkpoint: CLIP or SigLIP (full or vision-only), ViT,
                 DINOv2 (e.g. `openai/clip-vit-base-patch32`, `facebook/dinov2-base`).
-            processor: The `HVFormerProcessor` of the model: gives `entity_markers`, `marker_token_ids()`, the
-                `tokenizer` whose size the embeddings take and `image_size()`.
+            processor: The `HVFormerProcessor` of the model: gives `entity_markers`, `marker_token_ids()`,
+                `pixel_statistics()`, the `tokenizer` whose size the embeddings take and `image_size()`.
             config_kwargs: Further `HVFormerConfig` arguments (`vision_levels`, `id2label`, ...).
         """
         text_class, text_kwargs = _text_encoder_class(AutoConfig.from_pretrained(text_name_or_path))
@@ -784,7 +835,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             vision_config=vision_backbone.config.to_dict(),
             entity_markers=markers,
             entity_marker_token_ids=marker_ids,
-            **config_kwargs,
+            **{**processor.pixel_statistics(), **config_kwargs},
         )
         model = cls(config)
         model.text_encoder.load_state_dict(text_encoder.state_dict())

@@ -328,6 +328,18 @@ def resize_target(image_processor: Any) -> int | None:
     return max(height, width) if height and width else None
 
 
+def pixel_statistics(image_processor: Any) -> dict[str, list[float]]:
+    """The per-channel `image_mean` and `image_std` of [`normalize_pixels`] (0 and 1 when the image processor does not
+    normalise), with which a model normalises uint8 pixels as `(pixels / 255 - image_mean) / image_std`: the same
+    result when the image processor rescales by 1/255, as CLIP's and ViT's do."""
+    if not image_processor.do_normalize:
+        return {"image_mean": [0.0] * 3, "image_std": [1.0] * 3}
+    return {
+        name: np.broadcast_to(np.asarray(getattr(image_processor, name), dtype=np.float64), (3,)).tolist()
+        for name in ("image_mean", "image_std")
+    }
+
+
 def resize_batch(
     image_processor: Any,
     images: list,

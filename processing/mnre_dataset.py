@@ -1,9 +1,9 @@
 """MNRE splits as cached `datasets` ([`load_mnre`]): tokenised posts with entity markers, and every image and crop
 decoded and resized once into uint8 arrays, with what was loaded, substituted or switched off ([`image_report`]).
 
-Normalisation happens later, in [`HVFormerDataCollator`]. Over 400 lines for a reason: this is one pipeline whose
-`Dataset.map` functions must live at module level (so `num_proc` workers can pickle them) next to the features and
-fingerprints they must agree with.
+Normalisation happens later, in the model, on the device ([`HVFormerDataCollator`] only pads and stacks). Over 400
+lines for a reason: this is one pipeline whose `Dataset.map` functions must live at module level (so `num_proc`
+workers can pickle them) next to the features and fingerprints they must agree with.
 
 [`HVFormerDataCollator`]: processing.collator.HVFormerDataCollator
 """
@@ -489,8 +489,10 @@ def load_mnre(
         - `pixel_values` (uint8 `(3, H, W)`), `object_pixel_values` (uint8 `(t, 3, s, s)`, zeros for absent crops),
           `object_mask` (`(t,)`): resized, not normalised;
         - `image_status` (one of [`IMAGE_STATUSES`]) and `crop_status` (the status of each crop in `crop_paths`).
-        The model columns are formatted as numpy arrays (`datasets` returns the uint8 pixels as int64 there; the
-        collator casts them back) and `output_all_columns=True` returns the others as Python objects.
+        The model columns are formatted as numpy arrays of their own dtypes (the pixels uint8: `dtype=None` keeps
+        `datasets` from widening integer arrays to int64, 8 times the bytes) and `output_all_columns=True` returns
+        the others as Python objects. For training, `processing.collator.ColumnBatches` reads whole batches straight
+        from the cached Arrow data.
 
     Caching: each split goes through two `Dataset.map` calls written under `cache_dir` with explicit fingerprints.
     The text one depends on the records, the tokenizer's full state and `max_length`; the image one on each line's
@@ -634,5 +636,5 @@ class _SplitLoader:
         dataset = datasets.concatenate_datasets([text, images], axis=1)
         _apply_image_policy(split, dataset, self.missing_images, self.processor)
         model_columns = [column for column in MODEL_COLUMNS if column in dataset.column_names]
-        dataset.set_format("numpy", columns=model_columns, output_all_columns=True)
+        dataset.set_format("numpy", columns=model_columns, output_all_columns=True, dtype=None)
         return dataset

@@ -53,7 +53,7 @@ from .entity_marking import (
     short_repr,
     special_token_template,
 )
-from .image_loading import load_image, normalize_pixels, resize_batch
+from .image_loading import load_image, normalize_pixels, pixel_statistics, resize_batch
 from .saved_processor import HUB_KWARGS, load_saved_parts, model_mismatches
 
 
@@ -175,7 +175,8 @@ class HVFormerProcessor(ProcessorMixin):
         a model saved apart, or files copied from different runs, otherwise give wrong predictions without an error.
         Compared: the tokenizer's size with the text encoder's `vocab_size`, the entity markers and their ids,
         `relation_labels` with the order of `id2label`, `max_length` with the text encoder's
-        `max_position_embeddings`, and the object-crop settings.
+        `max_position_embeddings`, the object-crop settings and, when the config records them, the pixel statistics
+        with which the model normalises uint8 pixels (`image_mean`, `image_std`, and a rescaling by 1/255).
 
         Args:
             config (`PreTrainedConfig` or `dict`):
@@ -565,6 +566,11 @@ class HVFormerProcessor(ProcessorMixin):
         """Rescales and normalises uint8 `(..., 3, H, W)` pixels into float32 with the image processor's settings;
         an absent crop (uint8 zeros) becomes `-mean / std` here, zero with [`normalize_crops`]."""
         return normalize_pixels(self.image_processor, pixel_values_uint8)
+
+    def pixel_statistics(self) -> dict[str, list[float]]:
+        """`image_mean` and `image_std` for `HVFormerConfig`: what the model needs to normalise uint8 pixels on the
+        device as [`normalize_pixels`] does on the host (see `image_loading.pixel_statistics`)."""
+        return pixel_statistics(self.image_processor)
 
     def normalize_crops(self, object_pixel_values_uint8: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
         """[`normalize_pixels`] for uint8 object crops `(B, t, 3, s, s)`, with the absent ones (`object_mask` `(B, t)`

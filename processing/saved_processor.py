@@ -20,6 +20,7 @@ Travels to the Hub with `processing_hvformer.py` as remote code, so it imports n
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -80,7 +81,8 @@ def load_saved_parts(
 
 def model_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
     """Where `processor` (an `HVFormerProcessor`) disagrees with a model's `config.json` content, one sentence each
-    naming the files involved: vocabulary size, entity markers and their ids, labels, `max_length`, crop settings."""
+    naming the files involved: vocabulary size, entity markers and their ids, labels, `max_length`, pixel statistics,
+    crop settings."""
     text_config = config.get("text_config") or {}
     problems = []
     vocab_size = text_config.get("vocab_size")
@@ -114,11 +116,39 @@ def model_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
             f"the processor's `max_length` {processor.max_length} (processor_config.json) exceeds the text encoder's "
             f"{positions} positions (config.json `text_config.max_position_embeddings`)"
         )
+    problems += _pixel_mismatches(processor, config)
     names = ("num_object_crops", "object_image_size") if config.get("num_object_crops") else ("num_object_crops",)
     for name in names:
         if name in config and getattr(processor, name) != config[name]:
             problems.append(
                 f"the processor's `{name}` {getattr(processor, name)} (processor_config.json) differs from the "
                 f"model's {config[name]} (config.json)"
+            )
+    return problems
+
+
+def _pixel_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
+    """Where the model's normalisation of uint8 pixels, `(pixels / 255 - image_mean) / image_std` with the config's
+    statistics, differs from the image processor's; nothing to compare when the config records no statistics (a
+    model saved before they were, which reads the processor's float pixels only)."""
+    if config.get("image_mean") is None or config.get("image_std") is None:
+        return []
+    image_processor = processor.image_processor
+    problems = []
+    if not image_processor.do_rescale or not math.isclose(image_processor.rescale_factor, 1 / 255, rel_tol=1e-6):
+        rescaling = image_processor.rescale_factor if image_processor.do_rescale else "nothing (`do_rescale` false)"
+        problems.append(
+            f"the image processor (preprocessor_config.json) rescales pixels by {rescaling}, but the model normalises "
+            "uint8 pixels as pixels / 255 (config.json `image_mean`, `image_std`)"
+        )
+    for name, values in processor.pixel_statistics().items():
+        expected = config[name]
+        if len(expected) != len(values) or not all(
+            math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-9)
+            for value, other in zip(values, expected, strict=True)
+        ):
+            problems.append(
+                f"the image processor's `{name}` {values} (preprocessor_config.json) differs from the model's "
+                f"{expected} (config.json)"
             )
     return problems

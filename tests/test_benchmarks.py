@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from benchmarks import end_to_end, inference, run_all, train_step
+from benchmarks import end_to_end, inference, input_pipeline, run_all, train_step
 
 ENVIRONMENT_KEYS = {"device", "device_type", "torch", "transformers", "python", "commit", "command"}
 
@@ -72,6 +72,28 @@ def test_end_to_end_tiny(tmp_path, capsys):
     assert figures["settings"]["train"] == 16 and "| train, 1 epoch |" in printed
 
 
+def test_input_pipeline_tiny(tmp_path, capsys):
+    """The host feed through one worker, its parts, and the bytes per sample: uint8 pixels (3 x 224 x 224 + 3 crops of
+    3 x 128 x 128 = 297,984 bytes), the long object mask, markers and label (48 bytes) and three long text tensors
+    padded to a multiple of 8 tokens (8 to 80 tokens: 192 to 1,920 bytes)."""
+    figures, printed = run(input_pipeline, tmp_path, capsys)
+    rows = {row["what"]: row for row in figures["rows"]}
+    rates = [
+        "host feed, one worker",
+        "host feed, one worker, per CPU second",
+        "fetch alone (main process)",
+        "collator alone (main process)",
+    ]
+    assert list(rows) == [*rates[:2], "bytes to the device per sample", *rates[2:]]
+    for what in rates:
+        assert positive(rows[what]["samples_per_second"]), what
+    assert len(rows["host feed, one worker"]["per_epoch"]) == 3
+    megabytes = rows["bytes to the device per sample"]["megabytes_per_sample"]
+    assert (297_984 + 48 + 192) / 1e6 <= megabytes <= (297_984 + 48 + 1_920) / 1e6
+    assert figures["settings"]["pixel_dtype"] == "torch.uint8" and figures["settings"]["train"] == 16
+    assert "| host feed, one worker |" in printed
+
+
 def test_targets_are_checked_against_hand_made_figures():
     """Issue 11's targets on figures made up so that each side of each threshold is hit; a missing run is reported
     as not measured."""
@@ -99,6 +121,12 @@ def test_targets_are_checked_against_hand_made_figures():
                 {"what": "evaluation throughput", "fusion_rows": "markers", "samples_per_second": 5000.0},
             ]
         },
+        "input_pipeline": {
+            "rows": [
+                {"what": "host feed, one worker", "samples_per_second": 1200.0},
+                {"what": "bytes to the device per sample", "megabytes_per_sample": 0.45},
+            ]
+        },
     }
     checked = {row["target"]: (row["measured"], row["met"]) for row in run_all.check_targets(figures)}
     assert checked == {
@@ -109,4 +137,6 @@ def test_targets_are_checked_against_hand_made_figures():
         "run_mre.py train samples/s at batch 64 / the step's": (None, None),
         "model batch-1 latency p50, ms": (7.5, True),
         "evaluation samples/s at the evaluation batch": (5000.0, False),
+        "host feed samples/s, one worker thread": (1200.0, True),
+        "MB per sample to the device": (0.45, False),
     }

@@ -1,14 +1,15 @@
-"""Collating cached MNRE rows into model batches."""
+"""Reading cached MNRE rows a batch at a time (`ColumnBatches`) and collating them into model batches."""
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 import torch
 from _data_fixtures import NUM_CROPS, build_small_sample, make_processor
 from tiny_models import CROP_SIZE, IMAGE_SIZE
 
-from processing.collator import HVFormerDataCollator
+from processing.collator import COLLATED_COLUMNS, ColumnBatches, HVFormerDataCollator
 from processing.mnre_dataset import load_mnre
 
 MODEL_KEYS = {
@@ -54,7 +55,9 @@ def test_shapes_dtypes_and_padding(train, processor):
     assert batch["labels"].shape == (size,)
     for key in MODEL_KEYS - {"pixel_values", "object_pixel_values"}:
         assert batch[key].dtype == torch.long, key
-    assert batch["pixel_values"].dtype == batch["object_pixel_values"].dtype == torch.float32
+    assert batch["pixel_values"].dtype == batch["object_pixel_values"].dtype == torch.uint8  # stacked as they are
+    assert batch["pixel_values"].tolist() == [row["pixel_values"].tolist() for row in rows]
+    assert batch["object_pixel_values"].tolist() == [row["object_pixel_values"].tolist() for row in rows]
 
     shortest = lengths[0]
     assert shortest < longest
@@ -91,19 +94,29 @@ def test_pad_to_multiple_of():
 
 
 def test_batch_equals_the_processor_called_directly(train, processor):
+    """The text, masks and labels are the processor's; the uint8 pixels are its resized images, which its own
+    normalisation turns into exactly the float pixels it returns (the model normalises them the same way)."""
     rows = _rows_of_different_lengths(train)
     batch = HVFormerDataCollator(processor)(rows)
+    images, crops = [row["image_path"] for row in rows], [row["crop_paths"] for row in rows]
     direct = processor(
         text=[row["token"] for row in rows],
         entity_spans=[[row["h"]["pos"], row["t"]["pos"]] for row in rows],
         is_split_into_words=True,
-        images=[row["image_path"] for row in rows],
-        object_crops=[row["crop_paths"] for row in rows],
+        images=images,
+        object_crops=crops,
         labels=[int(row["labels"]) for row in rows],
     )
     assert set(direct) == MODEL_KEYS
-    for key in MODEL_KEYS:
+    for key in MODEL_KEYS - {"pixel_values", "object_pixel_values"}:
         torch.testing.assert_close(batch[key], direct[key], rtol=0, atol=0, msg=key)
+    resized = processor.resize_images(images, object_crops=crops)
+    for key in ("pixel_values", "object_pixel_values"):
+        torch.testing.assert_close(batch[key], resized[key], rtol=0, atol=0, msg=key)
+    pixels = processor.normalize_pixels(batch["pixel_values"])
+    crops = processor.normalize_crops(batch["object_pixel_values"], batch["object_mask"])
+    torch.testing.assert_close(pixels, direct["pixel_values"], rtol=0, atol=0)
+    torch.testing.assert_close(crops, direct["object_pixel_values"], rtol=0, atol=0)
 
 
 def test_left_padding_moves_the_markers(train):
@@ -139,5 +152,82 @@ def test_refuses_normalised_pixels_and_foreign_rows(train, processor):
         HVFormerDataCollator(processor)([row])
     with pytest.raises(KeyError, match="load_mnre"):
         HVFormerDataCollator(processor)([{"text": "hello"}])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="cannot collate an empty batch"):
         HVFormerDataCollator(processor)([])
+
+
+def _positions(count: int, size: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).choice(count, size=size, replace=False).tolist()
+
+
+@pytest.mark.parametrize("view", ["split", "contiguous select", "shuffled", "indices with a repeat"])
+def test_column_batches_read_the_rows_of_the_dataset(train, view):
+    """A batch read straight from the Arrow data holds the dataset's own values at those positions, whatever indices
+    mapping `select` or `shuffle` left (the pixels as uint8 tensors, not datasets' int64)."""
+    dataset = {
+        "split": train,
+        "contiguous select": train.select(range(3, 17)),
+        "shuffled": train.shuffle(seed=1),
+        "indices with a repeat": train.select([5, 0, 5, 12]),
+    }[view]
+    batches = ColumnBatches(dataset)
+    assert len(batches) == len(dataset)
+    positions = _positions(len(dataset), 4)
+    batch = batches.__getitems__(positions)
+    assert set(batch) == set(COLLATED_COLUMNS)
+    assert batch["pixel_values"].dtype == batch["object_pixel_values"].dtype == torch.uint8
+    expected = dataset[positions]
+    for name in ("pixel_values", "object_pixel_values", "object_mask", "labels"):
+        np.testing.assert_array_equal(np.asarray(batch[name]), expected[name], err_msg=name)
+    for name in ("input_ids", "marker_positions"):
+        assert batch[name] == [np.asarray(value).tolist() for value in expected[name]], name
+    row = batches[positions[1]]
+    np.testing.assert_array_equal(row["object_pixel_values"].numpy(), dataset[positions[1]]["object_pixel_values"])
+    assert row["input_ids"] == dataset[positions[1]]["input_ids"].tolist()
+
+
+def test_column_batches_bypass_datasets_formatting_and_the_collator_copies_no_pixels(train, processor, monkeypatch):
+    """No row or batch goes through `datasets`' formatting, and the collated pixels are the fetched tensors
+    themselves; the collated batch equals the one collated from the dataset's rows."""
+    batches = ColumnBatches(train)
+    positions = _positions(len(train), 6, seed=1)
+    queries = []
+    original = datasets.Dataset._getitem
+
+    def counted(*args, **kwargs):
+        queries.append(args[1:])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "_getitem", counted)
+    fetched = batches.__getitems__(positions)
+    assert queries == []
+    collator = HVFormerDataCollator(processor, pad_to_multiple_of=8)
+    batch = collator(fetched)
+    for name in ("pixel_values", "object_pixel_values"):
+        assert batch[name].data_ptr() == fetched[name].data_ptr(), name
+    monkeypatch.undo()
+    from_rows = collator([train[position] for position in positions])
+    assert batch.keys() == from_rows.keys() == MODEL_KEYS
+    for key in MODEL_KEYS:
+        torch.testing.assert_close(batch[key], from_rows[key], rtol=0, atol=0, msg=key)
+
+
+def test_column_batches_in_a_dataloader_worker(train, processor):
+    """Through a worker process (batches built in shared memory), every example arrives once with its pixels."""
+    loader = torch.utils.data.DataLoader(
+        ColumnBatches(train),
+        batch_size=8,
+        shuffle=True,
+        num_workers=1,
+        timeout=120,
+        collate_fn=HVFormerDataCollator(processor),
+        generator=torch.Generator().manual_seed(0),
+    )
+    seen = {}
+    for batch in loader:
+        for label, pixels in zip(batch["labels"].tolist(), batch["pixel_values"], strict=True):
+            seen.setdefault(pixels.numpy().tobytes(), []).append(label)
+    rows = [train[index] for index in range(len(train))]
+    assert sorted(len(labels) for labels in seen.values()) == [1] * len(train)  # the sample's images differ
+    for row in rows:
+        assert seen[row["pixel_values"].astype(np.uint8).tobytes()] == [int(row["labels"])]

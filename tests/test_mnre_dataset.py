@@ -62,6 +62,11 @@ def test_load_sample_dataset(sample_dir, tmp_path):
     assert row["pixel_values"].shape == (3, IMAGE_SIZE, IMAGE_SIZE)
     assert row["object_pixel_values"].shape == (NUM_CROPS, 3, CROP_SIZE, CROP_SIZE)
     assert train.features["pixel_values"].dtype == "uint8"
+    # Rows and batches hand the pixels out as the uint8 they are (not widened to int64), the ids as int64.
+    batch = train[[5, 7]]
+    assert row["pixel_values"].dtype == row["object_pixel_values"].dtype == batch["pixel_values"].dtype == np.uint8
+    assert row["input_ids"].dtype == row["object_mask"].dtype == batch["marker_positions"].dtype == np.int64
+    np.testing.assert_array_equal(batch["pixel_values"][0], row["pixel_values"])
     ids = row["input_ids"].tolist()
     start, end = row["marker_positions"].tolist()
     assert ids[start] == processor.marker_token_ids()[0] and ids[end] == processor.marker_token_ids()[2]

@@ -1,5 +1,6 @@
 """The speed levers of issue 11 against the plain path: fusion at the marker rows only (Eq. 4-11), no host
-synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one graph."""
+synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one graph; the last two with
+the uint8 pixels of issue 16 too."""
 
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ VARIANTS = [
     {"vision_levels": [2]},
     {"vision_levels": [0]},
 ]
+
+
+def with_pixels(inputs: dict, pixels: str) -> dict:
+    """`inputs` with normalised float pixels (`"float"`, as `tiny_inputs` makes them) or uint8 ones (`"uint8"`, as
+    the collator hands them over, normalised by the model)."""
+    if pixels == "float":
+        return inputs
+    generator = torch.Generator().manual_seed(0)
+    uint8 = {
+        name: torch.randint(0, 256, inputs[name].shape, generator=generator).byte()
+        for name in ("pixel_values", "object_pixel_values")
+    }
+    return {**inputs, **uint8}
 
 
 def build(seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
@@ -101,13 +115,15 @@ def test_all_present_object_mask_gives_the_logits_of_no_object_mask():
     torch.testing.assert_close(model(**present).logits, model(**omitted).logits, **FP32_TOLERANCE)
 
 
+@pytest.mark.parametrize("pixels", ["float", "uint8"])
 @pytest.mark.parametrize("output_expert_weights", [True, False])
-def test_training_forward_and_backward_never_read_a_tensor_value_on_the_host(output_expert_weights):
+def test_training_forward_and_backward_never_read_a_tensor_value_on_the_host(output_expert_weights, pixels):
     """On the meta device every `bool(tensor)` or `.item()` raises: the training step with `marker_positions` given
     (as the collator does) has no host synchronisation in HVFormer's code. The text `attention_mask` is left out
     because transformers' own mask creation checks `attention_mask.all()` outside `torch.compile`."""
     model = build().train().to("meta")
-    inputs = {name: value.to("meta") for name, value in tiny_inputs().items() if name != "attention_mask"}
+    inputs = with_pixels(tiny_inputs(), pixels)
+    inputs = {name: value.to("meta") for name, value in inputs.items() if name != "attention_mask"}
     outputs = model(
         **inputs, marker_positions=MARKER_POSITIONS.to("meta"), output_expert_weights=output_expert_weights
     )
@@ -123,11 +139,12 @@ def test_missing_marker_is_still_reported_when_positions_are_searched():
         model(**inputs, output_expert_weights=False)
 
 
+@pytest.mark.parametrize("pixels", ["float", "uint8"])
 @pytest.mark.parametrize("output_expert_weights", [True, False])
-def test_training_step_compiles_as_one_graph(output_expert_weights):
+def test_training_step_compiles_as_one_graph(output_expert_weights, pixels):
     """`fullgraph=True` fails on any graph break; the eager backend traces without code generation (fast on CPU)."""
     model = build().train()
-    inputs = dict(tiny_inputs(), marker_positions=MARKER_POSITIONS)
+    inputs = dict(with_pixels(tiny_inputs(), pixels), marker_positions=MARKER_POSITIONS)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.manual_seed(1)
     outputs = compiled(**inputs, output_expert_weights=output_expert_weights)

@@ -834,7 +834,8 @@ def test_every_mnre_line_encodes_with_all_markers_within_80_tokens(minilm):
 
 
 def matching_config(processor: HVFormerProcessor, **overrides):
-    """A tiny HVFormer config that `processor` matches: vocabulary, marker ids, labels, crops and positions."""
+    """A tiny HVFormer config that `processor` matches: vocabulary, marker ids, labels, crops, positions and pixel
+    statistics."""
     from tiny_models import tiny_config, tiny_text_config
 
     text_config = tiny_text_config()
@@ -846,6 +847,7 @@ def matching_config(processor: HVFormerProcessor, **overrides):
         "id2label": dict(enumerate(processor.relation_labels)),
         "num_object_crops": processor.num_object_crops,
         "object_image_size": processor.object_image_size,
+        **processor.pixel_statistics(),
     }
     return tiny_config(**{**kwargs, **overrides})
 

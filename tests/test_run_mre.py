@@ -415,6 +415,22 @@ def test_evaluating_a_trained_model_folder(full_run, tmp_path):
         assert evaluated[f"test_{name}"] == pytest.approx(metrics[f"test_{name}"], abs=1e-6)
 
 
+def test_evaluating_a_model_folder_saved_before_the_config_recorded_pixel_statistics(full_run, tmp_path):
+    """A `config.json` without `image_mean` / `image_std` takes them from the folder's processor, so the collator's
+    uint8 pixels are normalised as the processor's float pixels were when the model was trained."""
+    output_dir, metrics = full_run
+    folder = tmp_path / "old"
+    shutil.copytree(output_dir / run_mre.MODEL_FOLDER, folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config.pop("image_mean") == config.pop("image_std") == [0.5, 0.5, 0.5]  # the built-in ViT's
+    (folder / "config.json").write_text(json.dumps(config))
+    evaluated = run_mre.main(
+        ["--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "eval"), "--do_train", "false", *FAST]
+    )
+    for name in ("precision", "recall", "f1"):
+        assert evaluated[f"test_{name}"] == pytest.approx(metrics[f"test_{name}"], abs=1e-6)
+
+
 @pytest.mark.parametrize("tamper", ["no_tokenizer_json", "swapped_labels"])
 def test_model_folder_whose_files_do_not_belong_together_is_refused(full_run, tmp_path, tamper):
     folder = tmp_path / "tampered"
@@ -463,6 +479,21 @@ def test_config_files_and_overrides_parse():
     assert levels[0].vision_levels == [7]
     with pytest.raises(SystemExit):
         run_mre.parse_args(["--no_such_argument", "1"])
+
+
+def test_dataloader_defaults_follow_the_machine(monkeypatch):
+    """With an accelerator: non-blocking copies from pinned memory and workers kept between epochs (none to keep with
+    0 workers). Without one (this machine): the CPU explicitly, no pinned memory, nothing else changed."""
+    paper = [str(PROJECT / "configs/paper.yaml"), "--bf16", "false"]
+    cpu = run_mre.parse_args(paper)[3]
+    assert cpu.use_cpu and not cpu.dataloader_pin_memory and not cpu.dataloader_persistent_workers
+    assert cpu.accelerator_config.non_blocking is False and cpu.dataloader_num_workers == 4
+    monkeypatch.setattr(run_mre.torch.accelerator, "is_available", lambda: True)
+    gpu = run_mre.parse_args(paper)[3]
+    assert gpu.dataloader_pin_memory and gpu.dataloader_persistent_workers and gpu.accelerator_config.non_blocking
+    assert not gpu.use_cpu
+    no_workers = run_mre.parse_args([*paper, "--dataloader_num_workers", "0"])[3]
+    assert not no_workers.dataloader_persistent_workers and no_workers.accelerator_config.non_blocking
 
 
 def test_every_config_file_parses():

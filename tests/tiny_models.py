@@ -93,7 +93,7 @@ def tiny_inputs(batch_size: int = 3, text_length: int = 10, num_crops: int = 2, 
 
 def tiny_model_for(processor, seed: int = 0, **overrides) -> HVFormerForRelationExtraction:
     """A tiny random HVFormer (ViT backbone) that matches `processor`: its vocabulary, entity-marker ids, relation
-    labels and object crops, in eval mode."""
+    labels, object crops and pixel statistics, in eval mode."""
     torch.manual_seed(seed)
     text_config = tiny_text_config()
     text_config.vocab_size = len(processor.tokenizer)
@@ -103,5 +103,6 @@ def tiny_model_for(processor, seed: int = 0, **overrides) -> HVFormerForRelation
         "num_object_crops": processor.num_object_crops,
         "object_image_size": processor.object_image_size,
         "id2label": dict(enumerate(processor.relation_labels)),
+        **processor.pixel_statistics(),
     }
     return HVFormerForRelationExtraction(tiny_config("vit", **{**kwargs, **overrides})).eval()

@@ -361,6 +361,7 @@ def test_pipeline_with_each_vision_family(folders, vision):
             text_config=text_config,
             entity_marker_token_ids=processor.marker_token_ids(),
             id2label=dict(enumerate(["None", "/per/per/peer", "/per/loc/place_of_residence"])),
+            **processor.pixel_statistics(),
         )
     ).eval()
     extractor = HVFormerRelationExtractionPipeline(model=model, processor=processor, device=-1)

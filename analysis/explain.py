@@ -260,19 +260,24 @@ def explain(
     return result
 
 
-def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.Module, Any]:
+def load(
+    model: str | os.PathLike, device: str | None = None, quantization_config: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, Any]:
     """
     A trained model (in eval mode) and its processor, from a folder or a Hub id, with this project's classes.
 
     Args:
         model (`str` or `os.PathLike`): what `run_mre.py` saved (`save_pretrained` of the model and the processor).
         device (`str`, *optional*): torch device; defaults to cuda when available, else cpu.
+        quantization_config (`dict`, *optional*): loads the model quantized, e.g. `{"quant_method": "hvformer_int8"}`
+            (int8 on the CPU, `modeling_hvformer/quantization_hvformer.py`).
     """
     from modeling_hvformer import HVFormerForRelationExtraction
     from processing.processing_hvformer import HVFormerProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = HVFormerForRelationExtraction.from_pretrained(model).to(device).eval()
+    loaded = HVFormerForRelationExtraction.from_pretrained(model, quantization_config=quantization_config)
+    loaded = loaded.to(device).eval()
     # The classes are local: without trust_remote_code=False, AutoTokenizer (inside) would ask whether to run the
     # folder's copy of the remote code, because it reads config.json with AutoConfig.
     return loaded, HVFormerProcessor.from_pretrained(model, trust_remote_code=False)

@@ -11,11 +11,15 @@ Request (JSON):
 (`image`, `object_crops`) as base64 strings. The response is the pipeline's JSON-serialisable output, or
 `{"error": "..."}` naming the problem; never a traceback.
 
+The environment variable `HVFORMER_QUANTIZE=int8` (an endpoint's or Space's settings) serves the model in int8 on the
+CPU: `quantization_hvformer.py` quantizes it while it loads.
+
 This file imports nothing from the model folder: it builds the pipeline that the folder's `config.json` registers.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -24,12 +28,27 @@ from transformers import pipeline
 TASK = "multimodal-relation-extraction"
 PARAMETERS = ("top_k", "return_expert_weights")
 """The `parameters` a request may set."""
+QUANTIZE_ENV = "HVFORMER_QUANTIZE"
+QUANTIZATION_CONFIGS = {"int8": {"quant_method": "hvformer_int8"}}
+"""The values of `$HVFORMER_QUANTIZE` and the `quantization_config` (of `quantization_hvformer.py`) each loads the
+model with; unset, the model runs as saved."""
+
+
+def quantization_config_from_env() -> dict[str, str] | None:
+    """The `quantization_config` that `$HVFORMER_QUANTIZE` asks for, `None` when it is unset or empty; a `ValueError`
+    for any other value."""
+    quantize = os.environ.get(QUANTIZE_ENV, "")
+    if quantize and quantize not in QUANTIZATION_CONFIGS:
+        raise ValueError(
+            f"{QUANTIZE_ENV}={quantize[:40]!r}: set it to one of {list(QUANTIZATION_CONFIGS)} or unset it."
+        )
+    return QUANTIZATION_CONFIGS.get(quantize)
 
 
 class EndpointHandler:
     r"""
     Answers Inference Endpoints requests with the model's `multimodal-relation-extraction` pipeline, on the first GPU
-    when there is one.
+    when there is one; with `HVFORMER_QUANTIZE=int8`, in int8 on the CPU (GPU or not).
 
     Args:
         path (`str`, *optional*, defaults to `""`):
@@ -37,11 +56,13 @@ class EndpointHandler:
     """
 
     def __init__(self, path: str = "") -> None:
+        quantization_config = quantization_config_from_env()
         self.pipeline = pipeline(
             TASK,
             model=path or ".",
             trust_remote_code=True,
-            device=0 if torch.cuda.is_available() else -1,
+            device=0 if torch.cuda.is_available() and quantization_config is None else -1,
+            model_kwargs={} if quantization_config is None else {"quantization_config": quantization_config},
             allow_image_paths=False,
         )
 

@@ -132,6 +132,10 @@ def test_int8_quantizes_the_linear_layers_of_the_encoders_and_experts_only(main_
 
     with pytest.raises(ValueError, match="The model is quantized with hvformer_int8 and is not serializable"):
         int8.save_pretrained(tmp_path / "int8")
+    with pytest.raises(ValueError, match="`hvformer_int8` runs on the CPU only, got device_map='auto'"):
+        HVFormerForRelationExtraction.from_pretrained(main_job, quantization_config=INT8, device_map="auto")
+    with pytest.raises(ValueError, match="`hvformer_int8` loads float32 weights, got dtype=torch.bfloat16"):
+        HVFormerForRelationExtraction.from_pretrained(main_job, quantization_config=INT8, dtype=torch.bfloat16)
 
 
 def test_int8_agrees_with_float32_on_the_main_jobs_model(main_job):

@@ -41,9 +41,9 @@ QUANTIZED_MODULES = ("text_encoder", "vision_encoder", "experts")
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Replaces, in place, every `nn.Linear` of `model`'s `QUANTIZED_MODULES` by torch's dynamically quantized int8
     Linear (per-channel int8 weights, activations quantized at each call); returns `model`. CPU only."""
-    # torch.ao.quantization is deprecated in favour of torchao (pytorch/ao#2259), whose int8 CPU kernels need
-    # torch.compile (eager they are ~30x slower than float32, docs/performance.md); its quantize_dynamic warns on
-    # every call and creates qint8 weight tensors, which warns too. Both warnings are for us, not for a user.
+    # torch.ao.quantization is deprecated in favour of torchao (pytorch/ao#2259), whose int8 CPU path needs
+    # torch.compile (eager it is 26x slower than float32 on an AVX2 CPU, docs/performance.md). Its quantize_dynamic
+    # warns on every call and creates qint8 weight tensors, which warns too: both warnings are for us, not a user.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")

@@ -42,8 +42,8 @@ PLACE_OR_PERSON = {True: "/per/loc/place_of_residence", False: "/per/per/peer"}
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread: int8 serving is measured and meant per thread, and two threads on the machine's two shared
-    cores slow everything down."""
+    """One torch thread, as the benchmark and issue 19's check run the model (two threads on the machine's two shared
+    cores also slow every test down)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

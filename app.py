@@ -6,10 +6,11 @@ level, and their hierarchical tracking maps (Eq. 18) over the picture. The drawi
 [`analysis.explain.explain`]'s.
 
     pip install -e ".[demo]"
-    python app.py [--model DIR_OR_HUB_ID] [--port 7860]
+    python app.py [--model DIR_OR_HUB_ID] [--port 7860] [--int8]
 
 The model defaults to `$HVFORMER_MODEL`, else to the folder `python run_mre.py` writes
-(`outputs/hvformer-sample/model`). The page is served on 127.0.0.1 only; nothing is fetched from the network.
+(`outputs/hvformer-sample/model`). `--int8` (or `HVFORMER_QUANTIZE=int8`, as a Space's settings set it) runs it in
+int8 on the CPU. The page is served on 127.0.0.1 only; nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
-from modeling_hvformer.handler import shorten_error
+from modeling_hvformer.handler import QUANTIZATION_CONFIGS, QUANTIZE_ENV, quantization_config_from_env, shorten_error
 from modeling_hvformer.pipeline_hvformer import MAX_IMAGE_PIXELS, MAX_TEXT_LENGTH
 from processing.mnre import read_mnre_file
 from processing.sample_data import build_sample_dataset
@@ -35,6 +36,7 @@ from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 MODEL_ENV = "HVFORMER_MODEL"
 DEFAULT_MODEL = Path(__file__).resolve().parent / SAMPLE_RUN_DIR / MODEL_FOLDER
 HOST = "127.0.0.1"
+INT8 = QUANTIZATION_CONFIGS["int8"]
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 """Gradio's default look with the system's fonts (the default theme asks Google's servers for its fonts)."""
 
@@ -150,10 +152,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--int8", action="store_true", help=f"int8 on the CPU (also with {QUANTIZE_ENV}=int8)")
     args = parser.parse_args(argv)
+    try:
+        quantization_config = INT8 if args.int8 else quantization_config_from_env()
+    except ValueError as error:
+        parser.error(str(error))
+    if quantization_config is not None and args.device not in (None, "cpu"):
+        parser.error(f"int8 runs on the CPU, not on --device {args.device}")
     if args.model == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_dir():
         parser.error(f"no model at {DEFAULT_MODEL}: train one with `python run_mre.py`, or pass --model")
-    model, processor = load(args.model, args.device)
+    device = args.device if quantization_config is None else "cpu"
+    model, processor = load(args.model, device, quantization_config=quantization_config)
     build_demo(model, processor).launch(
         server_name=HOST, server_port=args.port, theme=THEME, ssr_mode=False, show_error=True
     )

@@ -265,13 +265,17 @@ def explain(
     return result
 
 
-def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.Module, Any]:
+def load(
+    model: str | os.PathLike, device: str | None = None, quantization_config: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, Any]:
     """
     A trained model (in eval mode) and its processor, from a folder or a Hub id, with this project's classes.
 
     Args:
         model (`str` or `os.PathLike`): what `run_mre.py` saved (`save_pretrained` of the model and the processor).
         device (`str`, *optional*): torch device; defaults to cuda when available, else cpu.
+        quantization_config (`dict`, *optional*): loads the model quantized, e.g. `{"quant_method": "hvformer_int8"}`
+            (int8 on the CPU, `modeling_hvformer/quantization_hvformer.py`).
     """
     from modeling_hvformer import HVFormerForRelationExtraction
     from processing.processing_hvformer import HVFormerProcessor
@@ -282,7 +286,10 @@ def load(model: str | os.PathLike, device: str | None = None) -> tuple[torch.nn.
     processor = HVFormerProcessor.from_pretrained(model, trust_remote_code=False)
     # Checked against config.json as it loaded, the processor gives the pixel statistics with which the model reads
     # the collator's uint8 pixels, also to a model saved before its config recorded them.
-    loaded = HVFormerForRelationExtraction.from_pretrained(model, **processor.pixel_statistics()).to(device).eval()
+    loaded = HVFormerForRelationExtraction.from_pretrained(
+        model, quantization_config=quantization_config, **processor.pixel_statistics()
+    )
+    loaded = loaded.to(device).eval()
     return loaded, processor
 
 

@@ -1,10 +1,14 @@
 """HVFormer inference: batch-1 latency (p50/p90) of the model, the processor's own time per post beside it, and the
-evaluation throughput at batch 256; with the fusion at the marker rows (what the pipeline runs) and per token.
+evaluation throughput; with the fusion at the marker rows (what the pipeline runs) and per token, and on the CPU in
+float32 and in int8 (`quantization_hvformer.quantize_int8`, what `HVFORMER_QUANTIZE=int8` serves).
 
 The model runs in eval mode under `torch.inference_mode`, bf16 autocast on a GPU, inputs already on the device;
-the processor encodes one post (words, two entity spans, a 400x300 photo and its object crops) on the CPU.
+the processor encodes one post (words, two entity spans, a 400x300 photo and its object crops) on the CPU. On the
+CPU everything runs on one thread, float32 and int8 are timed in turn within each repeat (so that a shared machine's
+load falls on both alike), and the evaluation batch is 8 (a GPU's 256 would take many minutes).
 
     python benchmarks/inference.py --output inference.json
+    python benchmarks/inference.py --device cpu      # paper size, one CPU thread: float32 against int8
     python benchmarks/inference.py --tiny            # CPU smoke run
 """
 
@@ -16,6 +20,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import copy
 import statistics
 from typing import Any
 
@@ -26,14 +31,16 @@ from transformers import BertTokenizerFast, CLIPImageProcessor, CLIPImageProcess
 from transformers.utils import is_torchvision_available
 
 from benchmarks import common
+from modeling_hvformer.quantization_hvformer import quantize_int8
 from processing import HVFormerProcessor
 
 PAPER = {"text_length": 80, "eval_batch_size": 256, "latency_repeats": 200, "eval_batches": 20, "warmup": 10}
+PAPER_CPU = {"text_length": 80, "eval_batch_size": 8, "latency_repeats": 15, "eval_batches": 2, "warmup": 2}
 TINY = {"text_length": 16, "eval_batch_size": 8, "latency_repeats": 5, "eval_batches": 2, "warmup": 1}
 POST = "Corra Vane and Tamsin Holt at Harbor Square today with the whole crew , great night".split()
 ENTITY_SPANS = [(0, 2), (3, 5)]
 """Word spans of the subject and the object in `POST`."""
-COLUMNS = ["what", "fusion_rows", "batch_size", "p50_ms", "p90_ms", "samples_per_second"]
+COLUMNS = ["what", "fusion_rows", "precision", "batch_size", "p50_ms", "p90_ms", "samples_per_second", "vs_float32"]
 
 
 def processor_for(config: Any) -> HVFormerProcessor:
@@ -59,9 +66,15 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
-    settings = TINY if args.tiny else PAPER
     device = common.prepare(args)
+    settings = TINY if args.tiny else PAPER_CPU if device.type == "cpu" else PAPER
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     model = common.build_model(args.tiny, device).eval()
+    if device.type == "cpu":
+        models = {"float32": model, "int8": quantize_int8(copy.deepcopy(model))}
+    else:
+        models = {"bf16 autocast": model}
 
     processor = processor_for(model.config)
     rng = np.random.default_rng(0)
@@ -84,35 +97,70 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model.config, settings["eval_batch_size"], settings["text_length"], device, seed=1
     )
     for marker_rows in (True, False):
+        fusion_rows = "markers" if marker_rows else "all"
 
-        def forward(batch: dict[str, torch.Tensor], marker_rows: bool = marker_rows) -> None:
+        def forward(precision: str, batch: dict[str, torch.Tensor], marker_rows: bool = marker_rows) -> None:
             with torch.inference_mode(), common.autocast(device):
-                model(**batch, output_expert_weights=not marker_rows)
+                models[precision](**batch, output_expert_weights=not marker_rows)
 
-        common.timed(lambda: forward(single), device, settings["warmup"])
-        latency = percentiles(common.timed(lambda: forward(single), device, settings["latency_repeats"]))
-        rows.append(
-            {"what": "model latency", "fusion_rows": "markers" if marker_rows else "all", "batch_size": 1, **latency}
-        )
-        common.timed(lambda: forward(evaluation), device, 1)
-        (seconds,) = common.timed(lambda: [forward(evaluation) for _ in range(settings["eval_batches"])], device, 1)
-        throughput = settings["eval_batch_size"] * settings["eval_batches"] / seconds
-        rows.append(
-            {
-                "what": "evaluation throughput",
-                "fusion_rows": "markers" if marker_rows else "all",
-                "batch_size": settings["eval_batch_size"],
-                "samples_per_second": throughput,
-            }
-        )
+        latencies: dict[str, list[float]] = {precision: [] for precision in models}
+        evaluations: dict[str, list[float]] = {precision: [] for precision in models}
+        for _ in range(settings["warmup"]):
+            for precision in models:
+                forward(precision, single)
+        for precision in models:
+            forward(precision, evaluation)
+        # The precisions in turn, so that any other load on the machine falls on each alike.
+        for _ in range(settings["latency_repeats"]):
+            for precision in models:
+                latencies[precision] += common.timed(lambda p=precision: forward(p, single), device, 1)
+        for _ in range(settings["eval_batches"]):
+            for precision in models:
+                evaluations[precision] += common.timed(lambda p=precision: forward(p, evaluation), device, 1)
+        for precision in models:
+            rows.append(
+                {
+                    "what": "model latency",
+                    "fusion_rows": fusion_rows,
+                    "precision": precision,
+                    "batch_size": 1,
+                    **percentiles(latencies[precision]),
+                }
+            )
+        for precision in models:
+            rows.append(
+                {
+                    "what": "evaluation throughput",
+                    "fusion_rows": fusion_rows,
+                    "precision": precision,
+                    "batch_size": settings["eval_batch_size"],
+                    "samples_per_second": settings["eval_batch_size"]
+                    * settings["eval_batches"]
+                    / sum(evaluations[precision]),
+                }
+            )
+    _compare_with_float32(rows)
     figures = {
         "benchmark": "inference",
         "environment": common.environment(device),
-        "settings": {**settings, "tiny": args.tiny},
+        "settings": {**settings, "tiny": args.tiny, "threads": torch.get_num_threads()},
         "rows": rows,
     }
     common.report(figures, rows, COLUMNS, args.output)
     return figures
+
+
+def _compare_with_float32(rows: list[dict[str, Any]]) -> None:
+    """Adds `vs_float32` to each int8 row: the float32 p50 / the int8 p50, or the int8 / float32 samples/s (the
+    speed-up, > 1 when int8 is faster)."""
+    float32 = {(row["what"], row["fusion_rows"]): row for row in rows if row.get("precision") == "float32"}
+    for row in rows:
+        if row.get("precision") == "int8":
+            reference = float32[row["what"], row["fusion_rows"]]
+            if "p50_ms" in row:
+                row["vs_float32"] = reference["p50_ms"] / row["p50_ms"]
+            else:
+                row["vs_float32"] = row["samples_per_second"] / reference["samples_per_second"]
 
 
 if __name__ == "__main__":

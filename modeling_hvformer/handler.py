@@ -14,11 +14,15 @@ characters; never a traceback. The pipeline's limits apply with their defaults: 
 `MAX_IMAGE_PIXELS` pixels together (counted from their headers before any is decoded), a text `MAX_TEXT_LENGTH`
 characters (both in `pipeline_hvformer.py`).
 
+The environment variable `HVFORMER_QUANTIZE=int8` (an endpoint's or Space's settings) serves the model in int8 on the
+CPU: `quantization_hvformer.py` quantizes it while it loads.
+
 This file imports nothing from the model folder: it builds the pipeline that the folder's `config.json` registers.
 """
 
 from __future__ import annotations
 
+import os
 import reprlib
 from typing import Any
 
@@ -37,10 +41,27 @@ def shorten_error(message: str) -> str:
     return message if len(message) <= MAX_ERROR_LENGTH else message[: MAX_ERROR_LENGTH - 3] + "..."
 
 
+QUANTIZE_ENV = "HVFORMER_QUANTIZE"
+QUANTIZATION_CONFIGS = {"int8": {"quant_method": "hvformer_int8"}}
+"""The values of `$HVFORMER_QUANTIZE` and the `quantization_config` (of `quantization_hvformer.py`) each loads the
+model with; unset, the model runs as saved."""
+
+
+def quantization_config_from_env() -> dict[str, str] | None:
+    """The `quantization_config` that `$HVFORMER_QUANTIZE` asks for, `None` when it is unset or empty; a `ValueError`
+    for any other value."""
+    quantize = os.environ.get(QUANTIZE_ENV, "")
+    if quantize and quantize not in QUANTIZATION_CONFIGS:
+        raise ValueError(
+            f"{QUANTIZE_ENV}={quantize[:40]!r}: set it to one of {list(QUANTIZATION_CONFIGS)} or unset it."
+        )
+    return QUANTIZATION_CONFIGS.get(quantize)
+
+
 class EndpointHandler:
     r"""
     Answers Inference Endpoints requests with the model's `multimodal-relation-extraction` pipeline, on the first GPU
-    when there is one.
+    when there is one; with `HVFORMER_QUANTIZE=int8`, in int8 on the CPU (GPU or not).
 
     Args:
         path (`str`, *optional*, defaults to `""`):
@@ -48,11 +69,13 @@ class EndpointHandler:
     """
 
     def __init__(self, path: str = "") -> None:
+        quantization_config = quantization_config_from_env()
         self.pipeline = pipeline(
             TASK,
             model=path or ".",
             trust_remote_code=True,
-            device=0 if torch.cuda.is_available() else -1,
+            device=0 if torch.cuda.is_available() and quantization_config is None else -1,
+            model_kwargs={} if quantization_config is None else {"quantization_config": quantization_config},
             allow_image_paths=False,
         )
 

@@ -31,6 +31,7 @@ from transformers.models.vit.modeling_vit import ViTEmbeddings
 from transformers.utils import ModelOutput, logging
 
 from .configuration_hvformer import HVFormerConfig
+from .quantization_hvformer import QUANT_METHOD  # noqa: F401  (registers the int8 `quantization_config`)
 from .tracking_maps import patch_patch_tracking_maps, patch_token_tracking_maps
 from .vision_families import VISION_FAMILIES, family_of_checkpoint, get_path, supported_families
 

@@ -48,19 +48,29 @@ def test_train_step_tiny(tmp_path, capsys):
 def test_inference_tiny(tmp_path, capsys):
     figures, printed = run(inference, tmp_path, capsys)
     rows = figures["rows"]
-    assert [(row["what"], row.get("fusion_rows")) for row in rows] == [
-        ("processor, one post (CPU)", None),
-        ("model latency", "markers"),
-        ("evaluation throughput", "markers"),
-        ("model latency", "all"),
-        ("evaluation throughput", "all"),
+    assert [(row["what"], row.get("fusion_rows"), row.get("precision")) for row in rows] == [
+        ("processor, one post (CPU)", None, None),
+        *[
+            (what, fusion_rows, precision)
+            for fusion_rows in ("markers", "all")
+            for what in ("model latency", "evaluation throughput")
+            for precision in ("float32", "int8")
+        ],
     ]
     for row in rows:
         if "p50_ms" in row:
             assert positive(row["p50_ms"]) and row["p90_ms"] >= row["p50_ms"]
         else:
             assert positive(row["samples_per_second"]) and row["batch_size"] == 8
-    assert "| model latency | markers | 1 |" in printed
+        assert ("vs_float32" in row) == (row.get("precision") == "int8")
+    latency = {(row["fusion_rows"], row["precision"]): row["p50_ms"] for row in rows if row["what"] == "model latency"}
+    for row in rows:
+        if row.get("precision") == "int8" and row["what"] == "model latency":
+            assert row["vs_float32"] == latency[row["fusion_rows"], "float32"] / row["p50_ms"]
+    assert figures["settings"]["threads"] == 1
+    assert (
+        "| model latency | markers | float32 | 1 |" in printed and "| model latency | markers | int8 | 1 |" in printed
+    )
 
 
 def test_end_to_end_tiny(tmp_path, capsys):

@@ -233,6 +233,7 @@ MODEL_REPOSITORY_FILES = {
     "tracking_maps.py",
     "pipeline_hvformer.py",
     "handler.py",
+    "quantization_hvformer.py",
     "processor_config.json",
     "processing_hvformer.py",
     "entity_marking.py",

@@ -242,9 +242,9 @@ def _decode(opened: _OpenedImage) -> Image.Image:
         raise ValueError(_located(opened.label, str(error))) from error
 
 
-def load_image(image: Any, max_pixels: int | None = None) -> Image.Image:
+def load_image(image: Any, max_pixels: int | None = None, target: int | None = None) -> Image.Image:
     r"""
-    Loads one image as an RGB PIL image, at full size.
+    Loads one image as an RGB PIL image, at full size or, with `target`, as [`resize_batch`] decodes it.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray`, `bytes`, `str` or `os.PathLike`):
@@ -253,6 +253,10 @@ def load_image(image: Any, max_pixels: int | None = None) -> Image.Image:
             file. Float arrays and float ('F' mode) PIL images must hold values in [0, 1], which are scaled by 255.
         max_pixels (`int`, *optional*):
             Refuse an image with more pixels than this, read from a file's header before decoding it.
+        target (`int`, *optional*):
+            The side the image will be resized to: a large image is then decoded at a reduced scale, to no less than
+            `REDUCING_GAP` times it, exactly as [`resize_batch`] decodes it (so that images cached for training have
+            the pixels a served request gets).
 
     Returns:
         `PIL.Image.Image`: The image in RGB, EXIF orientation applied. Grayscale, palette, CMYK and 16-bit images
@@ -265,7 +269,7 @@ def load_image(image: Any, max_pixels: int | None = None) -> Image.Image:
         values outside [0, 1]; the message names the path.
     """
     with contextlib.ExitStack() as files:
-        opened = _open(image, None, None, files)
+        opened = _open(image, None, target, files)
         if max_pixels is not None:
             _check_budget([opened], max_pixels, None)
         return _decode(opened)

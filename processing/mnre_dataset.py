@@ -123,12 +123,14 @@ def _tokenize_batch(batch: dict[str, list], processor: Any, source: str, text_co
     return {column: [list(map(int, row)) for row in encoding[column]] for column in text_columns}
 
 
-def _decode(processor: Any, path: str) -> tuple[Image.Image | None, str]:
-    """Decodes one file with `processor.load_image`; returns the image (or `None`) and its status."""
+def _decode(processor: Any, path: str, role: str) -> tuple[Image.Image | None, str]:
+    """Decodes one file with `processor.load_image` as `resize_images` decodes a file of its `role` (`"image"` or
+    `"object_crop"`: a large one at a reduced scale), so that the cached pixels are those a served post gets; returns
+    the image (or `None`) and its status."""
     if not os.path.isfile(path):
         return None, "missing"
     try:
-        return processor.load_image(path), "loaded"
+        return processor.load_image(path, reduce_for=role), "loaded"
     except _IMAGE_ERRORS as error:
         logger.debug("cannot decode %s: %s", path, error)
         return None, "unreadable"
@@ -167,11 +169,11 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
     decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image
     for image_path, crop_paths in zip(batch["image_path"], batch["crop_paths"], strict=True):
         if image_path not in decoded:
-            decoded[image_path] = _decode(processor, image_path)
+            decoded[image_path] = _decode(processor, image_path, "image")
         image, status = decoded[image_path]
         images.append(image if image is not None else blank)
         statuses.append(status)
-        found = [_decode(processor, crop_path) for crop_path in crop_paths]
+        found = [_decode(processor, crop_path, "object_crop") for crop_path in crop_paths]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
     arrays = processor.resize_images(images, object_crops=crops)

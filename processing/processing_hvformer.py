@@ -53,7 +53,7 @@ from .entity_marking import (
     short_repr,
     special_token_template,
 )
-from .image_loading import load_image, normalize_pixels, pixel_statistics, resize_batch
+from .image_loading import load_image, normalize_pixels, pixel_statistics, resize_batch, resize_target
 from .saved_processor import HUB_KWARGS, load_saved_parts, model_mismatches
 
 
@@ -529,10 +529,17 @@ class HVFormerProcessor(ProcessorMixin):
             for sample, (subject, obj) in zip(texts, spans, strict=True)
         ]
 
-    def load_image(self, image: Any, max_image_pixels: int | None = None) -> Image.Image:
-        """Loads one image (PIL image, array, image file bytes or file path) as an RGB PIL image at full size,
-        refusing one of more than `max_image_pixels` pixels before decoding it; see `image_loading.load_image`."""
-        return load_image(image, max_image_pixels)
+    def load_image(
+        self, image: Any, max_image_pixels: int | None = None, reduce_for: str | None = None
+    ) -> Image.Image:
+        """Loads one image (PIL image, array, image file bytes or file path) as an RGB PIL image, refusing one of
+        more than `max_image_pixels` pixels before decoding it; see `image_loading.load_image`. At full size, or with
+        `reduce_for="image"` (`"object_crop"`) at the reduced scale [`resize_images`] decodes a main image (an object
+        crop) at, so that resizing the result gives the pixels `resize_images` gives for the file."""
+        targets = {None: None, "image": resize_target(self.image_processor), "object_crop": self.object_image_size}
+        if reduce_for not in targets:
+            raise ValueError(f"`reduce_for` must be None, 'image' or 'object_crop', got {reduce_for!r}.")
+        return load_image(image, max_image_pixels, targets[reduce_for])
 
     def resize_images(
         self, images: Any, object_crops: Sequence | None = None, max_image_pixels: int | None = None

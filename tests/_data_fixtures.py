@@ -89,7 +89,7 @@ class DecodeCounter:
         self.load_image = processor.load_image
         self.paths: list[str] = []
 
-    def __call__(self, image: Any) -> Any:
+    def __call__(self, image: Any, **kwargs: Any) -> Any:
         if isinstance(image, str | os.PathLike):
             self.paths.append(os.fspath(image))
-        return self.load_image(image)
+        return self.load_image(image, **kwargs)

@@ -255,6 +255,32 @@ def test_missing_crop(small_sample, tmp_path):
     assert dataset[index]["object_mask"].sum() == min(len(names), NUM_CROPS) - 1
 
 
+def test_cached_pixels_are_those_a_served_post_gets(tmp_path):
+    """Large pictures are decoded at a reduced scale when served (a JPEG `draft`, another image `reduce`d): the
+    training cache decodes them the same way, so a post's cached pixels equal what `resize_images` gives for its
+    files, for a large JPEG and a large PNG, main image and crop alike."""
+    data_dir = tmp_path / "mnre"
+    (data_dir / "img_org" / "train").mkdir(parents=True)
+    (data_dir / "img_vg" / "train" / "crops").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pixels = np.clip(rng.normal(128, 60, (30, 40, 3)), 0, 255).astype(np.uint8)
+    picture = Image.fromarray(pixels).resize((1600, 1200), Image.Resampling.BICUBIC)
+    picture.save(data_dir / "img_org" / "train" / "big.jpg", quality=90)
+    picture.save(data_dir / "img_org" / "train" / "big.png")
+    picture.crop((100, 100, 900, 700)).save(data_dir / "img_vg" / "train" / "crops" / "crop.jpg", quality=90)
+    write_lines(data_dir / "mnre_train.txt", [mnre_line(img_id="big.jpg"), mnre_line(img_id="big.png")])
+    (data_dir / "mre_train_dict.json").write_text(json.dumps({"0": ["crop.jpg"], "1": ["crop.jpg"]}))
+    processor = make_processor()
+    dataset = load_mnre(data_dir, processor, splits=["train"], cache_dir=tmp_path / "cache")["train"]
+    crop = str(data_dir / "img_vg" / "train" / "crops" / "crop.jpg")
+    for row, name in enumerate(("big.jpg", "big.png")):
+        served = processor.resize_images(str(data_dir / "img_org" / "train" / name), object_crops=[crop])
+        assert np.array_equal(_array(dataset, "pixel_values")[row], served["pixel_values"][0].numpy()), name
+        assert np.array_equal(_array(dataset, "object_pixel_values")[row], served["object_pixel_values"][0].numpy())
+    full = processor.resize_images(processor.load_image(str(data_dir / "img_org" / "train" / "big.jpg")))
+    assert not np.array_equal(full["pixel_values"][0].numpy(), _array(dataset, "pixel_values")[0])
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Crop mappings
 # ------------------------------------------------------------------------------------------------------------------

@@ -1157,3 +1157,20 @@ def test_an_rgb_image_is_neither_copied_nor_changed(processor):
     assert processor.load_image(image) is image
     processor(images=image, object_crops=[image])
     assert np.array_equal(np.asarray(image), before)
+
+
+def test_load_image_reduces_as_resize_images_decodes(processor, tmp_path):
+    """`reduce_for` decodes a large file at the scale `resize_images` decodes it at: resizing that image gives the
+    pixels `resize_images` gives for the file; an unknown role is refused."""
+    path = tmp_path / "large.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).resize((800, 600)).save(
+        path
+    )
+    reduced = processor.load_image(str(path), reduce_for="image")
+    assert reduced.size[0] < 800 and min(reduced.size) >= 2 * image_loading.resize_target(processor.image_processor)
+    assert torch.equal(
+        processor.resize_images(reduced)["pixel_values"], processor.resize_images(str(path))["pixel_values"]
+    )
+    assert processor.load_image(str(path)).size == (800, 600)
+    with pytest.raises(ValueError, match="`reduce_for` must be None, 'image' or 'object_crop', got 'crop'"):
+        processor.load_image(str(path), reduce_for="crop")

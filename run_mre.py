@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import yaml
@@ -54,8 +55,8 @@ from processing.builtin_encoders import (
 )
 from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import MNRE_RELATIONS
-from processing.mnre_dataset import image_report, load_mnre
+from processing.mnre import MNRE_RELATIONS, folder_words, hub_words
+from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
@@ -156,6 +157,10 @@ class DataArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder of mnre_{train,val,test}.txt; default: the built-in sample."}
     )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hub dataset id or folder written by processing.export_mnre, read instead of --data_dir."},
+    )
     image_dir: str | None = field(default=None, metadata={"help": "Images: {image_dir}/{split}/{img_id}."})
     crops_dir: str | None = field(default=None, metadata={"help": "Object crops: {crops_dir}/{split}/crops/..."})
     crops_mapping: str | None = field(
@@ -173,14 +178,13 @@ class DataArguments:
 
 @dataclass
 class ExperimentArguments:
-    """Several seeds, analysis, the model card, and starting over."""
+    """Several seeds, analysis, and starting over."""
 
     seeds: list[int] | None = field(
         default=None, metadata={"help": "Run once per seed into output_dir/seed-N and report mean ± std."}
     )
     do_analysis: bool = field(default=False, metadata={"help": "Write the paper's analysis figures (§4.3)."})
     analysis_split: str = field(default="val", metadata={"help": "Split the analysis reads."})
-    dataset_name: str | None = field(default=None, metadata={"help": "Dataset name for the model card."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train anew although output_dir holds a finished run or checkpoints (they are deleted)."},
@@ -314,10 +318,11 @@ def given(args: Any, names: Mapping[str, str] | tuple[str, ...]) -> dict[str, An
 
 
 def build_model_and_processor(
-    model_args: ModelArguments, relation_labels: list[str], data_dir: Path, work_dir: Path
+    model_args: ModelArguments, relation_labels: list[str], words: Callable[[], list[str]], work_dir: Path
 ) -> tuple[HVFormerForRelationExtraction, HVFormerProcessor]:
     """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder (the built-in tiny
-    ones, made in `work_dir`, by default); the processor is checked against the model either way."""
+    ones, made in `work_dir`, the text one with a vocabulary of the dataset's `words()`, by default); the processor is
+    checked against the model either way."""
     if model_args.model_name_or_path:
         if model_args.entity_markers is not None:
             raise ValueError(
@@ -336,7 +341,7 @@ def build_model_and_processor(
     text_path, vision_path = model_args.text_model_name_or_path, model_args.vision_model_name_or_path
     processor_defaults: dict[str, Any] = {}
     if text_path == BUILTIN:
-        text_path = str(build_builtin_text_encoder(work_dir / "builtin-encoders" / "text", data_dir))
+        text_path = str(build_builtin_text_encoder(work_dir / "builtin-encoders" / "text", words))
     if vision_path == BUILTIN:
         vision_path = str(build_builtin_vision_encoder(work_dir / "builtin-encoders" / "vision"))
         processor_defaults = dict(BUILTIN_VISION_DEFAULTS)
@@ -511,19 +516,37 @@ def run(
             (output_dir / RESULTS_FILE).unlink(missing_ok=True)
     set_seed(training_args.seed)
 
-    # Data files and labels: MNRE's, or the built-in sample's (generated on first use).
-    if data_args.data_dir is None:
-        with training_args.main_process_first(desc="generating the built-in sample dataset"):
-            data_dir = build_sample_dataset()
-        relation_labels = ["None", *SAMPLE_RELATIONS]
-        dataset_name = experiment_args.dataset_name or "hvformer built-in sample"
+    # Data and labels: a dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first use).
+    if data_args.dataset_name is not None:
+        if data_args.data_dir is not None:  # e.g. paper.yaml's data/mnre: the dataset replaces the folder
+            logger.info("Reading %s, not --data_dir %s", data_args.dataset_name, data_args.data_dir)
+        with training_args.main_process_first(desc="loading the dataset"):
+            hub_dataset = datasets.load_dataset(data_args.dataset_name)
+        relation_labels = next(iter(hub_dataset.values())).features["relation"].names
+        words = partial(hub_words, hub_dataset)
+        load_splits = partial(load_mnre_hub, hub_dataset, data_args.dataset_name)
+        dataset_id = next(iter(hub_ids([data_args.dataset_name])), None)  # a local folder is named, not linked
+        dataset_name = dataset_id or Path(data_args.dataset_name).resolve().name
     else:
-        data_dir, relation_labels = Path(data_args.data_dir), list(MNRE_RELATIONS)
-        dataset_name = experiment_args.dataset_name or "MNRE"
+        if data_args.data_dir is None:
+            with training_args.main_process_first(desc="generating the built-in sample dataset"):
+                data_dir = build_sample_dataset()
+            relation_labels, dataset_name = ["None", *SAMPLE_RELATIONS], "hvformer built-in sample"
+        else:
+            data_dir, relation_labels, dataset_name = Path(data_args.data_dir), list(MNRE_RELATIONS), "MNRE"
+        dataset_id = None
+        words = partial(folder_words, data_dir)
+        load_splits = partial(
+            load_mnre,
+            data_dir,
+            image_dir=data_args.image_dir,
+            crops_dir=data_args.crops_dir,
+            crops_mapping=data_args.crops_mapping,
+        )
 
     # Model and processor.
     with training_args.main_process_first(desc="building the model"):
-        model, processor = build_model_and_processor(model_args, relation_labels, data_dir, output_dir)
+        model, processor = build_model_and_processor(model_args, relation_labels, words, output_dir)
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     model.config.output_expert_weights = False  # the fusion at the <s>, <o> rows only, while the run lasts
 
@@ -531,13 +554,9 @@ def run(
     splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
     splits += ["test"] * training_args.do_predict
     with training_args.main_process_first(desc="reading and caching the data"):
-        data = load_mnre(
-            data_dir,
+        data = load_splits(
             processor,
             splits=splits,
-            image_dir=data_args.image_dir,
-            crops_dir=data_args.crops_dir,
-            crops_mapping=data_args.crops_mapping,
             relation_labels=relation_labels,
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
@@ -594,7 +613,7 @@ def run(
     if trainer.is_world_process_zero():
         facts = CardFacts(
             dataset_name=dataset_name,
-            dataset_id=next(iter(hub_ids([dataset_name])), None) if "/" in dataset_name else None,
+            dataset_id=dataset_id,
             base_models=base_model_names(model_args),
             metrics=metrics,
             hyperparameters=training_hyperparameters(training_args, processor.max_length),

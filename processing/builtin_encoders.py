@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast, ViTConfig, ViTImageProcessorPil, ViTModel
 
 from training.run_files import atomic_folder, folder_problem
-
-from .mnre import MNRE_SPLITS, find_split_file, read_mnre_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +67,15 @@ def _reusable(folder: Path, required: tuple[str, ...]) -> bool:
     return problem is None
 
 
-def build_builtin_text_encoder(folder: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
-    """The built-in text encoder: a tiny random BERT whose vocabulary covers the words of `data_dir`'s MNRE files;
-    reused when `folder` already holds it whole, else written whole and renamed into place."""
+def build_builtin_text_encoder(folder: str | os.PathLike, words: Callable[[], Iterable[str]]) -> Path:
+    """The built-in text encoder: a tiny random BERT whose vocabulary covers `words()` (the words of the run's
+    dataset, read only when the encoder is built); reused when `folder` already holds it whole, else written whole and
+    renamed into place."""
     folder = Path(folder)
     if _reusable(folder, TEXT_ENCODER_FILES):
         return folder
-    words = [
-        word
-        for split in MNRE_SPLITS
-        if (path := find_split_file(data_dir, split)) is not None
-        for record in read_mnre_file(path, split=split)
-        for word in record["token"]
-    ]
     with atomic_folder(folder) as partial:
-        save_tiny_text_encoder(partial, words)
+        save_tiny_text_encoder(partial, words())
     return folder
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import HfApi
+
+from training.run_files import atomic_folder
 
 from .mnre import HUB_SPLITS, MNRE_RELATIONS, MNRE_SPLITS, find_split_file, read_mnre_file
 from .mnre_dataset import attach_paths, file_signature, raise_for_missing_files, resolve_crops_mapping
@@ -299,22 +299,13 @@ def export_mnre(
 
     with_kind = any("kind" in record for _, records in loaded for record in records)
     features = export_features(relation_labels, with_kind)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    staging.chmod(0o755)  # mkdtemp's 0o700 would make the repository private to this user
-    try:
+    with atomic_folder(output_dir) as staging:
         (staging / DATA_FOLDER).mkdir()
         reports = [
             _write_split(records, HUB_SPLITS[split], features, staging, max_shard_bytes) for split, records in loaded
         ]
         card = render_dataset_card(reports, features, title, load_id or str(output_dir))
         (staging / "README.md").write_text(card, encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.replace(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for report in reports:
         substituted = len(report.images_missing) + len(report.crops_missing)
         if substituted:

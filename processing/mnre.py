@@ -1,5 +1,6 @@
 """Reading MNRE (multimodal neural relation extraction, Zheng et al. 2021) files: the text lines, validated, with
-errors naming `file:line` and the field; the object-crop mappings; and where each split's files are.
+errors naming `file:line` and the field; the object-crop mappings; where each split's files are; and the same
+records from a dataset in the Hub layout that `python -m processing.export_mnre` writes.
 
 Layout (the one of the MNRE and MKGformer/HVPNeT downloads; [`build_sample_dataset`] writes the same one)::
 
@@ -37,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 
 from modeling_hvformer.configuration_hvformer import MNRE_RELATIONS
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 MNRE_SPLITS: tuple[str, ...] = ("train", "val", "test")
 HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
 """The name of each MNRE split in a Hub dataset repository (`python -m processing.export_mnre`)."""
+HUB_COLUMNS: tuple[str, ...] = ("token", "h", "t", "relation", "image")
+"""The columns every split of such a repository has (besides `id`, `img_id`, `object_crops` and `kind`)."""
 _REQUIRED_FIELDS: tuple[str, ...] = ("token", "h", "t", "img_id", "relation")
 
 
@@ -90,6 +94,11 @@ def _parse_line(line: str, where: str, relation_labels: Sequence[str]) -> dict[s
         raise MNREFormatError(f"{where}: line: not a Python dict literal ({type(error).__name__}: {error})") from None
     if not isinstance(example, dict):
         raise MNREFormatError(f"{where}: line: expected a dict literal, got a {type(example).__name__}")
+    return _validate_example(example, where, relation_labels)
+
+
+def _validate_example(example: dict[str, Any], where: str, relation_labels: Sequence[str]) -> dict[str, Any]:
+    """Validates the fields of one example (a parsed line, or a row of a Hub dataset); returns its known fields."""
     for field in _REQUIRED_FIELDS:
         if field not in example:
             raise MNREFormatError(f"{where}: missing field '{field}'")
@@ -210,6 +219,69 @@ def read_mnre_file(
             ", ".join(name_mismatches[:3]),
         )
     return records
+
+
+def read_hub_split(dataset: datasets.Dataset, split: str, source: str) -> list[dict[str, Any]]:
+    """
+    Reads and validates one split of a dataset in the layout `python -m processing.export_mnre` writes (a local
+    folder or a Hub repository loaded with `datasets.load_dataset`): the same records as [`read_mnre_file`] gives for
+    the file it was exported from, without decoding any image.
+
+    Args:
+        dataset (`datasets.Dataset`): the split, with the columns `token`, `h`, `t`, `relation` (a `ClassLabel`),
+            `image` and optionally `id`, `img_id`, `object_crops` and `kind`.
+        split (`str`): the MNRE split name (`train`, `val`, `test`): the prefix of the ids a row without `id` gets.
+        source (`str`): how errors name the split (e.g. `user/mnre[validation]`).
+
+    Returns:
+        `list[dict]`: one record per row (`id`, `line_index` = the row index, `token`, `h`, `t`, `img_id`, `relation`
+        as its label name, `kind` when the dataset has it).
+
+    Raises:
+        [`MNREFormatError`]: a missing column, a `relation` that is not a `ClassLabel`, or a row whose fields are
+        wrong (named `source[row]` and the field, as a line of a file).
+    """
+    missing = [column for column in HUB_COLUMNS if column not in dataset.column_names]
+    if missing:
+        raise MNREFormatError(
+            f"{source}: missing columns {missing}; a dataset written by `python -m processing.export_mnre` has "
+            f"{list(HUB_COLUMNS)}"
+        )
+    relation = dataset.features["relation"]
+    if not isinstance(relation, datasets.ClassLabel):
+        raise MNREFormatError(f"{source}: column 'relation' must be a ClassLabel, got {relation}")
+    text_columns = [column for column in ("id", "img_id", "kind", *HUB_COLUMNS) if column in dataset.column_names]
+    rows = dataset.select_columns([column for column in text_columns if column != "image"]).to_list()
+    records = []
+    for index, row in enumerate(rows):
+        where = f"{source}[{index}]"
+        example = {**row, "relation": relation.int2str(row["relation"]), "img_id": row.get("img_id") or f"{index}"}
+        parsed = _validate_example(example, where, relation.names)
+        records.append({"id": row.get("id") or f"{split}-{index}", "line_index": index, **parsed})
+    return records
+
+
+def folder_words(data_dir: str | os.PathLike) -> list[str]:
+    """Every word of the MNRE text files under `data_dir` (all splits), in file order."""
+    return [
+        word
+        for split in MNRE_SPLITS
+        if (path := find_split_file(data_dir, split)) is not None
+        for record in read_mnre_file(path, split=split)
+        for word in record["token"]
+    ]
+
+
+def hub_words(dataset: datasets.DatasetDict) -> list[str]:
+    """Every word of a dataset in `export_mnre`'s layout (all splits, in MNRE's split order): the words
+    [`folder_words`] gives for the folder it was exported from."""
+    return [
+        word
+        for split in MNRE_SPLITS
+        if HUB_SPLITS[split] in dataset
+        for tokens in dataset[HUB_SPLITS[split]].select_columns(["token"])["token"]
+        for word in tokens
+    ]
 
 
 def load_crops_mapping(path: str | os.PathLike) -> dict[int | str, list[str]]:

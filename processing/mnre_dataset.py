@@ -16,17 +16,20 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 import numpy as np
+import pyarrow.compute
 import torch
 from PIL import Image
 
 from .mnre import (
+    HUB_SPLITS,
     MNRE_RELATIONS,
     MNRE_SPLITS,
     MNREFormatError,
@@ -34,6 +37,7 @@ from .mnre import (
     find_split_file,
     load_crops_mapping,
     lookup_crops,
+    read_hub_split,
     read_mnre_file,
 )
 
@@ -99,8 +103,9 @@ def _source_digest(obj: Any) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _tokenize_batch(batch: dict[str, list], processor: Any, source: str, text_columns: Sequence[str]) -> dict:
-    """Encodes a batch with the processor (unpadded); a sample it rejects is reported as `source:line`."""
+def _tokenize_batch(batch: dict[str, list], processor: Any, where: str, text_columns: Sequence[str]) -> dict:
+    """Encodes a batch with the processor (unpadded); a sample it rejects is reported at `where`, a format string of
+    its 1-based `line` (a file's line) or 0-based `row` (a Hub dataset's row)."""
 
     def encode(indices: Sequence[int]) -> Any:
         return processor(
@@ -118,22 +123,43 @@ def _tokenize_batch(batch: dict[str, list], processor: Any, source: str, text_co
             try:
                 encode([index])
             except ValueError as error:
-                raise MNREFormatError(f"{source}:{line_index + 1}: fields 'h'/'t': {error}") from error
+                location = where.format(line=line_index + 1, row=line_index)
+                raise MNREFormatError(f"{location}: fields 'h'/'t': {error}") from error
         raise
     return {column: [list(map(int, row)) for row in encoding[column]] for column in text_columns}
 
 
-def _decode(processor: Any, path: str, role: str) -> tuple[Image.Image | None, str]:
-    """Decodes one file with `processor.load_image` as `resize_images` decodes a file of its `role` (`"image"` or
-    `"object_crop"`: a large one at a reduced scale), so that the cached pixels are those a served post gets; returns
-    the image (or `None`) and its status."""
-    if not os.path.isfile(path):
+def _decode(processor: Any, source: str | bytes | None, role: str) -> tuple[Image.Image | None, str]:
+    """Decodes one image (a file path, or the bytes a Hub dataset embeds; `None` for an image that is not there)
+    with `processor.load_image` as `resize_images` decodes an image of its `role` (`"image"` or `"object_crop"`: a
+    large one at a reduced scale), so that the cached pixels are those a served post gets; returns the image (or
+    `None`) and its status."""
+    if source is None or (isinstance(source, str) and not os.path.isfile(source)):
         return None, "missing"
     try:
-        return processor.load_image(path, reduce_for=role), "loaded"
+        return processor.load_image(source, reduce_for=role), "loaded"
     except _IMAGE_ERRORS as error:
-        logger.debug("cannot decode %s: %s", path, error)
+        logger.debug("cannot decode an image: %s", error)
         return None, "unreadable"
+
+
+def _embedded(image: dict[str, Any] | None) -> str | bytes | None:
+    """The bytes of a `datasets.Image` value read with `decode=False` (or its path when it holds no bytes)."""
+    if image is None:
+        return None
+    return image["bytes"] if image.get("bytes") is not None else image.get("path")
+
+
+def _image_sources(batch: dict[str, list], num_object_crops: int) -> list[tuple[str | bytes | None, list]]:
+    """Each row's image and crops as `_decode` takes them: the files of `image_path` / `crop_paths`, or the `image`
+    and first `num_object_crops` `object_crops` of a Hub dataset."""
+    if "image_path" in batch:
+        return list(zip(batch["image_path"], batch["crop_paths"], strict=True))
+    crops = batch.get("object_crops") or [[] for _ in batch["image"]]
+    return [
+        (_embedded(image), [_embedded(crop) for crop in (row_crops or [])[:num_object_crops]])
+        for image, row_crops in zip(batch["image"], crops, strict=True)
+    ]
 
 
 def _image_columns(processor: Any) -> tuple[str, ...]:
@@ -157,7 +183,7 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
     """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
     _single_threaded_in_forked_worker()
     blank = Image.new("RGB", (8, 8))
-    size = len(batch["image_path"])
+    size = len(next(iter(batch.values())))
     if not use_images:
         arrays = processor.resize_images([blank], object_crops=[[]])
         return {
@@ -166,14 +192,17 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
             "crop_status": [[] for _ in range(size)],
         }
     images, statuses, crops, crop_statuses = [], [], [], []
-    decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image
-    for image_path, crop_paths in zip(batch["image_path"], batch["crop_paths"], strict=True):
-        if image_path not in decoded:
-            decoded[image_path] = _decode(processor, image_path, "image")
-        image, status = decoded[image_path]
+    decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image file
+    for source, crop_sources in _image_sources(batch, processor.num_object_crops):
+        if not isinstance(source, str):
+            image, status = _decode(processor, source, "image")
+        else:
+            if source not in decoded:
+                decoded[source] = _decode(processor, source, "image")
+            image, status = decoded[source]
         images.append(image if image is not None else blank)
         statuses.append(status)
-        found = [_decode(processor, crop_path, "object_crop") for crop_path in crop_paths]
+        found = [_decode(processor, crop_source, "object_crop") for crop_source in crop_sources]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
     arrays = processor.resize_images(images, object_crops=crops)
@@ -335,27 +364,32 @@ def _decode_failure(processor: Any, path: str) -> str:
     return f"{path} was not readable while decoding"
 
 
-def _apply_image_policy(split: str, dataset: datasets.Dataset, missing_images: str, processor: Any) -> None:
-    """Raises for missing or unreadable files under `"error"`; logs what was substituted otherwise."""
+def _apply_image_policy(
+    split: str, dataset: datasets.Dataset, missing_images: str, first_error: Callable[[str], str] | None
+) -> None:
+    """Raises for missing or unreadable images under `"error"` (with the decoder's message for the first unreadable
+    one when `first_error` gives it); logs what was substituted otherwise."""
     report = image_report(dataset)
     if missing_images == "error":
         columns = _columns(dataset, ["image_path", "image_status", "crop_paths", "crop_status"])
-        images = zip(columns["image_path"], columns["image_status"], strict=True)
-        failed = [path for path, status in images if status in _FAILED]
-        if failed:
-            message = _failure_message(split, "images", failed, len(dataset), "cannot be decoded")
-            raise MNREImageError(f"{message} First error: {_decode_failure(processor, failed[0])}")
-        crop_paths, crop_statuses = columns["crop_paths"], columns["crop_status"]
-        failed = [
-            path
-            for paths, statuses in zip(crop_paths, crop_statuses, strict=True)
+        crops = [
+            (path, status)
+            for paths, statuses in zip(columns["crop_paths"], columns["crop_status"], strict=True)
             for path, status in zip(paths, statuses, strict=True)
-            if status in _FAILED
         ]
-        if failed:
-            total = sum(len(paths) for paths in crop_paths)
-            message = _failure_message(split, "object crops", failed, total, "cannot be decoded")
-            raise MNREImageError(f"{message} First error: {_decode_failure(processor, failed[0])}")
+        for what, items in (
+            ("images", list(zip(columns["image_path"], columns["image_status"], strict=True))),
+            ("object crops", crops),
+        ):
+            missing = [path for path, status in items if status == "missing"]
+            if missing:
+                raise MNREImageError(_failure_message(split, what, missing, len(items), "are missing"))
+            unreadable = [path for path, status in items if status == "unreadable"]
+            if unreadable:
+                message = _failure_message(split, what, unreadable, len(items), "cannot be decoded")
+                if first_error is not None:
+                    message += f" First error: {first_error(unreadable[0])}"
+                raise MNREImageError(message)
     substituted = [report[key] for key in ("images_missing", "images_unreadable", "crops_missing", "crops_unreadable")]
     if any(substituted):
         logger.warning(
@@ -560,6 +594,62 @@ def load_mnre(
     return dataset_dict
 
 
+def load_mnre_hub(
+    dataset: datasets.DatasetDict,
+    dataset_name: str,
+    processor: Any,
+    *,
+    splits: Sequence[str] | None = None,
+    relation_labels: Sequence[str] | None = None,
+    use_images: bool = True,
+    use_object_crops: bool = True,
+    missing_images: Literal["error", "blank"] = "error",
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.DatasetDict:
+    """
+    [`load_mnre`] for `dataset`, a dataset in the layout `python -m processing.export_mnre` writes as
+    `datasets.load_dataset(dataset_name)` returns it (`dataset_name` a local folder or a Hub repository, public or
+    private; it names the dataset in messages).
+
+    The same cached splits as [`load_mnre`] gives for the folder the dataset was exported from, under the MNRE split
+    names (`train`, `val`, `test` from the Hub's `train`, `validation`, `test`): the same ids, tokens, labels and
+    pixels (the images are decoded from the bytes the dataset embeds, as from the files). `image_path` and
+    `crop_paths` name the images for the report (`dataset/split/img_id`). An image or crop stored as `None` is
+    missing: `missing_images` applies as for files. The image cache depends on the dataset's fingerprint instead of
+    file sizes and times. The other arguments are [`load_mnre`]'s; `relation_labels` must be the names of the
+    dataset's `relation` `ClassLabel`.
+    """
+    if missing_images not in ("error", "blank"):
+        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
+    raw = dataset
+    available = [split for split in MNRE_SPLITS if HUB_SPLITS[split] in raw]
+    splits = list(splits) if splits is not None else available
+    if not splits:
+        raise FileNotFoundError(f"{dataset_name} has none of the splits {list(HUB_SPLITS.values())}")
+    for split in splits:
+        if split not in available:
+            raise FileNotFoundError(f"{dataset_name} has no '{HUB_SPLITS[split]}' split (it has {sorted(raw)})")
+    if relation_labels is None:
+        relation_labels = raw[HUB_SPLITS[splits[0]]].features["relation"].names
+    loader = _SplitLoader(
+        processor=processor,
+        relation_labels=list(relation_labels),
+        use_images=use_images,
+        missing_images=missing_images,
+        num_proc=num_proc,
+        cache_root=Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre"),
+    )
+    return datasets.DatasetDict(
+        {
+            split: loader.load_hub(
+                split, raw[HUB_SPLITS[split]], f"{dataset_name}[{HUB_SPLITS[split]}]", use_images and use_object_crops
+            )
+            for split in splits
+        }
+    )
+
+
 @dataclass
 class _SplitLoader:
     """Loads one split at a time with the settings [`load_mnre`] shares between splits."""
@@ -591,16 +681,11 @@ class _SplitLoader:
         crops_root: Path | None,
         mapping_file: Path | None,
     ) -> datasets.Dataset:
+        """The split of an MNRE folder: its text file's records, their image files."""
         records = read_mnre_file(text_file, split=split, relation_labels=self.relation_labels)
         if not records:
             raise MNREFormatError(f"{text_file}: no examples")
         attach_paths(records, split, image_root, crops_root, mapping_file, self.processor.num_object_crops)
-        with_kind = any("kind" in record for record in records)
-        for record in records:
-            record["labels"] = self.relation_labels.index(record["relation"])
-            if with_kind:
-                record.setdefault("kind", "")
-
         signatures: dict[str, str | None] = {}
         if self.use_images:
             paths = {record["image_path"] for record in records}
@@ -608,35 +693,89 @@ class _SplitLoader:
             signatures = {path: file_signature(path) for path in sorted(paths)}
             if self.missing_images == "error":
                 raise_for_missing_files(split, records, signatures)
+        image_inputs = [(record["image_path"], record["crop_paths"]) for record in records]
+        return self._cache(
+            split,
+            records,
+            f"{text_file}:{{line}}",
+            images=None,
+            image_inputs=_sha256(image_inputs, signatures),
+            first_error=partial(_decode_failure, self.processor),
+        )
 
+    def load_hub(self, split: str, raw: datasets.Dataset, source: str, use_object_crops: bool) -> datasets.Dataset:
+        """The split of a dataset in `export_mnre`'s layout: its rows' records, the images its rows embed."""
+        records = read_hub_split(raw, split, source)
+        if not records:
+            raise MNREFormatError(f"{source}: no examples")
+        if not self.relation_labels == raw.features["relation"].names:
+            raise MNREFormatError(
+                f"{source}: the relations of its 'relation' ClassLabel {raw.features['relation'].names} are not the "
+                f"model's {self.relation_labels}"
+            )
+        with_crops = use_object_crops and "object_crops" in raw.column_names
+        crop_counts = [0] * len(records)
+        if with_crops:  # the lengths of the crop lists, read from Arrow without decoding or copying any image
+            lists = raw.select_columns(["object_crops"]).with_format("arrow")[:]["object_crops"]
+            crop_counts = pyarrow.compute.list_value_length(lists).fill_null(0).to_pylist()
+        for record, count in zip(records, crop_counts, strict=True):
+            record["image_path"] = f"{source}/{record['img_id']}"
+            slots = range(min(count, self.processor.num_object_crops))
+            record["crop_paths"] = [f"{source}/{record['img_id']} object crop {slot}" for slot in slots]
+        images = None
+        if self.use_images:
+            columns = ["image", *(["object_crops"] if with_crops else [])]
+            images = raw.select_columns(columns).cast_column("image", datasets.Image(decode=False))
+            if with_crops:
+                images = images.cast_column("object_crops", datasets.List(datasets.Image(decode=False)))
+        image_inputs = raw._fingerprint if self.use_images else ""
+        return self._cache(split, records, f"{source}[{{row}}]", images, image_inputs, first_error=None)
+
+    def _cache(
+        self,
+        split: str,
+        records: list[dict[str, Any]],
+        where: str,
+        images: datasets.Dataset | None,
+        image_inputs: str,
+        first_error: Callable[[str], str] | None,
+    ) -> datasets.Dataset:
+        """Tokenizes `records` and decodes their images (the files they name, or the rows of `images`, a Hub dataset's
+        image columns) into the cache. `where` names a record in errors (see `_tokenize_batch`), `image_inputs` is
+        what the images depend on besides the settings, `first_error` gives the decoder's message for an unreadable
+        image."""
+        with_kind = any("kind" in record for record in records)
+        for record in records:
+            record["labels"] = self.relation_labels.index(record["relation"])
+            if with_kind:
+                record.setdefault("kind", "")
         base = datasets.Dataset.from_list(records, features=_base_features(self.relation_labels, with_kind))
         text_fingerprint = _sha256("text", records, self.text_settings)
-        image_inputs = [(record["image_path"], record["crop_paths"]) for record in records]
-        image_fingerprint = _sha256("images", image_inputs, signatures, self.image_settings)
+        image_fingerprint = _sha256("images", image_inputs, self.image_settings)
         text = base.map(
             _tokenize_batch,
             batched=True,
-            fn_kwargs={"processor": self.processor, "source": str(text_file), "text_columns": self.text_columns},
+            fn_kwargs={"processor": self.processor, "where": where, "text_columns": self.text_columns},
             features=datasets.Features({**base.features, **_text_features(self.text_columns)}),
             cache_file_name=str(self.cache_root / f"{split}-text-{text_fingerprint}.arrow"),
             new_fingerprint=text_fingerprint,
             desc=f"Tokenizing MNRE {split}",
         )
-        images = base.map(
+        decoded = (base if images is None else images).map(
             _encode_images_batch,
             batched=True,
             batch_size=_IMAGE_BATCH_SIZE,
             writer_batch_size=_IMAGE_BATCH_SIZE,
             fn_kwargs={"processor": self.processor, "use_images": self.use_images},
-            remove_columns=base.column_names,
+            remove_columns=(base if images is None else images).column_names,
             features=self.image_features,
             num_proc=self.num_proc,
             cache_file_name=str(self.cache_root / f"{split}-images-{image_fingerprint}.arrow"),
             new_fingerprint=image_fingerprint,
             desc=f"Decoding MNRE {split} images",
         )
-        dataset = datasets.concatenate_datasets([text, images], axis=1)
-        _apply_image_policy(split, dataset, self.missing_images, self.processor)
+        dataset = datasets.concatenate_datasets([text, decoded], axis=1)
+        _apply_image_policy(split, dataset, self.missing_images, first_error)
         model_columns = [column for column in MODEL_COLUMNS if column in dataset.column_names]
         dataset.set_format("numpy", columns=model_columns, output_all_columns=True, dtype=None)
         return dataset

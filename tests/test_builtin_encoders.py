@@ -4,6 +4,7 @@ full disk damaged them, and written whole or not at all."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from processing.builtin_encoders import (
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
+from processing.mnre import folder_words
 from training.run_files import PARTIAL, folder_problem
 
 
@@ -26,7 +28,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def build(kind: str, folder: Path, data_dir: Path) -> Path:
-    return build_builtin_text_encoder(folder, data_dir) if kind == "text" else build_builtin_vision_encoder(folder)
+    if kind == "text":
+        return build_builtin_text_encoder(folder, partial(folder_words, data_dir))
+    return build_builtin_vision_encoder(folder)
 
 
 def loads(kind: str, folder: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 from huggingface_hub import DatasetCard
 from mnre_folder import write_mnre_folder
 
+import run_mre
 from modeling_hvformer import MNRE_RELATIONS
 from processing import export_mnre as export_module
 from processing.export_mnre import export_mnre, main
@@ -106,3 +107,43 @@ def test_missing_files_follow_the_loader_policy(folder, tmp_path):
     assert rows[2]["image"] is None and rows[1]["image"] is not None
     assert [crop is None for crop in rows[3]["object_crops"]] == [False, True, False]
     assert "| train | 6 | 5 | " in (output / "README.md").read_text()
+
+
+def test_training_from_the_export_matches_training_from_the_folder(folder, tmp_path):
+    """`run_mre.py --dataset_name EXPORT` against `--data_dir FOLDER` on the same seed: the same metrics and a
+    byte-identical `predictions.jsonl` (same ids, tokens, labels, pixels and order)."""
+    export_mnre(folder, tmp_path / "hub")
+    common = ["--num_train_epochs", "2", "--per_device_eval_batch_size", "64", "--disable_tqdm", "true"]
+    common += ["--logging_strategy", "no", "--learning_rate", "5e-3"]
+    from_folder = run_mre.main(
+        ["--data_dir", str(folder), "--output_dir", str(tmp_path / "folder"), "--cache_dir", str(tmp_path / "c1")]
+        + common
+    )
+    from_export = run_mre.main(
+        ["--dataset_name", str(tmp_path / "hub"), "--output_dir", str(tmp_path / "export")]
+        + ["--cache_dir", str(tmp_path / "c2")]
+        + common
+    )
+    scores = [f"{split}_{name}" for split in ("eval", "test") for name in ("precision", "recall", "f1", "accuracy")]
+    assert {name: from_export[name] for name in scores} == {name: from_folder[name] for name in scores}
+    assert from_export["train_loss"] == from_folder["train_loss"]
+    assert from_export["test_crops_loaded"] == from_folder["test_crops_loaded"] > 0
+    predictions = (tmp_path / "folder" / "predictions.jsonl").read_bytes()
+    assert (tmp_path / "export" / "predictions.jsonl").read_bytes() == predictions
+    assert predictions.count(b"\n") == SIZES["test"]
+    card = json.loads((tmp_path / "export" / "model_card.json").read_text())
+    assert card["dataset_name"] == "hub" and card["dataset_id"] is None
+
+
+def test_the_dataset_replaces_a_configs_data_dir(folder, tmp_path, caplog):
+    """`configs/paper.yaml` sets `data_dir`; `--dataset_name` after it reads the dataset instead (said at info
+    level)."""
+    export_mnre(folder, tmp_path / "hub")
+    with caplog.at_level("INFO", logger="run_mre"):
+        run_mre.main(
+            ["--data_dir", str(tmp_path / "absent"), "--dataset_name", str(tmp_path / "hub"), "--output_dir"]
+            + [str(tmp_path / "run"), "--num_train_epochs", "1", "--disable_tqdm", "true", "--do_eval", "false"]
+            + ["--do_train", "false", "--cache_dir", str(tmp_path / "cache"), "--log_level", "info"]
+        )
+    assert f"Reading {tmp_path / 'hub'}, not --data_dir {tmp_path / 'absent'}" in caplog.text
+    assert (tmp_path / "run" / "predictions.jsonl").read_text().count("\n") == SIZES["test"]

@@ -292,49 +292,84 @@ def layout(subject: Span, obj: Span) -> tuple[list[int | None], tuple[int, int, 
     return [0, *bounds, None], (OBJECT_START, OBJECT_END, SUBJECT_START, SUBJECT_END), False
 
 
-def fit_to_budget(segments: list[list[int]], budget: int, nested: bool) -> list[list[int]]:
-    """Truncates the five word-piece segments of a sample so that they hold at most `budget` pieces together.
+Words = list[list[int]]
+"""A segment of a text as its words, each the list of its word pieces."""
+
+
+def _pieces(words: Words) -> int:
+    return sum(len(word) for word in words)
+
+
+def _head(words: Words, room: int) -> Words:
+    """The first words of `words` that hold at most `room` pieces together."""
+    kept, used = [], 0
+    for word in words:
+        if used + len(word) > room:
+            break
+        kept.append(word)
+        used += len(word)
+    return kept
+
+
+def _tail(words: Words, room: int) -> Words:
+    """The last words of `words` that hold at most `room` pieces together."""
+    return _head(words[::-1], room)[::-1]
+
+
+def _entity_head(words: Words, room: int) -> Words:
+    """The first whole words of an entity within `room` pieces; the first pieces of its first word when even that
+    word alone is longer (the one case where a word is cut: an entity keeps at least one piece)."""
+    return _head(words, room) or [words[0][:room]]
+
+
+def fit_to_budget(segments: list[Words], budget: int, nested: bool) -> list[list[int]]:
+    """Truncates the five segments of a sample (each a list of words, a word a list of pieces) so that they hold at
+    most `budget` word pieces together, dropping whole words only; returns the five segments' pieces.
 
     `segments` are `[before, first entity, between, second entity, after]` for disjoint entities and
     `[before, outer head, inner entity, outer tail, after]` when one entity lies inside the other. `budget` excludes
-    the four markers and the special tokens and is at least 2. The policy, applied to word pieces only:
+    the four markers and the special tokens and is at least 2. The policy, counted in word pieces and applied to whole
+    words (a word is never cut into fragments, but for an entity whose first word alone exceeds its room):
 
     1. If the span from the first opening marker to the last closing marker fits, keep it whole and fill the
        remaining room with the context closest to it: half of the room before it and half after it, a side with too
-       little context giving its share to the other side (an odd token goes after).
-    2. Otherwise drop all context outside that span, then the word pieces in the middle of the text between the two
-       entities, keeping the pieces next to each entity (one more after the first entity when odd).
+       little context giving its share to the other side (an odd piece goes after).
+    2. Otherwise drop all context outside that span, then the words in the middle of the text between the two
+       entities, keeping the words next to each entity (one more piece of room after the first entity when odd).
     3. If the two entities alone still don't fit, share the room equally between them (an odd piece goes to the
        second; an entity shorter than its share leaves the rest to the other) and trim each from its end.
 
-    For nested entities, step 2 drops the outer entity's own pieces from its end (those after the inner entity first,
+    For nested entities, step 2 drops the outer entity's own words from its end (those after the inner entity first,
     then those before it), and step 3 trims the inner entity from its end.
     """
     before, first, middle, second, after = segments
-    core = len(first) + len(middle) + len(second)
-    if len(before) + core + len(after) <= budget:
-        return segments
-    if core <= budget:
+    core = _pieces(first) + _pieces(middle) + _pieces(second)
+    if _pieces(before) + core + _pieces(after) <= budget:
+        kept = segments
+    elif core <= budget:
         room = budget - core
-        left = min(len(before), room // 2)
-        right = min(len(after), room - left)
-        left = min(len(before), room - right)
-        return [before[len(before) - left :], first, middle, second, after[:right]]
-    if nested:
+        right = _head(after, room - _pieces(_tail(before, room // 2)))
+        left = _tail(before, room - _pieces(right))
+        kept = [left, first, middle, second, right]
+    elif nested:
         head, inner, tail = first, middle, second
-        room = budget - len(inner)
+        room = budget - _pieces(inner)
         if room < 0:
-            return [[], [], inner[:budget], [], []]
-        keep_head = min(len(head), room)
-        return [[], head[:keep_head], inner, tail[: room - keep_head], []]
-    room = budget - len(first) - len(second)
-    if room >= 0:
-        keep_head = (room + 1) // 2
-        keep_tail = room - keep_head
-        return [[], first, middle[:keep_head] + middle[len(middle) - keep_tail :], second, []]
-    keep_first = min(len(first), max(budget // 2, budget - len(second)))
-    keep_second = min(len(second), budget - keep_first)
-    return [[], first[:keep_first], [], second[:keep_second], []]
+            kept = [[], [], _entity_head(inner, budget), [], []]
+        else:
+            head = _head(head, room)
+            kept = [[], head, inner, _head(tail, room - _pieces(head)), []]
+    else:
+        room = budget - _pieces(first) - _pieces(second)
+        if room >= 0:
+            kept_head = _head(middle, (room + 1) // 2)
+            kept_tail = _tail(middle[len(kept_head) :], room - _pieces(kept_head))
+            kept_head = _head(middle[: len(middle) - len(kept_tail)], room - _pieces(kept_tail))
+            kept = [[], first, kept_head + kept_tail, second, []]
+        else:
+            kept_first = _entity_head(first, min(_pieces(first), max(budget // 2, budget - _pieces(second))))
+            kept = [[], kept_first, [], _entity_head(second, budget - _pieces(kept_first)), []]
+    return [[piece for word in segment for piece in word] for segment in kept]
 
 
 def words_as_text(words: Sequence[str], spans: tuple[Span, Span]) -> tuple[str, tuple[Span, Span]]:
@@ -356,28 +391,52 @@ _ENCODING = {
     "split_special_tokens": True,
     "return_attention_mask": False,
     "return_token_type_ids": False,
+    "verbose": False,
 }
 """Tokenizer arguments for the word pieces of a text: no special tokens, and text that looks like one (a literal marker
-or `[SEP]` in a post) split like ordinary text, so only the markers inserted by [`mark_entities`] are marker tokens."""
+or `[SEP]` in a post) split like ordinary text, so only the markers inserted by [`mark_entities`] are marker tokens;
+no warning that a long post exceeds the encoder's positions (it is truncated to `max_length` afterwards)."""
 
 
-def split_at_bounds(text: str, ids: Sequence[int], offsets: Sequence[Span], bounds: list) -> list[list[int]] | None:
-    """The word pieces of the whole `text` (`ids` and their character `offsets`) shared out among its five segments
-    (`bounds` from [`layout`]), or `None` when a piece straddles a segment boundary.
+def split_at_bounds(
+    text: str, ids: Sequence[int], offsets: Sequence[Span], word_ids: Sequence[int | None], bounds: list
+) -> list[Words] | None:
+    """The word pieces of the whole `text` (`ids`, their character `offsets` and the tokenizer's `word_ids`) shared
+    out among its five segments (`bounds` from [`layout`]) as words, or `None` when a piece straddles a segment
+    boundary.
 
     Each piece goes to the segment of its first character that is not a space: a byte-level BPE piece `Ġword` or a
     SentencePiece piece `▁word` to the segment of `word`, and a piece of spaces only (`▁`, `Ġ`) to that of the word
-    after it.
+    after it. The pieces of one word that fall in one segment stay together.
     """
     starts = bounds[:5]
-    segments: list[list[int]] = [[] for _ in starts]
-    for token_id, (start, end) in zip(ids, offsets, strict=True):
+    segments: list[Words] = [[] for _ in starts]
+    previous: tuple[int, int | None] | None = None
+    for token_id, (start, end), word_id in zip(ids, offsets, word_ids, strict=True):
         piece = text[start:end]
         anchor = start + len(piece) - len(piece.lstrip()) if piece.strip() else end
         if any(anchor < cut < end for cut in starts[1:]):
             return None
-        segments[bisect.bisect_right(starts, anchor) - 1].append(int(token_id))
+        segment = bisect.bisect_right(starts, anchor) - 1
+        if previous == (segment, word_id) and word_id is not None:
+            segments[segment][-1].append(int(token_id))
+        else:
+            segments[segment].append([int(token_id)])
+        previous = (segment, word_id)
     return segments
+
+
+def _words(ids: Sequence[int], word_ids: Sequence[int | None] | None) -> Words:
+    """Pieces grouped by the tokenizer's `word_ids` (each piece a word of its own when there are none)."""
+    if word_ids is None:
+        return [[int(token_id)] for token_id in ids]
+    words: Words = []
+    for index, (token_id, word_id) in enumerate(zip(ids, word_ids, strict=True)):
+        if index and word_id is not None and word_id == word_ids[index - 1]:
+            words[-1].append(int(token_id))
+        else:
+            words.append([int(token_id)])
+    return words
 
 
 def word_aligned(segments: list[str]) -> list[str]:
@@ -396,28 +455,34 @@ def word_aligned(segments: list[str]) -> list[str]:
     return [*aligned, carry + segments[-1]]
 
 
-def _tokenize_segments(tokenizer: Any, segments: list[list[str]]) -> list[list[list[int]]]:
-    """Tokenizes the five segments of every sample apart, with one batched tokenizer call."""
+def _tokenize_segments(tokenizer: Any, segments: list[list[str]]) -> list[list[Words]]:
+    """Tokenizes the five segments of every sample apart, with one batched tokenizer call, into words."""
     flat = [segment for sample in segments for segment in sample if len(segment) > 0]
-    encoded = iter(tokenizer(flat, **_ENCODING)["input_ids"] if flat else [])
-    return [[list(next(encoded)) if len(segment) > 0 else [] for segment in sample] for sample in segments]
+    encoded = tokenizer(flat, **_ENCODING) if flat else None
+    is_fast = getattr(encoded, "is_fast", False)
+    words = iter(
+        _words(ids, encoded.word_ids(index) if is_fast else None)
+        for index, ids in enumerate(encoded["input_ids"] if encoded is not None else [])
+    )
+    return [[next(words) if len(segment) > 0 else [] for segment in sample] for sample in segments]
 
 
-def segment_pieces(tokenizer: Any, texts: Sequence[str], bounds: list[list]) -> list[list[list[int]]]:
-    """The word pieces of the five segments of each text (cut at `bounds`, from [`layout`]).
+def segment_words(tokenizer: Any, texts: Sequence[str], bounds: list[list]) -> list[list[Words]]:
+    """The words (lists of word pieces) of the five segments of each text (cut at `bounds`, from [`layout`]).
 
     With a fast tokenizer, each text is tokenized whole and its pieces are shared out by [`split_at_bounds`], so
-    the pieces between the markers are exactly those of the unmarked text. A text in which a marker falls inside a
-    piece (an entity boundary within a word piece), or every text with a tokenizer without offsets, has its segments
-    tokenized apart, each with the whitespace before it ([`word_aligned`]).
+    the pieces between the markers are exactly those of the unmarked text, and words are the tokenizer's (`word_ids`).
+    A text in which a marker falls inside a piece (an entity boundary within a word piece), or every text with a
+    tokenizer without offsets, has its segments tokenized apart, each with the whitespace before it
+    ([`word_aligned`]).
     """
-    pieces: list[list[list[int]] | None] = [None] * len(texts)
+    pieces: list[list[Words] | None] = [None] * len(texts)
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(list(texts), return_offsets_mapping=True, **_ENCODING)
         pieces = [
-            split_at_bounds(text, ids, offsets, cuts)
-            for text, ids, offsets, cuts in zip(
-                texts, encoded["input_ids"], encoded["offset_mapping"], bounds, strict=True
+            split_at_bounds(text, ids, offsets, encoded.word_ids(index), cuts)
+            for index, (text, ids, offsets, cuts) in enumerate(
+                zip(texts, encoded["input_ids"], encoded["offset_mapping"], bounds, strict=True)
             )
         ]
     apart = [index for index, split in enumerate(pieces) if split is None]
@@ -446,7 +511,7 @@ def mark_entities(
     sample when `is_batched`) otherwise.
 
     A word list is read as its words joined by single spaces ([`words_as_text`]). The markers go between the word
-    pieces of the unmarked text ([`segment_pieces`]), so that byte-level BPE (`Ġ`) and SentencePiece (`▁`) word
+    pieces of the unmarked text ([`segment_words`]), so that byte-level BPE (`Ġ`) and SentencePiece (`▁`) word
     starts stay where the unmarked text has them.
 
     Args:
@@ -466,7 +531,7 @@ def mark_entities(
     budget = max_length - len(prefix) - len(suffix) - len(marker_ids)
     sequences, positions = [], []
     for index, (pieces, (_, roles, nested)) in enumerate(
-        zip(segment_pieces(tokenizer, texts, bounds), cuts, strict=True)
+        zip(segment_words(tokenizer, texts, bounds), cuts, strict=True)
     ):
         for slot in (2,) if nested else (1, 3):
             if not pieces[slot]:
@@ -476,7 +541,7 @@ def mark_entities(
                     sample_prefix(index, is_batched),
                     f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.",
                 )
-        needed = sum(len(piece) for piece in pieces)
+        needed = sum(_pieces(segment) for segment in pieces)
         if needed > budget and not truncation:
             raise sample_error(
                 sample_prefix(index, is_batched),

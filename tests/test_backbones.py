@@ -130,10 +130,13 @@ def test_a_marker_inside_a_word_piece_tokenizes_the_two_sides_apart():
     to the next word's)."""
     text = "ab cd."
     bounds, _, _ = layout((0, 2), (3, 5))  # "ab", "cd"
-    assert split_at_bounds(text, [7, 8, 9], [(0, 2), (2, 5), (5, 6)], bounds) == [[], [7], [], [8], [9]]
-    assert split_at_bounds(text, [7, 5, 8], [(0, 2), (2, 3), (3, 5)], bounds) == [[], [7], [], [5, 8], []]
-    assert split_at_bounds(text, [7, 8], [(0, 4), (4, 6)], bounds) is None  # "ab c" straddles the object's start
-    assert split_at_bounds(text, [7, 8], [(0, 2), (3, 6)], bounds) is None  # "cd." straddles the object's end
+    pieces = split_at_bounds(text, [7, 8, 9], [(0, 2), (2, 5), (5, 6)], [0, 1, 2], bounds)
+    assert pieces == [[], [[7]], [], [[8]], [[9]]]
+    # The space piece (5) goes with the word after it; the pieces of one word in one segment stay one word.
+    pieces = split_at_bounds(text, [7, 5, 8], [(0, 2), (2, 3), (3, 5)], [0, 1, 1], bounds)
+    assert pieces == [[], [[7]], [], [[5, 8]], []]
+    assert split_at_bounds(text, [7, 8], [(0, 4), (4, 6)], [0, 1], bounds) is None  # "ab c" straddles the object
+    assert split_at_bounds(text, [7, 8], [(0, 2), (3, 6)], [0, 1], bounds) is None  # "cd." straddles its end
 
 
 def test_roberta_gets_markers_it_does_not_own_saved_and_reloaded(folders, tmp_path):

@@ -377,6 +377,33 @@ def test_truncation_with_odd_room_gives_the_extra_piece_after(processor):
     assert tokens(processor, middle) == ["[CLS]", "<s>", "1", "</s>", "b", "c", "g", "<o>", "2", "</o>", "[SEP]"]
 
 
+def test_truncation_drops_whole_words_never_fragments(processor):
+    """Context words of several pieces (`fgh` is `f ##g ##h`) are kept or dropped whole: with one piece of room
+    before the entities, the two-piece `de` is dropped rather than leaving its `##e`, and the room goes after."""
+    words = "abc de 1 x 2 fgh ij".split()
+    encoding = processor(text=words, entity_spans=[(2, 3), (4, 5)], is_split_into_words=True, max_length=12)
+    assert tokens(processor, encoding) == ["[CLS]", *"<s> 1 </s> x <o> 2 </o> f ##g ##h".split(), "[SEP]"]
+    middle = "1 ab cde fg hij 2".split()  # step 2: the words next to each entity, whole
+    encoding = processor(text=middle, entity_spans=[(0, 1), (5, 6)], is_split_into_words=True, max_length=13)
+    assert tokens(processor, encoding) == ["[CLS]", *"<s> 1 </s> a ##b h ##i ##j <o> 2 </o>".split(), "[SEP]"]
+    # An entity whose first word alone exceeds its room is the one word that is cut.
+    long_entity = processor(text="abcdefgh x".split(), entity_spans=[(0, 1), (1, 2)], is_split_into_words=True)
+    short = processor(
+        text="abcdefgh x".split(), entity_spans=[(0, 1), (1, 2)], is_split_into_words=True, max_length=12
+    )
+    assert tokens(processor, long_entity)[1:4] == ["<s>", "a", "##b"] and len(long_entity["input_ids"][0]) == 15
+    assert tokens(processor, short) == ["[CLS]", *"<s> a ##b ##c ##d ##e </s> <o> x </o>".split(), "[SEP]"]
+
+
+def test_long_posts_raise_no_tokenizer_length_warning(minilm, capfd):
+    """A post far longer than the encoder's positions is truncated by the processor; the tokenizer's "Token indices
+    sequence length is longer than the specified maximum" warning (about a sequence the model never sees) stays off."""
+    words = ["the", "quick", "brown", "fox"] * 300 + ["Barack", "Obama", "visited", "Paris"]
+    encoding = minilm(text=" ".join(words), entities=("Barack Obama", "Paris"), max_length=minilm.max_length)
+    assert encoding["input_ids"].shape == (1, minilm.max_length)
+    assert "Token indices sequence length" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("where", ["far apart", "start", "end", "long entities"])
 def test_long_texts_keep_markers_and_entities(minilm, where):
     filler = "the quick brown fox jumps over the lazy dog".split() * 20

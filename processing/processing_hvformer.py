@@ -285,9 +285,9 @@ class HVFormerProcessor(ProcessorMixin):
         `<o> <s> Darien Lake </s> Performing Arts Center </o>`.
         Identical spans and spans that overlap without nesting are rejected.
 
-        A sample longer than `max_length` loses word pieces, never markers or special tokens, by the policy of
-        `fit_to_budget` (`entity_marking.py`): the context farthest from the entities goes first, then the middle of
-        the text between them, then the ends of the entities themselves.
+        A sample longer than `max_length` loses whole words (never a fragment of one), never markers or special
+        tokens, by the policy of `fit_to_budget` (`entity_marking.py`): the context farthest from the entities goes
+        first, then the middle of the text between them, then the ends of the entities themselves.
 
         A `max_length` that cannot hold the special tokens, the four markers and one piece per entity raises a
         `ValueError`, so every returned encoding holds all four markers.

@@ -242,6 +242,11 @@ def machine_defaults() -> dict[str, Any]:
     return {"use_cpu": True, "dataloader_pin_memory": False}
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as torch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def data_collator(processor: HVFormerProcessor) -> HVFormerDataCollator:
     """The run's collator: text padded to a multiple of 8 (tensor cores), uint8 pixels stacked as they are."""
     return HVFormerDataCollator(processor, pad_to_multiple_of=8)
@@ -299,6 +304,12 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
     )
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    cores = available_cores()
+    if training_args.dataloader_num_workers > cores:  # e.g. paper.yaml's 4 on a 2-core machine: more only contend
+        logger.info(
+            "--dataloader_num_workers %d > %d cores here: %d", training_args.dataloader_num_workers, cores, cores
+        )
+        training_args.dataloader_num_workers = cores
     if training_args.dataloader_num_workers == 0:
         training_args.dataloader_persistent_workers = False  # no worker to keep (DataLoader refuses the pair)
     missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))

@@ -78,6 +78,7 @@ def run_script(
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"{' '.join(command)} did not finish in {RUN_TIMEOUT} s:\n{(error.stderr or '')[-3000:]}")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "DataLoader will create" not in result.stderr  # the workers fit the machine's cores: no torch warning
     return result.stdout
 
 

@@ -488,13 +488,24 @@ def test_dataloader_defaults_follow_the_machine(monkeypatch):
     paper = [str(PROJECT / "configs/paper.yaml"), "--bf16", "false"]
     cpu = run_mre.parse_args(paper)[3]
     assert cpu.use_cpu and not cpu.dataloader_pin_memory and not cpu.dataloader_persistent_workers
-    assert cpu.accelerator_config.non_blocking is False and cpu.dataloader_num_workers == 4
+    assert cpu.accelerator_config.non_blocking is False and cpu.dataloader_num_workers == min(4, os.cpu_count())
     monkeypatch.setattr(run_mre.torch.accelerator, "is_available", lambda: True)
     gpu = run_mre.parse_args(paper)[3]
     assert gpu.dataloader_pin_memory and gpu.dataloader_persistent_workers and gpu.accelerator_config.non_blocking
     assert not gpu.use_cpu
     no_workers = run_mre.parse_args([*paper, "--dataloader_num_workers", "0"])[3]
     assert not no_workers.dataloader_persistent_workers and no_workers.accelerator_config.non_blocking
+
+
+def test_dataloader_workers_are_at_most_one_per_core(monkeypatch):
+    """paper.yaml asks for 4 workers: on a 2-core machine it gets 2 (more would contend, and torch warns that "This
+    DataLoader will create 4 worker processes ... suggested max number of worker in current system is 2")."""
+    paper = [str(PROJECT / "configs/paper.yaml"), "--bf16", "false"]
+    monkeypatch.setattr(run_mre, "available_cores", lambda: 2)
+    assert run_mre.parse_args(paper)[3].dataloader_num_workers == 2
+    monkeypatch.setattr(run_mre, "available_cores", lambda: 16)
+    assert run_mre.parse_args(paper)[3].dataloader_num_workers == 4
+    assert run_mre.parse_args([*paper, "--dataloader_num_workers", "12"])[3].dataloader_num_workers == 12
 
 
 def test_every_config_file_parses():

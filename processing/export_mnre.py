@@ -30,7 +30,14 @@ from huggingface_hub import HfApi
 from training.run_files import atomic_folder
 
 from .mnre import HUB_SPLITS, MNRE_RELATIONS, MNRE_SPLITS, find_split_file, read_mnre_file
-from .mnre_dataset import attach_paths, file_signature, raise_for_missing_files, resolve_crops_mapping
+from .mnre_dataset import (
+    attach_paths,
+    check_missing_images,
+    file_signature,
+    image_folders,
+    raise_for_missing_files,
+    resolve_crops_mapping,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -270,18 +277,9 @@ def export_mnre(
     Returns:
         One [`SplitExport`] per split found under `data_dir` (Hub split names: `train`, `validation`, `test`).
     """
-    if missing_images not in ("error", "blank"):
-        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
+    check_missing_images(missing_images)
     data_dir, output_dir = Path(data_dir), Path(output_dir)
-    image_root = Path(image_dir) if image_dir is not None else data_dir / "img_org"
-    if not image_root.is_dir():
-        raise FileNotFoundError(f"image folder {image_root} not found: pass --image_dir")
-    crops_root = Path(crops_dir) if crops_dir is not None else data_dir / "img_vg"
-    if not crops_root.is_dir():
-        if crops_dir is not None:
-            raise FileNotFoundError(f"object crops folder {crops_root} not found")
-        logger.warning("no object crops folder (%s): every post is exported without crops", crops_root)
-        crops_root = None
+    image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, use_object_crops=True)
 
     splits = [(split, path) for split in MNRE_SPLITS if (path := find_split_file(data_dir, split)) is not None]
     if not splits:

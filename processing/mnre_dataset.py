@@ -457,6 +457,33 @@ def attach_paths(
         logger.info("split '%s': %d of %d examples have object crops (%s)", split, matched, len(records), mapping_file)
 
 
+def check_missing_images(missing_images: str) -> None:
+    """Refuses a `missing_images` policy other than `"error"` and `"blank"`."""
+    if missing_images not in ("error", "blank"):
+        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
+
+
+def image_folders(
+    data_dir: Path, image_dir: str | os.PathLike | None, crops_dir: str | os.PathLike | None, use_object_crops: bool
+) -> tuple[Path, Path | None]:
+    """The image folder of an MNRE folder (`image_dir`, by default `data_dir/img_org`; it must exist) and its object
+    crops folder (`crops_dir`, which must exist when given; by default `data_dir/img_vg` when it exists; `None`
+    without it or with `use_object_crops=False`, logged)."""
+    image_root = Path(image_dir) if image_dir is not None else data_dir / "img_org"
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"image folder {image_root} not found: pass image_dir, or use_images=False")
+    if not use_object_crops:
+        logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
+        return image_root, None
+    crops_root = Path(crops_dir) if crops_dir is not None else data_dir / "img_vg"
+    if not crops_root.is_dir():
+        if crops_dir is not None:
+            raise FileNotFoundError(f"object crops folder {crops_root} not found")
+        logger.info("no object crops folder (%s): no object crops (object_mask 0 everywhere)", crops_root)
+        return image_root, None
+    return image_root, crops_root
+
+
 def load_mnre(
     data_dir: str | os.PathLike,
     processor: Any,
@@ -544,8 +571,6 @@ def load_mnre(
         [`MNREImageError`]: under `missing_images="error"`, images or crops that are missing or cannot be decoded.
         `FileNotFoundError`: a missing text file, image folder, crops folder or crops mapping.
     """
-    if missing_images not in ("error", "blank"):
-        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
     data_dir = Path(data_dir)
     if relation_labels is None:
         relation_labels = getattr(processor, "relation_labels", None) or MNRE_RELATIONS
@@ -558,30 +583,11 @@ def load_mnre(
     if single_mapping_file and Path(crops_mapping).is_file() and len(splits) > 1:
         raise ValueError("one crops_mapping file given for several splits: pass a {split: file} dict or a folder")
 
-    image_root = None
+    image_root = crops_root = None
     if use_images:
-        image_root = Path(image_dir) if image_dir is not None else data_dir / "img_org"
-        if not image_root.is_dir():
-            raise FileNotFoundError(f"image folder {image_root} not found: pass image_dir, or use_images=False")
-    crops_root = None
-    if use_images and use_object_crops:
-        crops_root = Path(crops_dir) if crops_dir is not None else data_dir / "img_vg"
-        if not crops_root.is_dir():
-            if crops_dir is not None:
-                raise FileNotFoundError(f"object crops folder {crops_root} not found")
-            logger.info("no object crops folder (%s): object_mask is 0 everywhere", crops_root)
-            crops_root = None
-    elif use_images:
-        logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
+        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, use_object_crops)
 
-    loader = _SplitLoader(
-        processor=processor,
-        relation_labels=list(relation_labels),
-        use_images=use_images,
-        missing_images=missing_images,
-        num_proc=num_proc,
-        cache_root=Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre"),
-    )
+    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, num_proc, cache_dir)
     dataset_dict = datasets.DatasetDict()
     for split in splits:
         text_file = find_split_file(data_dir, split)
@@ -620,8 +626,6 @@ def load_mnre_hub(
     file sizes and times. The other arguments are [`load_mnre`]'s; `relation_labels` must be the names of the
     dataset's `relation` `ClassLabel`.
     """
-    if missing_images not in ("error", "blank"):
-        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
     raw = dataset
     available = [split for split in MNRE_SPLITS if HUB_SPLITS[split] in raw]
     splits = list(splits) if splits is not None else available
@@ -632,14 +636,7 @@ def load_mnre_hub(
             raise FileNotFoundError(f"{dataset_name} has no '{HUB_SPLITS[split]}' split (it has {sorted(raw)})")
     if relation_labels is None:
         relation_labels = raw[HUB_SPLITS[splits[0]]].features["relation"].names
-    loader = _SplitLoader(
-        processor=processor,
-        relation_labels=list(relation_labels),
-        use_images=use_images,
-        missing_images=missing_images,
-        num_proc=num_proc,
-        cache_root=Path(cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre"),
-    )
+    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, num_proc, cache_dir)
     return datasets.DatasetDict(
         {
             split: loader.load_hub(
@@ -659,9 +656,11 @@ class _SplitLoader:
     use_images: bool
     missing_images: str
     num_proc: int | None
-    cache_root: Path
+    cache_dir: str | os.PathLike | None
 
     def __post_init__(self) -> None:
+        check_missing_images(self.missing_images)
+        self.cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre")
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self.text_columns = _text_columns(self.processor)
         self.image_features = _image_features(self.processor)

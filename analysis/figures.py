@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from .drawing import (
 )
 from .statistics import TsneEmbedding
 from .tokens import VisualTokenLayout
+
+SHARES_PER_LINE = 34
+"""Characters of the block shares under a map per line (a map is about as wide)."""
 
 __all__ = [
     "MarkerMaps",
@@ -65,7 +69,7 @@ def _marker_grids_figure(maps: MarkerMaps, path: Path, title: str, quantity: str
     an even spread over the image (upsampled smoothly, patch borders drawn), and under each map the shares of the
     blocks of the visual sequence ([CLS], registers, the image, each crop)."""
     values, levels, layout, markers = maps.values, maps.levels, maps.layout, maps.markers
-    figure = new_figure(2.7 * len(levels) + 1.6, 6.0)
+    figure = new_figure(2.7 * len(levels) + 1.6, 6.4)
     relative = relative_to_even(layout.image_grid(values))  # (levels, 2, g, g)
     norm = even_spread_norm(relative)
     grid = layout.grid
@@ -87,9 +91,12 @@ def _marker_grids_figure(maps: MarkerMaps, path: Path, title: str, quantity: str
             ax.set_yticks([])
             shares = values[column, row]
             ends = [start for _, start in layout.blocks()[1:]] + [len(shares)]
-            block_shares = " · ".join(
-                f"{name} {shares[start:end].sum():.0%}"
-                for (name, start), end in zip(layout.blocks(), ends, strict=True)
+            block_shares = textwrap.fill(  # under a map of its width: wrapped between blocks, never within one
+                "  ".join(
+                    f"{name} {shares[start:end].sum():.0%}".replace(" ", "\xa0")
+                    for (name, start), end in zip(layout.blocks(), ends, strict=True)
+                ),
+                width=SHARES_PER_LINE,
             )
             ax.set_xlabel(
                 f"patches {relative[column, row].min():.2f}-{relative[column, row].max():.2f} x even\n{block_shares}",

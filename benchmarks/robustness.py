@@ -48,6 +48,7 @@ REMOTE_CODE = {
     "pipeline_hvformer.py": "modeling_hvformer/pipeline_hvformer.py",
     "processing_hvformer.py": "processing/processing_hvformer.py",
     "entity_marking.py": "processing/entity_marking.py",
+    "entity_search.py": "processing/entity_search.py",
     "image_loading.py": "processing/image_loading.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""

@@ -14,10 +14,11 @@
 """Processor for HVFormer: glue between the text encoder's tokenizer with entity markers and a ViT-like image
 processor.
 
-This file travels to the Hugging Face Hub as remote code with its siblings `entity_marking.py` (markers, truncation,
-padding), `image_loading.py` (decoding, resizing, normalising) and `saved_processor.py` (saved files, model checks),
-which `save_pretrained` copies along; none of them imports anything from the hvformer project. The file is over 400
-lines only for the documentation of the public API (about 190 docstring lines); the logic lives in the siblings.
+This file travels to the Hugging Face Hub as remote code with its siblings `entity_search.py` (finding the entities),
+`entity_marking.py` (markers, truncation, padding), `image_loading.py` (decoding, resizing, normalising) and
+`saved_processor.py` (saved files, model checks), which `save_pretrained` copies along; none of them imports anything
+from the hvformer project. The file is over 400 lines only for the documentation of the public API (about 190
+docstring lines); the logic lives in the siblings.
 """
 
 from __future__ import annotations
@@ -40,19 +41,14 @@ from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from .entity_marking import (
     add_markers,
-    batch_texts,
     check_padding,
-    check_texts,
     default_markers,
-    entity_spans,
     mark_entities,
     pad_marked,
     padded_length,
-    sample_error,
-    sample_prefix,
-    short_repr,
     special_token_template,
 )
+from .entity_search import batch_texts, check_texts, entity_spans, sample_error, sample_prefix, short_repr
 from .image_loading import load_image, normalize_pixels, pixel_statistics, resize_batch, resize_target
 from .saved_processor import HUB_KWARGS, load_saved_parts, model_mismatches
 

@@ -25,7 +25,8 @@ from transformers.utils import is_torchvision_available
 
 from benchmarks.robustness import blank_png, photo
 from processing import image_loading
-from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS, find_occurrences, find_word_occurrences
+from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
+from processing.entity_search import find_occurrences, find_word_occurrences
 from processing.processing_hvformer import HVFormerProcessor
 
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
@@ -745,7 +746,7 @@ def test_images_only_and_normalize_pixels_contract(processor):
 def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
     processor = build(tmp_path_factory, max_length=40, num_object_crops=2)
     processor.save_pretrained(tmp_path)
-    for module in ("processing_hvformer", "entity_marking", "image_loading", "saved_processor"):
+    for module in ("processing_hvformer", "entity_search", "entity_marking", "image_loading", "saved_processor"):
         assert (tmp_path / f"{module}.py").is_file(), module  # the whole remote-code unit travels
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}

@@ -237,6 +237,7 @@ MODEL_REPOSITORY_FILES = {
     "processor_config.json",
     "processing_hvformer.py",
     "entity_marking.py",
+    "entity_search.py",
     "image_loading.py",
     "saved_processor.py",
     "tokenizer.json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import transformers
 from transformers import BertConfig, CLIPVisionConfig
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+from training.run_files import write_text_atomic
 
 PROJECT = Path(__file__).resolve().parents[1]
 MARKER_IDS = [1, 2, 3, 4]
@@ -129,11 +131,14 @@ def timed(function: Callable[[], Any], device: torch.device, repeats: int) -> li
 
 
 def git_commit() -> str:
+    """The project's commit: git's, else `$HVFORMER_COMMIT` (a copy of the tree without `.git`, as a GPU machine gets),
+    else "unknown"."""
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=10)
+        commit = result.stdout.strip() if result.returncode == 0 else ""
     except OSError:
-        return "unknown"
-    return result.stdout.strip() or "unknown"
+        commit = ""
+    return commit or os.environ.get("HVFORMER_COMMIT", "unknown")
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -168,9 +173,14 @@ def report(figures: dict[str, Any], rows: Sequence[dict[str, Any]], columns: Seq
         cells = [_cell(row.get(column)) for column in columns]
         print(f"| {' | '.join(cells)} |")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        write_figures(figures, output)
         print(f"figures written to {output}")
+
+
+def write_figures(figures: dict[str, Any], output: Path) -> None:
+    """Writes `figures` to `output` as JSON, atomically: a run killed at its time cap leaves the last whole write."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output, json.dumps(figures, indent=2) + "\n")
 
 
 def _cell(value: Any) -> str:

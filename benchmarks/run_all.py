@@ -1,12 +1,14 @@
 """Every benchmark in one run, then the targets of issues 11 and 16 checked against what was measured.
 
-Runs, each in its own process with a time cap: `train_step.py` (with and without `--compile`), `inference.py`,
-`end_to_end.py` at batch 32 and 64, and `input_pipeline.py` (the host's feed, on the CPU). Writes their JSON files
+Runs, each in its own process with a time cap: `train_step.py`, `inference.py`, `end_to_end.py` at batch 32 and 64,
+`input_pipeline.py` (the host's feed, on the CPU) and `train_step.py --compile`. A run stopped at its cap counts with
+the rows it wrote before (`train_step.py` writes each batch size as it is done). Writes their JSON files
 and `targets.json` to `--output-dir` and prints one row per target: the threshold, the figure measured and whether
 it is met (`not measured` when its benchmark failed or did not measure it; a failed benchmark is reported with the
-tail of its output).
+tail of its output). `--cap NAME=SECONDS` gives one run its own time cap, so that the whole run fits a lease:
 
     python benchmarks/run_all.py --output-dir bench            # on the GPU machine
+    python benchmarks/run_all.py --output-dir bench --cap train_step_compiled=120 --cap end_to_end_b64=110
     python benchmarks/run_all.py --tiny --output-dir /tmp/b    # CPU smoke run (the targets are not meaningful there)
 """
 
@@ -20,6 +22,8 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 from typing import Any
 
@@ -27,20 +31,39 @@ from benchmarks import common
 
 RUNS: dict[str, list[str]] = {
     "train_step": ["train_step.py"],
-    "train_step_compiled": ["train_step.py", "--compile"],
     "inference": ["inference.py"],
     "end_to_end_b32": ["end_to_end.py", "--batch-size", "32"],
     "end_to_end_b64": ["end_to_end.py", "--batch-size", "64"],
     "input_pipeline": ["input_pipeline.py"],
+    "train_step_compiled": ["train_step.py", "--compile"],
 }
-"""The benchmark runs, by the name of their JSON file."""
+"""The benchmark runs, by the name of their JSON file, in the order they run (compilation, the slowest, last)."""
 END_TO_END_BATCHES: dict[str, int] = {"end_to_end_b32": 32, "end_to_end_b64": 64}
 TINY_RUNS = ("train_step", "inference", "end_to_end_b32", "input_pipeline")
 """The runs of `--tiny` (no compilation, one end-to-end batch size: a smoke run)."""
 
 
-def run_benchmarks(output_dir: Path, tiny: bool, timeout: int) -> dict[str, dict[str, Any] | None]:
-    """Runs the benchmarks and returns their figures by run name (`None` for a run that failed or timed out)."""
+def run_capped(command: list[str], cap: int) -> subprocess.CompletedProcess:
+    """Runs `command` in the project folder and a process group of its own, which is killed whole at `cap` seconds
+    (`end_to_end.py`'s `run_mre.py` and its dataloader workers too, so that none runs on into the next benchmark)."""
+    process = subprocess.Popen(
+        command, cwd=common.PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=cap)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def run_benchmarks(
+    output_dir: Path, tiny: bool, timeout: int, caps: dict[str, int] | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """Runs the benchmarks, each within `caps[name]` seconds or else `timeout`, and returns their figures by run name
+    (`None` for a run that failed or timed out)."""
+    caps = caps or {}
     output_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, dict[str, Any] | None] = {}
     for name, command in RUNS.items():
@@ -51,12 +74,16 @@ def run_benchmarks(output_dir: Path, tiny: bool, timeout: int) -> dict[str, dict
         if tiny:
             arguments = ["--tiny"]
         full = [sys.executable, str(Path(__file__).with_name(script)), *arguments, "--output", str(output)]
-        print(f"== {name}: {' '.join(full[1:])}", flush=True)
+        cap = caps.get(name, timeout)
+        print(f"== {name} (at most {cap} s): {' '.join(full[1:])}", flush=True)
+        output.unlink(missing_ok=True)  # a stopped run must not be credited with an earlier run's figures
         try:
-            result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd=common.PROJECT)
+            result = run_capped(full, cap)
         except subprocess.TimeoutExpired:
-            print(f"   timed out after {timeout} s")
-            figures[name] = None
+            partial = json.loads(output.read_text(encoding="utf-8")) if output.is_file() else None
+            kept = f"; kept the {len(partial['rows'])} rows it wrote" if partial else ""
+            print(f"   timed out after {cap} s{kept}")
+            figures[name] = partial
             continue
         print(result.stdout)
         if result.returncode != 0 or not output.is_file():
@@ -125,13 +152,30 @@ def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, A
     ]
 
 
+def _cap(text: str) -> tuple[str, int]:
+    """`NAME=SECONDS` of `--cap`, checked against the run names."""
+    name, _, seconds = text.partition("=")
+    if name not in RUNS or not seconds.isdigit():
+        names = ", ".join(RUNS)
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS with NAME one of {names}; got {text[:80]!r}")
+    return name, int(seconds)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="Tiny CPU smoke runs of the benchmarks.")
     parser.add_argument("--output-dir", type=Path, required=True, help="Where the JSON files go.")
     parser.add_argument("--timeout", type=int, default=1200, help="Seconds each benchmark may take (default 1200).")
+    parser.add_argument(
+        "--cap",
+        type=_cap,
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help=f"Seconds one run may take, instead of --timeout; NAME is one of {', '.join(RUNS)}. Repeatable.",
+    )
     args = parser.parse_args(argv)
-    targets = check_targets(run_benchmarks(args.output_dir, args.tiny, args.timeout))
+    targets = check_targets(run_benchmarks(args.output_dir, args.tiny, args.timeout, dict(args.cap)))
     rows = [{**row, "met": {True: "yes", False: "NO", None: "not measured"}[row["met"]]} for row in targets]
     common.report(
         {"targets": targets}, rows, ["target", "threshold", "measured", "met"], args.output_dir / "targets.json"

@@ -104,9 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.compile:
         functions = {name: torch.compile(loss) for name, loss in functions.items()}
 
-    rows = []
+    rows: list[dict[str, Any]] = []
+    figures = {
+        "benchmark": "train_step",
+        "environment": common.environment(device),
+        "settings": {**settings, "compile": args.compile, "tiny": args.tiny},
+        "matmul_peak_flops": peak,
+        "rows": rows,
+        "finished": False,
+    }
     for batch_size in settings["batch_sizes"]:
         batch = common.synthetic_batch(model.config, batch_size, settings["text_length"], device)
+        measured = []
         for name, loss in functions.items():
 
             def step(loss=loss, batch=batch) -> None:
@@ -116,22 +125,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 value.backward()
                 optimizer.step()
 
-            figures = measure(step, batch_size, device, settings["warmup"], settings["steps"])
-            mfu = figures["samples_per_second"] * flops[name] / peak
-            rows.append(
-                {"what": name, "batch_size": batch_size, **figures, "flops_per_sample": flops[name], "mfu": mfu}
+            timing = measure(step, batch_size, device, settings["warmup"], settings["steps"])
+            mfu = timing["samples_per_second"] * flops[name] / peak
+            measured.append(
+                {"what": name, "batch_size": batch_size, **timing, "flops_per_sample": flops[name], "mfu": mfu}
             )
-    for row in rows:
-        if row["what"] != "encoders":
-            encoders = next(r for r in rows if r["what"] == "encoders" and r["batch_size"] == row["batch_size"])
-            row["vs_encoders"] = row["samples_per_second"] / encoders["samples_per_second"]
-    figures = {
-        "benchmark": "train_step",
-        "environment": common.environment(device),
-        "settings": {**settings, "compile": args.compile, "tiny": args.tiny},
-        "matmul_peak_flops": peak,
-        "rows": rows,
-    }
+        encoders = next(row for row in measured if row["what"] == "encoders")
+        for row in measured:
+            if row is not encoders:
+                row["vs_encoders"] = row["samples_per_second"] / encoders["samples_per_second"]
+        rows.extend(measured)
+        if args.output is not None:  # each batch size as it is done, for a run stopped at its time cap
+            common.write_figures(figures, args.output)
+    figures["finished"] = True
     print(f"matmul peak: {peak / 1e12:.3g} TFLOP/s")
     common.report(figures, rows, [*COLUMNS, "vs_encoders"], args.output)
     return figures

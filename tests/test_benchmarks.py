@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
+import pytest
 import torch
 
 from benchmarks import end_to_end, inference, input_pipeline, run_all, train_step
@@ -43,6 +48,7 @@ def test_train_step_tiny(tmp_path, capsys):
     flops = {row["what"]: row["flops_per_sample"] for row in rows}
     assert flops["encoders"] < flops["hvformer_marker_rows"] < flops["hvformer_per_token"]
     assert "| hvformer_marker_rows | 4 |" in printed
+    assert figures["finished"] is True
 
 
 def test_inference_tiny(tmp_path, capsys):
@@ -150,3 +156,28 @@ def test_targets_are_checked_against_hand_made_figures():
         "host feed samples/s, one worker thread": (1200.0, True),
         "MB per sample to the device": (0.45, False),
     }
+
+
+def test_a_run_stopped_at_its_cap_is_killed_with_its_children(tmp_path):
+    """`run_all`'s time cap kills the benchmark's whole process group: a child it started (as `end_to_end.py` starts
+    `run_mre.py` and its workers) must not run on into the next benchmark."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time; "
+        "open(sys.argv[1], 'w').write(str(subprocess.Popen(['sleep', '60']).pid)); time.sleep(60)"
+    )
+    start = time.perf_counter()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_all.run_capped([sys.executable, "-c", script, str(pid_file)], cap=3)
+    assert time.perf_counter() - start < 10
+    child = int(pid_file.read_text())
+    time.sleep(0.2)
+    alive = os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]
+    assert not alive, "the benchmark's child outlived the cap"
+
+
+def test_caps_name_a_run():
+    assert run_all._cap("end_to_end_b64=110") == ("end_to_end_b64", 110)
+    for bad in ("end_to_end=110", "train_step=ten", "train_step"):
+        with pytest.raises(Exception, match="expected NAME=SECONDS with NAME one of train_step, inference"):
+            run_all._cap(bad)

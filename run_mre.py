@@ -234,11 +234,17 @@ EPILOG = "transformers' TrainingArguments options are accepted too (--learning_r
 
 def machine_defaults() -> dict[str, Any]:
     """Defaults that depend on the machine. With an accelerator: batches copied from pinned memory (Trainer's default)
-    without blocking the host (`non_blocking`), and dataloader workers kept between epochs and evaluations
-    (`dataloader_persistent_workers`; off when there are no workers). Without one: train on the CPU explicitly (so
-    that `torchrun` processes form one gloo process group instead of training independently), without pinned memory."""
+    without blocking the host (`non_blocking`), dataloader workers kept between epochs and evaluations
+    (`dataloader_persistent_workers`; off when there are no workers), and no host synchronisation per step for
+    Trainer's filter of NaN / inf losses (`logging_nan_inf_filter`, which reads each step's loss on the host; the run
+    reports its own mean training loss, unfiltered). Without one: train on the CPU explicitly (so that `torchrun`
+    processes form one gloo process group instead of training independently), without pinned memory."""
     if torch.accelerator.is_available():
-        return {"accelerator_config": {"non_blocking": True}, "dataloader_persistent_workers": True}
+        return {
+            "accelerator_config": {"non_blocking": True},
+            "dataloader_persistent_workers": True,
+            "logging_nan_inf_filter": False,
+        }
     return {"use_cpu": True, "dataloader_pin_memory": False}
 
 

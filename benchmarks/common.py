@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -131,14 +130,19 @@ def timed(function: Callable[[], Any], device: torch.device, repeats: int) -> li
 
 
 def git_commit() -> str:
-    """The project's commit: git's, else `$HVFORMER_COMMIT` (a copy of the tree without `.git`, as a GPU machine gets),
-    else "unknown"."""
+    """The project's git commit, with `+changes` when tracked files differ from it (a GPU machine gets a copy of the
+    working tree beside a `.git` that may be older), or "unknown" without git."""
+
+    def git(*arguments: str) -> str:
+        result = subprocess.run(["git", *arguments], cwd=PROJECT, capture_output=True, text=True, timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True, timeout=10)
-        commit = result.stdout.strip() if result.returncode == 0 else ""
-    except OSError:
-        commit = ""
-    return commit or os.environ.get("HVFORMER_COMMIT", "unknown")
+        commit = git("rev-parse", "HEAD")
+        changed = bool(commit and git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{commit}+changes" if changed else commit or "unknown"
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -181,3 +181,20 @@ def test_caps_name_a_run():
     for bad in ("end_to_end=110", "train_step=ten", "train_step"):
         with pytest.raises(Exception, match="expected NAME=SECONDS with NAME one of train_step, inference"):
             run_all._cap(bad)
+
+
+def test_the_commit_recorded_says_when_the_tree_differs_from_it(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "PROJECT", tmp_path)
+    assert common.git_commit() == "unknown"  # no repository
+    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@a", "GIT_COMMITTER_NAME": "a"}
+    env["GIT_COMMITTER_EMAIL"] = "a@a"
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
+        (tmp_path / "model.py").write_text("x = 1\n")
+        subprocess.run(["git", *command], cwd=tmp_path, env=env, check=True, timeout=30)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert common.git_commit() == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert common.git_commit() == f"{head}+changes"

@@ -484,16 +484,19 @@ def test_config_files_and_overrides_parse():
 
 
 def test_dataloader_defaults_follow_the_machine(monkeypatch):
-    """With an accelerator: non-blocking copies from pinned memory and workers kept between epochs (none to keep with
-    0 workers). Without one (this machine): the CPU explicitly, no pinned memory, nothing else changed."""
+    """With an accelerator: non-blocking copies from pinned memory, workers kept between epochs (none to keep with
+    0 workers) and no per-step loss read for Trainer's NaN filter. Without one (this machine): the CPU explicitly, no
+    pinned memory, nothing else changed. A value given on the command line wins."""
     paper = [str(PROJECT / "configs/paper.yaml"), "--bf16", "false"]
     cpu = run_mre.parse_args(paper)[3]
     assert cpu.use_cpu and not cpu.dataloader_pin_memory and not cpu.dataloader_persistent_workers
     assert cpu.accelerator_config.non_blocking is False and cpu.dataloader_num_workers == min(4, os.cpu_count())
+    assert cpu.logging_nan_inf_filter is True
     monkeypatch.setattr(run_mre.torch.accelerator, "is_available", lambda: True)
     gpu = run_mre.parse_args(paper)[3]
     assert gpu.dataloader_pin_memory and gpu.dataloader_persistent_workers and gpu.accelerator_config.non_blocking
-    assert not gpu.use_cpu
+    assert not gpu.use_cpu and gpu.logging_nan_inf_filter is False
+    assert run_mre.parse_args([*paper, "--logging_nan_inf_filter", "true"])[3].logging_nan_inf_filter is True
     no_workers = run_mre.parse_args([*paper, "--dataloader_num_workers", "0"])[3]
     assert not no_workers.dataloader_persistent_workers and no_workers.accelerator_config.non_blocking
 

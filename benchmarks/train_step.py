@@ -5,7 +5,7 @@ FLOP per sample are counted with `torch.utils.flop_counter.FlopCounterMode` over
 size: BERT-base, CLIP ViT-B/32, levels 0/6/12, 3 crops of 128 px, sequence 80, random weights (no download), bf16
 autocast, fused AdamW, inputs already on the device.
 
-    python benchmarks/train_step.py --output train_step.json [--compile]
+    python benchmarks/train_step.py --output train_step.json [--compile] [--compile-mode reduce-overhead]
     python benchmarks/train_step.py --tiny            # CPU smoke run
 """
 
@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="Default 32 64 256 (tiny: 2 4).")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per measurement (default 20).")
     parser.add_argument("--compile", action="store_true", help="torch.compile each loss function.")
+    parser.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        default=None,
+        help="torch.compile's mode (implies --compile); reduce-overhead replays CUDA graphs, for host-bound steps.",
+    )
     args = parser.parse_args(argv)
     settings = dict(TINY if args.tiny else PAPER)
     settings["batch_sizes"] = args.batch_sizes or settings["batch_sizes"]
@@ -101,14 +107,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counting_batch = common.synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
     flops = {name: flops_per_sample(loss, counting_batch, device) for name, loss in functions.items()}
     model.zero_grad(set_to_none=True)
+    args.compile = args.compile or args.compile_mode is not None
     if args.compile:
-        functions = {name: torch.compile(loss) for name, loss in functions.items()}
+        functions = {name: torch.compile(loss, mode=args.compile_mode) for name, loss in functions.items()}
 
     rows: list[dict[str, Any]] = []
     figures = {
         "benchmark": "train_step",
         "environment": common.environment(device),
-        "settings": {**settings, "compile": args.compile, "tiny": args.tiny},
+        "settings": {**settings, "compile": args.compile, "compile_mode": args.compile_mode, "tiny": args.tiny},
         "matmul_peak_flops": peak,
         "rows": rows,
         "finished": False,

@@ -107,15 +107,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counting_batch = common.synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
     flops = {name: flops_per_sample(loss, counting_batch, device) for name, loss in functions.items()}
     model.zero_grad(set_to_none=True)
-    args.compile = args.compile or args.compile_mode is not None
-    if args.compile:
+    compiled = args.compile or args.compile_mode is not None
+    if compiled:
         functions = {name: torch.compile(loss, mode=args.compile_mode) for name, loss in functions.items()}
 
     rows: list[dict[str, Any]] = []
     figures = {
         "benchmark": "train_step",
         "environment": common.environment(device),
-        "settings": {**settings, "compile": args.compile, "compile_mode": args.compile_mode, "tiny": args.tiny},
+        "settings": {**settings, "compile": compiled, "compile_mode": args.compile_mode, "tiny": args.tiny},
         "matmul_peak_flops": peak,
         "rows": rows,
         "finished": False,

@@ -3,6 +3,7 @@ No timing is asserted; the figures of a CPU smoke run are not performance claims
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -179,7 +180,7 @@ def test_a_run_stopped_at_its_cap_is_killed_with_its_children(tmp_path):
 def test_caps_name_a_run():
     assert run_all._cap("end_to_end_b64=110") == ("end_to_end_b64", 110)
     for bad in ("end_to_end=110", "train_step=ten", "train_step"):
-        with pytest.raises(Exception, match="expected NAME=SECONDS with NAME one of train_step, inference"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=SECONDS with NAME one of train_step, inference"):
             run_all._cap(bad)
 
 
@@ -188,11 +189,10 @@ def test_the_commit_recorded_says_when_the_tree_differs_from_it(tmp_path, monkey
 
     monkeypatch.setattr(common, "PROJECT", tmp_path)
     assert common.git_commit() == "unknown"  # no repository
-    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@a", "GIT_COMMITTER_NAME": "a"}
-    env["GIT_COMMITTER_EMAIL"] = "a@a"
+    author = {f"GIT_{who}_{what}": "a@a" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")}
+    (tmp_path / "model.py").write_text("x = 1\n")
     for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
-        (tmp_path / "model.py").write_text("x = 1\n")
-        subprocess.run(["git", *command], cwd=tmp_path, env=env, check=True, timeout=30)
+        subprocess.run(["git", *command], cwd=tmp_path, env={**os.environ, **author}, check=True, timeout=30)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     (tmp_path / "notes.txt").write_text("untracked files do not count\n")
     assert common.git_commit() == head

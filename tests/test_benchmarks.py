@@ -198,3 +198,18 @@ def test_the_commit_recorded_says_when_the_tree_differs_from_it(tmp_path, monkey
     assert common.git_commit() == head
     (tmp_path / "model.py").write_text("x = 2\n")
     assert common.git_commit() == f"{head}+changes"
+
+
+def test_run_all_passes_the_end_to_end_train_size_and_checks_what_ran(tmp_path, monkeypatch, capsys):
+    """`run_all.py --tiny` limited to its end-to-end run: the run gets `--end-to-end-train-size`, its figures and
+    `targets.json` are written, and the targets of the runs left out are reported as not measured."""
+    monkeypatch.setattr(run_all, "TINY_RUNS", ("end_to_end_b32",))
+    targets = run_all.main(
+        ["--tiny", "--output-dir", str(tmp_path), "--end-to-end-train-size", "12", "--cap", "end_to_end_b32=300"]
+    )
+    figures = json.loads((tmp_path / "end_to_end_b32.json").read_text())
+    assert figures["settings"]["train"] == 12
+    assert json.loads((tmp_path / "targets.json").read_text())["targets"] == targets
+    measured = {row["target"]: row["measured"] for row in targets}
+    assert measured["host feed samples/s, one worker thread"] is None
+    assert "== end_to_end_b32 (at most 300 s):" in capsys.readouterr().out

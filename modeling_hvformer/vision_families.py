@@ -12,7 +12,7 @@ from the hvformer project.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import transformers
@@ -103,6 +103,25 @@ def get_path(module: Any, path: str) -> Any:
     return module
 
 
+DINOV2 = VisionFamily(
+    name="DINOv2",
+    checkpoint_types=("dinov2",),
+    model_class=Dinov2Model,
+    embeddings_class=Dinov2Embeddings,
+    layer_class=Dinov2Layer,
+    layers="encoder.layer",
+    pre_layernorm=None,
+    patch_projection="patch_embeddings.projection",
+    position_embeddings="position_embeddings",
+    attention="attention",
+    has_cls_token=True,
+    interpolates_positions=True,
+    unused_parameters=("mask_token",),
+    layer_scales=(Dinov2LayerScale,),
+)
+"""DINOv2; the family with registers is the same but for its classes (its register tokens come from its config)."""
+
+
 VISION_FAMILIES: dict[str, VisionFamily] = {
     "clip_vision_model": VisionFamily(
         name="CLIP",
@@ -131,36 +150,14 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         has_cls_token=True,
         load_kwargs={"add_pooling_layer": False},
     ),
-    "dinov2": VisionFamily(
-        name="DINOv2",
-        checkpoint_types=("dinov2",),
-        model_class=Dinov2Model,
-        embeddings_class=Dinov2Embeddings,
-        layer_class=Dinov2Layer,
-        layers="encoder.layer",
-        pre_layernorm=None,
-        patch_projection="patch_embeddings.projection",
-        position_embeddings="position_embeddings",
-        attention="attention",
-        has_cls_token=True,
-        interpolates_positions=True,
-        unused_parameters=("mask_token",),
-        layer_scales=(Dinov2LayerScale,),
-    ),
-    "dinov2_with_registers": VisionFamily(
+    "dinov2": DINOV2,
+    "dinov2_with_registers": replace(
+        DINOV2,
         name="DINOv2 with registers",
         checkpoint_types=("dinov2_with_registers",),
         model_class=Dinov2WithRegistersModel,
         embeddings_class=Dinov2WithRegistersEmbeddings,
         layer_class=Dinov2WithRegistersLayer,
-        layers="encoder.layer",
-        pre_layernorm=None,
-        patch_projection="patch_embeddings.projection",
-        position_embeddings="position_embeddings",
-        attention="attention",
-        has_cls_token=True,
-        interpolates_positions=True,
-        unused_parameters=("mask_token",),
         layer_scales=(Dinov2WithRegistersLayerScale,),
     ),
     "siglip_vision_model": VisionFamily(

@@ -39,7 +39,7 @@ MNRE_RELATIONS: tuple[str, ...] = (
 """The 23 relation labels of MNRE v2, `None` first (id 0), then in alphabetical order."""
 
 VISUAL_CONTEXT_MODES = ("tva", "cls")
-FUSION_MODES = ("mome", "concat")
+FUSION_MODES = ("mome", "concat", "text")
 PIXEL_STATISTICS = ("image_mean", "image_std")
 """The config fields with which the model normalises uint8 pixels on the device."""
 
@@ -97,7 +97,8 @@ class HVFormerConfig(PreTrainedConfig):
             level's [CLS] patch embedding as the visual context of every token.
         fusion (`str`, *optional*, defaults to `"mome"`):
             `"mome"`: mixture of multimodal experts (Eq. 9-10). `"concat"`: the "w/o MoME" ablation, one FFN over
-            the concatenation [T; C_l1; ...; C_lk].
+            the concatenation [T; C_l1; ...; C_lk]. `"text"`: the text-only baseline (Table 2's BERT row), no visual
+            path at all: the classifier (Eq. 11) reads T at `<s>` and `<o>`, and no vision encoder is built.
         num_object_crops (`int`, *optional*, defaults to 3):
             Number t of visual-grounding object crops whose patch tokens join the main image's tokens.
         object_image_size (`int`, *optional*, defaults to 128):
@@ -228,12 +229,17 @@ class HVFormerConfig(PreTrainedConfig):
 
     @property
     def num_experts(self) -> int:
-        """E: one expert per chosen level, plus the text-only expert when enabled (Eq. 7, 10)."""
+        """E: one expert per chosen level, plus the text-only expert when enabled (Eq. 7, 10); none for the text-only
+        baseline."""
+        if self.fusion == "text":
+            return 0
         return len(self.vision_levels) + int(self.use_text_expert)
 
     @property
     def expert_names(self) -> list[str]:
         """Names of the experts in the order of the last axis of the expert weights G (Eq. 10: text first)."""
+        if self.fusion == "text":
+            return []
         names = [f"level_{level}" for level in self.vision_levels]
         return (["text"] if self.use_text_expert else []) + names
 

@@ -276,6 +276,13 @@ class HVFormerConcatFusion(nn.Module):
         return self.feed_forward(text_states, *fused) + text_states, None
 
 
+FUSION_CLASSES: dict[str, type[nn.Module]] = {
+    "mome": HVFormerMixtureOfMultimodalExperts,
+    "concat": HVFormerConcatFusion,
+}
+"""The fusion module of each `config.fusion` that has a visual path."""
+
+
 class HVFormerRelationClassifier(nn.Module):
     """Decoder (Eq. 11): relation logits from [C at <s>; C at <o>] W_r (the softmax lives in the loss, Eq. 12)."""
 
@@ -628,17 +635,18 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             config.vision_config._attn_implementation_internal = config._attn_implementation
         text_class, text_kwargs = _text_encoder_class(config.text_config)
         self.text_encoder = text_class(config.text_config, **text_kwargs)
-        self.vision_encoder = HVFormerVisionEncoder(config)
+        # The text-only baseline has no visual path at all: no ViT, no expert, no fusion.
+        self.has_visual_path = config.fusion != "text"
+        self.vision_encoder = HVFormerVisionEncoder(config) if self.has_visual_path else None
         self.experts = nn.ModuleDict(
             {f"level_{level}": HVFormerVisualContextLearner(config) for level in config.vision_levels}
+            if self.has_visual_path
+            else {}
         )
-        if config.fusion == "mome":
-            self.fusion = HVFormerMixtureOfMultimodalExperts(config)
-        else:
-            self.fusion = HVFormerConcatFusion(config)
+        self.fusion = FUSION_CLASSES[config.fusion](config) if self.has_visual_path else None
         self.classifier = HVFormerRelationClassifier(config)
         self.post_init()
-        if config.freeze_vision_encoder:
+        if config.freeze_vision_encoder and self.has_visual_path:
             self.vision_encoder.freeze_backbone()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -725,13 +733,18 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 the tuple of its fields that are not `None`, in field order.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        if pixel_values is None:
-            raise ValueError("`pixel_values` are required: HVFormer reads the post's image.")
         output_attentions = bool(output_attentions or output_tracking_maps)
+        if not self.has_visual_path and (output_attentions or output_hidden_states or output_expert_weights):
+            raise ValueError(
+                "This model is the text-only baseline (`fusion='text'`): it has no visual path, so no attention maps, "
+                "tracking maps, visual hidden states or expert weights."
+            )
+        if pixel_values is None and self.has_visual_path:
+            raise ValueError("`pixel_values` are required: HVFormer reads the post's image.")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if output_expert_weights is None:
-            output_expert_weights = self.config.output_expert_weights
+            output_expert_weights = self.config.output_expert_weights and self.has_visual_path
         per_token = output_expert_weights or output_attentions
         if marker_positions is None:
             marker_positions = self.find_marker_positions(input_ids)
@@ -740,6 +753,11 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         if token_type_ids is not None:  # encoders without segments (DistilBERT) take no such argument
             text_inputs["token_type_ids"] = token_type_ids
         text_states = self.text_encoder(**text_inputs).last_hidden_state  # T, (batch, n_T, d)
+        if not self.has_visual_path:
+            logits = self.classifier(gather_marker_rows(text_states, marker_positions))  # Eq. 11 with C = T
+            loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+            output = HVFormerRelationExtractionOutput(loss=loss, logits=logits, marker_positions=marker_positions)
+            return output if return_dict else output.to_tuple()
         visual_levels, visual_token_mask, vision_attentions = self.vision_encoder(
             pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
         )
@@ -840,7 +858,8 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         )
         model = cls(config)
         model.text_encoder.load_state_dict(text_encoder.state_dict())
-        model.vision_encoder.load_backbone(vision_backbone)
+        if model.has_visual_path:
+            model.vision_encoder.load_backbone(vision_backbone)
         # Mean resizing (the marker rows drawn from the distribution of the pretrained embeddings) is the intended
         # start; transformers' notice about it is kept from every user's console.
         resize_logger = logging.get_logger("transformers.modeling_utils")

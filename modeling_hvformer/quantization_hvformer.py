@@ -50,9 +50,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         for name in QUANTIZED_MODULES:
-            quantize_dynamic(
-                getattr(model, name), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-            )
+            if getattr(model, name) is not None:  # the text-only baseline has no vision encoder
+                quantize_dynamic(
+                    getattr(model, name), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+                )
     return model
 
 

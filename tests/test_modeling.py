@@ -190,6 +190,30 @@ def test_variants_own_exactly_their_parameters():
     assert len(build(vision_levels=[0]).vision_encoder.layers) == 0
 
 
+def test_text_only_baseline_classifies_the_text_encoders_marker_rows(tmp_path):
+    """`fusion="text"` (Table 2's text-only row): no visual parameter, pixels not needed, and the logits are the
+    classifier's projection of [T at <s>; T at <o>] computed from the text encoder alone."""
+    model = build(fusion="text")
+    assert model.vision_encoder is None and model.fusion is None and len(model.experts) == 0
+    assert model.config.expert_names == [] and model.config.num_experts == 0
+    assert {name.split(".")[0] for name, _ in model.named_parameters()} == {"text_encoder", "classifier"}
+    inputs = tiny_inputs()
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
+    text_states = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
+    rows = torch.cat([text_states[:, 2], text_states[:, 5]], dim=-1)  # <s> at 2, <o> at 5 in tiny_inputs
+    expected = rows @ model.classifier.projection.weight.T + model.classifier.projection.bias
+    torch.testing.assert_close(outputs.logits, expected)
+    torch.testing.assert_close(outputs.loss, torch.nn.functional.cross_entropy(expected, inputs["labels"]))
+    assert outputs.marker_expert_weights is None and outputs.visual_token_mask is None
+    torch.testing.assert_close(model(**inputs).logits, outputs.logits)  # pixels, when given, are not read
+    with pytest.raises(ValueError, match="text-only baseline"):
+        model(**inputs, output_attentions=True)
+    model.save_pretrained(tmp_path)
+    reloaded = HVFormerForRelationExtraction.from_pretrained(tmp_path).eval()
+    assert reloaded.vision_encoder is None
+    torch.testing.assert_close(reloaded(**inputs).logits, outputs.logits)
+
+
 @pytest.mark.parametrize("vision", VISION_KINDS)
 def test_frozen_vision_encoder_gets_no_gradient(vision):
     model = build(vision, freeze_vision_encoder=True).train()

@@ -26,9 +26,12 @@ lines.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -42,35 +45,61 @@ import numpy as np
 import torch
 import yaml
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.hf_argparser import string_to_bool
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
-from modeling_hvformer import HVFormerForRelationExtraction
+from analysis import HISTORY_FILE, ExpertWeightsRecorder, analyse, run_analysis
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
+from modeling_hvformer.configuration_hvformer import FUSION_MODES, VISUAL_CONTEXT_MODES
 from processing.builtin_encoders import (
     BUILTIN,
+    BUILTIN_DESCRIPTIONS,
     BUILTIN_VISION_DEFAULTS,
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
 from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import MNRE_RELATIONS, folder_words, hub_words
+from processing.mnre import MNRE_RELATIONS, find_split_file, folder_words, hub_words
 from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from processing.sample_data import SAMPLE_DATASET_NAME, SAMPLE_RELATIONS, build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
-from training.console import EpochReport, ProgressBar, print_seed_summary, print_summary, set_up_logging
+from training.console import (
+    EpochReport,
+    ProgressBar,
+    print_analysis_summary,
+    print_seed_summary,
+    print_summary,
+    set_up_logging,
+)
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR, export_model_folder, hub_ids, push_folder_to_hub
 from training.metrics import compute_metrics_fn
 from training.model_card import (
     CARD_FACTS_FILE,
     CardFacts,
+    encoder_description,
     render_model_card,
     training_environment,
     training_hyperparameters,
 )
-from training.run_files import file_problem, folder_problem, write_text_atomic
+from training.run_arguments import (
+    RUN_ARGUMENTS_FILE,
+    differences,
+    record_arguments,
+    recorded_arguments,
+    shaping_arguments,
+)
+from training.run_files import (
+    MANIFEST_FILE,
+    brief,
+    file_problem,
+    manifest_files,
+    manifest_problem,
+    write_manifest,
+    write_text_atomic,
+)
 from training.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
@@ -78,8 +107,9 @@ logger = logging.getLogger("run_mre")
 RESULTS_FILE = "all_results.json"
 """The run's scores; written last, it marks the run finished."""
 PREDICTIONS_FILE = "predictions.jsonl"
-MODEL_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
-"""What a finished run's model folder must hold readable (with every other JSON file in it)."""
+TRAINER_STATE_FILE = "trainer_state.json"
+RUN_FILES: tuple[str, ...] = (RESULTS_FILE, PREDICTIONS_FILE, TRAINER_STATE_FILE, HISTORY_FILE, CARD_FACTS_FILE)
+"""The files a run writes beside its model folder (each when it applies)."""
 
 
 @dataclass
@@ -119,8 +149,17 @@ class ModelArguments:
         default=None, metadata={"help": "Heads M of the textual-guided visual attention (default: the text's)."}
     )
     use_text_expert: bool | None = field(default=None, metadata={"help": "Route to the text-only expert (Eq. 10)."})
-    visual_context: str | None = field(default=None, metadata={"help": "'tva' (Eq. 4) or 'cls' (w/o TVA)."})
-    fusion: str | None = field(default=None, metadata={"help": "'mome' (Eq. 9-10) or 'concat' (w/o MoME)."})
+    visual_context: str | None = field(
+        default=None,
+        metadata={"help": "'tva' (Eq. 4) or 'cls' (w/o TVA).", "choices": VISUAL_CONTEXT_MODES},
+    )
+    fusion: str | None = field(
+        default=None,
+        metadata={
+            "help": "'mome' (Eq. 9-10), 'concat' (w/o MoME) or 'text' (the text-only baseline, no visual path).",
+            "choices": FUSION_MODES,
+        },
+    )
     num_object_crops: int | None = field(default=None, metadata={"help": "Visual-grounding object crops per post."})
     object_image_size: int | None = field(default=None, metadata={"help": "Side of the object crops in pixels."})
     freeze_vision_encoder: bool | None = field(default=None, metadata={"help": "Keep the ViT's weights fixed."})
@@ -198,6 +237,9 @@ class ExperimentArguments:
     )
 
 
+ANALYSIS_PACKAGES: tuple[str, ...] = ("matplotlib", "sklearn")
+"""What `--do_analysis` imports (the `analysis` extra)."""
+
 RUN_DEFAULTS = {
     "output_dir": str(SAMPLE_RUN_DIR),
     "do_train": True,
@@ -271,12 +313,17 @@ def check_launcher(environ: Mapping[str, str]) -> None:
         )
 
 
-def config_file_to_argv(path: str) -> list[str]:
-    """Turns a YAML/JSON config of `key: value` pairs into command-line arguments."""
+def config_file_values(path: str) -> dict[str, Any]:
+    """The `key: value` pairs of a YAML/JSON config file."""
     text = Path(path).read_text(encoding="utf-8")
     values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of argument names to values.")
+        raise ValueError("a config file must hold a mapping of argument names to values")
+    return values
+
+
+def values_to_argv(values: dict[str, Any]) -> list[str]:
+    """Config values as command-line arguments (a `None` value is left out)."""
     argv = []
     for key, value in values.items():
         if value is None:
@@ -288,28 +335,96 @@ def config_file_to_argv(path: str) -> list[str]:
     return argv
 
 
+def documented_defaults() -> dict[str, Any]:
+    """What the options left at `None` default to, read from where each default is defined (`HVFormerConfig`,
+    `HVFormerProcessor`, `load_mnre`), for `--help` to show."""
+    sources = (
+        (HVFormerConfig.__init__, {name: name for name in CONFIG_OPTIONS}),
+        (HVFormerProcessor.__init__, PROCESSOR_OPTIONS),
+        (load_mnre, {"use_images": "use_images", "missing_images": "missing_images"}),
+    )
+    defaults = {}
+    for function, names in sources:
+        parameters = inspect.signature(function).parameters
+        for option, parameter in names.items():
+            default = parameters[parameter].default
+            if default is not None and default is not inspect.Parameter.empty:
+                defaults[option] = default
+    return defaults
+
+
+def last_value(argv: list[str], option: str) -> str | None:
+    """The value last given to `--option` in `argv` (`"true"` for a bare flag), or `None` when it is not given."""
+    value = None
+    for index, arg in enumerate(argv):
+        if arg == f"--{option}":
+            following = argv[index + 1] if index + 1 < len(argv) else ""
+            value = "true" if not following or following.startswith("--") else following
+        elif arg.startswith(f"--{option}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def default_output_dir(data_args: DataArguments) -> str:
+    """The run folder when `--output_dir` is not given: the built-in sample's, or one named after the data."""
+    source = data_args.dataset_name or data_args.data_dir
+    if source is None:
+        return str(SAMPLE_RUN_DIR)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source.rstrip("/")).name).strip("-.") or "data"
+    return str(Path("outputs") / f"hvformer-{name.lower()}")
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, ExperimentArguments, TrainingArguments]:
     """Command-line arguments, after any leading YAML/JSON config files (later files and arguments win).
 
-    `--help` shows this script's own options; `--help_all` adds transformers' `TrainingArguments`.
+    `--help` shows this script's own options; `--help_all` adds transformers' `TrainingArguments`. Options must be
+    spelt out (no abbreviations), in config files too.
     """
     argv = list(argv)
     own = (ModelArguments, DataArguments, ExperimentArguments)
     if {"-h", "--help", "--help_all"} & set(argv):
         groups = own + (TrainingArguments,) * ("--help_all" in argv)
-        HfArgumentParser(groups, usage=USAGE, description=DESCRIPTION, epilog=EPILOG).print_help()
+        parser = HfArgumentParser(groups, usage=USAGE, description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
+        parser.set_defaults(**documented_defaults())
+        parser.print_help()
         raise SystemExit(0)
-    parser = HfArgumentParser((*own, TrainingArguments), usage=USAGE)
+    groups = (*own, TrainingArguments)
+    parser = HfArgumentParser(groups, usage=USAGE, allow_abbrev=False)
     parser.set_defaults(**RUN_DEFAULTS, **machine_defaults())
+    known = {field.name for group in groups for field in dataclasses.fields(group)}
     config_files = []
     while argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_files.append(argv.pop(0))
-    argv = [arg for path in config_files for arg in config_file_to_argv(path)] + argv
+    config_argv = []
+    for path in config_files:
+        try:
+            values = config_file_values(path)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            parser.error(f"{path}: {brief(error)}")
+        unknown_keys = sorted(set(values) - known)
+        if unknown_keys:
+            parser.error(f"{path}: unknown option(s) {', '.join(unknown_keys)[:200]} (see --help / --help_all)")
+        config_argv += values_to_argv(values)
+    argv = config_argv + argv
     model_args, data_args, experiment_args, training_args, unknown = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
     if unknown:
-        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+        parser.error(f"unrecognised arguments: {' '.join(unknown)[:200]}")
+    if last_value(argv, "output_dir") is None:
+        training_args.output_dir = default_output_dir(data_args)
+    do_eval = last_value(argv, "do_eval")
+    if do_eval is not None and not string_to_bool(do_eval):  # TrainingArguments turns it on with eval_strategy
+        training_args.do_eval = False
+    if experiment_args.do_analysis:
+        missing_extra = [name for name in ANALYSIS_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing_extra:
+            parser.error(
+                f"--do_analysis needs {', '.join(missing_extra)}: pip install -e '.[analysis]' (checked before "
+                "training, so that a run does not fail at its end)"
+            )
+        if model_args.fusion == "text":
+            parser.error("--do_analysis with --fusion text: the text-only baseline has no visual path to analyse")
     cores = available_cores()
     if training_args.dataloader_num_workers > cores:  # e.g. paper.yaml's 4 on a 2-core machine: more only contend
         logger.info(
@@ -421,6 +536,13 @@ def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -
     write_text_atomic(path, "".join(lines))
 
 
+def card_encoder(name_or_path: str, modality: str) -> str:
+    """How the model card names the run's `modality` ("text" or "vision") encoder."""
+    if name_or_path == BUILTIN:
+        return BUILTIN_DESCRIPTIONS[modality]
+    return encoder_description(name_or_path)
+
+
 def base_model_names(model_args: ModelArguments) -> list[str]:
     """The Hub ids this run's model starts from, for the model card."""
     if model_args.model_name_or_path:
@@ -433,19 +555,36 @@ def base_model_names(model_args: ModelArguments) -> list[str]:
 def finished_run_results(output_dir: Path) -> dict[str, Any] | None:
     """The results of a run that finished in `output_dir`, or `None`.
 
-    Finished means a results file holding a JSON object and a complete model folder (its `config.json` parses, its
-    `model.safetensors` header reads, as every other JSON file of it). A results file beside anything less (a kill or a
-    full disk, or a file cut short) is not a finished run: a warning names the damaged file and why.
+    Finished means a manifest ([`MANIFEST_FILE`], written last) whose every file (results, predictions, trainer state,
+    recorded arguments, each file of the model folder) is there with the size and hash recorded when the run
+    finished. Anything less (a kill or a full disk, a file cut short, deleted or changed) is not a finished run: a
+    warning names the damaged file and why.
     """
-    results_path = output_dir / RESULTS_FILE
-    if not results_path.exists():
+    if not (output_dir / MANIFEST_FILE).exists() and not (output_dir / RESULTS_FILE).exists():
         return None
-    problem = file_problem(results_path)
-    problem = f"{results_path} {problem}" if problem else folder_problem(output_dir / MODEL_FOLDER, MODEL_FILES)
+    problem = manifest_problem(output_dir)
+    if problem is None and RESULTS_FILE not in manifest_files(output_dir):
+        problem = f"{output_dir / MANIFEST_FILE} does not list {RESULTS_FILE}"
     if problem is not None:
         logger.warning("%s holds no finished run (%s): running it again.", output_dir, problem)
         return None
-    return json.loads(results_path.read_text(encoding="utf-8"))
+    return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+def check_same_run(output_dir: Path, arguments: dict[str, Any], finished: bool) -> None:
+    """Refuses to go on with a run folder that holds a run (finished, checkpointed, or started) of other arguments,
+    naming each difference and the two ways out."""
+    recorded = recorded_arguments(output_dir)
+    started = recorded is not None or finished or any(output_dir.glob("checkpoint-*"))
+    if not started or recorded == arguments:
+        return
+    if recorded is None:
+        what = "a run whose arguments were not recorded"
+    else:
+        what = "a run of other arguments:\n  " + "\n  ".join(differences(recorded, arguments, limit=5))
+    raise SystemExit(
+        f"{output_dir} holds {what}\nStart over there with --overwrite_output_dir, or choose another --output_dir."
+    )
 
 
 def remove_checkpoints(output_dir: Path) -> None:
@@ -458,7 +597,7 @@ def clear_run(output_dir: Path) -> None:
     """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
     remove_checkpoints(output_dir)
     shutil.rmtree(output_dir / MODEL_FOLDER, ignore_errors=True)
-    for name in (RESULTS_FILE, PREDICTIONS_FILE, "trainer_state.json", HISTORY_FILE, CARD_FACTS_FILE):
+    for name in (*RUN_FILES, MANIFEST_FILE, RUN_ARGUMENTS_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -497,6 +636,7 @@ def push(output_dir: Path, training_args: TrainingArguments) -> None:
         private=training_args.hub_private_repo,
         card=card,
     )
+    write_manifest(output_dir, manifest_files(output_dir))  # the card now names the repository
     logger.warning("Pushed %s to https://huggingface.co/%s", model_dir, repo_id)
 
 
@@ -504,6 +644,101 @@ def find_callback(trainer: Trainer, callback_class: type) -> Any:
     """The trainer's callback of `callback_class` (resuming replaces stateful callbacks by restored copies)."""
     callbacks = trainer.callback_handler.callbacks
     return next((callback for callback in callbacks if isinstance(callback, callback_class)), None)
+
+
+@dataclass
+class DataSource:
+    """Where a run's posts come from: its relations, the words of its built-in text encoder's vocabulary, and how to
+    load its splits (`load_splits(processor, splits=..., ...)`), with the names the model card gives it."""
+
+    relation_labels: list[str]
+    words: Callable[[], list[str]]
+    load_splits: Callable[..., dict[str, Any]]
+    dataset_name: str
+    dataset_id: str | None
+
+
+def data_source(data_args: DataArguments, training_args: TrainingArguments) -> DataSource:
+    """A dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first use)."""
+    if data_args.dataset_name is not None:
+        if data_args.data_dir is not None:  # e.g. paper.yaml's data/mnre: the dataset replaces the folder
+            logger.info("Reading %s, not --data_dir %s", data_args.dataset_name, data_args.data_dir)
+        with training_args.main_process_first(desc="loading the dataset"):
+            hub_dataset = datasets.load_dataset(data_args.dataset_name)
+        dataset_id = next(iter(hub_ids([data_args.dataset_name])), None)  # a local folder is named, not linked
+        return DataSource(
+            relation_labels=next(iter(hub_dataset.values())).features["relation"].names,
+            words=partial(hub_words, hub_dataset),
+            load_splits=partial(load_mnre_hub, hub_dataset, data_args.dataset_name),
+            dataset_name=dataset_id or Path(data_args.dataset_name).resolve().name,
+            dataset_id=dataset_id,
+        )
+    if data_args.data_dir is None:
+        with training_args.main_process_first(desc="generating the built-in sample dataset"):
+            data_dir = build_sample_dataset()
+        relation_labels, dataset_name = ["None", *SAMPLE_RELATIONS], SAMPLE_DATASET_NAME
+    else:
+        data_dir, relation_labels, dataset_name = Path(data_args.data_dir), list(MNRE_RELATIONS), "MNRE"
+    return DataSource(
+        relation_labels=relation_labels,
+        words=partial(folder_words, data_dir),
+        load_splits=partial(
+            load_mnre,
+            data_dir,
+            image_dir=data_args.image_dir,
+            crops_dir=data_args.crops_dir,
+            crops_mapping=data_args.crops_mapping,
+        ),
+        dataset_name=dataset_name,
+        dataset_id=None,
+    )
+
+
+def requested_splits(training_args: TrainingArguments) -> list[str]:
+    """The splits a run reads: train to train, val to select the model (training) or evaluate, test to predict."""
+    splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
+    return splits + ["test"] * training_args.do_predict
+
+
+def check_data_folder(data_args: DataArguments, splits: list[str]) -> None:
+    """A usage error, before any model is fetched, when `--data_dir` lacks a text file a requested split needs."""
+    if data_args.dataset_name is not None or data_args.data_dir is None:
+        return
+    data_dir = Path(data_args.data_dir)
+    missing = [f"mnre_{split}.txt" for split in splits if find_split_file(data_dir, split) is None]
+    if not data_dir.is_dir():
+        raise SystemExit(f"run_mre.py: error: --data_dir {data_dir}: no such folder (it needs {', '.join(missing)}).")
+    if missing:
+        raise SystemExit(
+            f"run_mre.py: error: --data_dir {data_dir} has no {', '.join(missing)} (also looked for ours_*.txt and "
+            "in txt/, mnre_txt/); MNRE's text files come from the MNRE repository (see README)."
+        )
+
+
+def analyse_finished_run(
+    output_dir: Path, source: DataSource, data_args: DataArguments, split: str, batch_size: int
+) -> None:
+    """`--do_analysis` on a finished run: its saved model analysed on `split` into `output_dir/analysis`."""
+    from analysis.explain import load
+
+    model, processor = load(output_dir / MODEL_FOLDER)
+    relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    data = source.load_splits(
+        processor,
+        splits=[split],
+        relation_labels=relation_labels,
+        cache_dir=data_args.cache_dir,
+        **given(data_args, ("use_images", "missing_images")),
+    )
+    results = analyse(
+        model,
+        data[split],
+        data_collator(processor),
+        output_dir / "analysis",
+        batch_size=batch_size,
+        history_path=output_dir / HISTORY_FILE,
+    )
+    print_analysis_summary(results, output_dir / "analysis")
 
 
 def run(
@@ -514,64 +749,56 @@ def run(
     push_to_hub: bool = False,
 ) -> dict[str, float]:
     """One training / evaluation / prediction run into `training_args.output_dir`; returns its metrics."""
-    # A finished run is not repeated: its results are returned, checkpoints a kill left deleted, its model pushed.
     output_dir = Path(training_args.output_dir)
     model_dir = output_dir / MODEL_FOLDER
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SystemExit(f"run_mre.py: error: --output_dir {output_dir} is a file, not a folder.")
+    splits = requested_splits(training_args)
+    check_data_folder(data_args, splits)
+    arguments = shaping_arguments([model_args, data_args], training_args)
+    source = data_source(data_args, training_args)
+
+    # A finished run of the same arguments is not repeated: its results are returned, checkpoints a kill left
+    # deleted, its model pushed or analysed. A folder holding a run of other arguments is refused.
     finished = finished_run_results(output_dir)
-    if finished is not None and not experiment_args.overwrite_output_dir:
-        logger.warning("%s holds a finished run: not training again (--overwrite_output_dir starts over).", output_dir)
-        if training_args.process_index == 0:
-            if not experiment_args.keep_checkpoints:  # those of a run killed before it deleted them
-                remove_checkpoints(output_dir)
-            if push_to_hub:
-                push(output_dir, training_args)
-        return finished
-    if output_dir.is_dir() and training_args.process_index == 0:
+    if not experiment_args.overwrite_output_dir:
+        check_same_run(output_dir, arguments, finished is not None)
+        if finished is not None:
+            logger.warning("%s holds a finished run of these arguments: not training again.", output_dir)
+            if training_args.process_index == 0:
+                if not experiment_args.keep_checkpoints:  # those of a run killed before it deleted them
+                    remove_checkpoints(output_dir)
+                if push_to_hub:
+                    push(output_dir, training_args)
+                if experiment_args.do_analysis:
+                    analyse_finished_run(
+                        output_dir,
+                        source,
+                        data_args,
+                        experiment_args.analysis_split,
+                        training_args.per_device_eval_batch_size,
+                    )
+            return finished
+    if training_args.process_index == 0:
         if experiment_args.overwrite_output_dir:
             clear_run(output_dir)
-        else:  # a damaged run's results file: beside the new model folder it would mark a killed rerun finished
-            (output_dir / RESULTS_FILE).unlink(missing_ok=True)
+        else:  # a damaged run's manifest: beside the new files it would mark a killed rerun finished
+            (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
+        record_arguments(output_dir, arguments)
     set_seed(training_args.seed)
 
-    # Data and labels: a dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first use).
-    if data_args.dataset_name is not None:
-        if data_args.data_dir is not None:  # e.g. paper.yaml's data/mnre: the dataset replaces the folder
-            logger.info("Reading %s, not --data_dir %s", data_args.dataset_name, data_args.data_dir)
-        with training_args.main_process_first(desc="loading the dataset"):
-            hub_dataset = datasets.load_dataset(data_args.dataset_name)
-        relation_labels = next(iter(hub_dataset.values())).features["relation"].names
-        words = partial(hub_words, hub_dataset)
-        load_splits = partial(load_mnre_hub, hub_dataset, data_args.dataset_name)
-        dataset_id = next(iter(hub_ids([data_args.dataset_name])), None)  # a local folder is named, not linked
-        dataset_name = dataset_id or Path(data_args.dataset_name).resolve().name
-    else:
-        if data_args.data_dir is None:
-            with training_args.main_process_first(desc="generating the built-in sample dataset"):
-                data_dir = build_sample_dataset()
-            relation_labels, dataset_name = ["None", *SAMPLE_RELATIONS], "hvformer built-in sample"
-        else:
-            data_dir, relation_labels, dataset_name = Path(data_args.data_dir), list(MNRE_RELATIONS), "MNRE"
-        dataset_id = None
-        words = partial(folder_words, data_dir)
-        load_splits = partial(
-            load_mnre,
-            data_dir,
-            image_dir=data_args.image_dir,
-            crops_dir=data_args.crops_dir,
-            crops_mapping=data_args.crops_mapping,
-        )
-
-    # Model and processor.
+    # Model and processor (a bad option or encoder is a usage error, not a traceback).
     with training_args.main_process_first(desc="building the model"):
-        model, processor = build_model_and_processor(model_args, relation_labels, words, output_dir)
+        try:
+            model, processor = build_model_and_processor(model_args, source.relation_labels, source.words, output_dir)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"run_mre.py: error: {error}") from error
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     model.config.output_expert_weights = False  # the fusion at the <s>, <o> rows only, while the run lasts
 
-    # Preprocessing: tokenised posts and decoded images, cached.
-    splits = ["train"] * training_args.do_train + ["val"] * (training_args.do_train or training_args.do_eval)
-    splits += ["test"] * training_args.do_predict
+    # Preprocessing: tokenised posts and decoded images, cached; only the splits the run reads.
     with training_args.main_process_first(desc="reading and caching the data"):
-        data = load_splits(
+        data = source.load_splits(
             processor,
             splits=splits,
             relation_labels=relation_labels,
@@ -618,7 +845,7 @@ def run(
         recorder = find_callback(trainer, ExpertWeightsRecorder)
         if recorder is not None and trainer.is_world_process_zero():
             recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
-    if training_args.do_train or training_args.do_eval:
+    if "val" in data:
         metrics.update(trainer.evaluate(eval_dataset=batches["val"], metric_key_prefix="eval"))
     if training_args.do_predict:
         prediction = trainer.predict(batches["test"], metric_key_prefix="test")
@@ -626,15 +853,19 @@ def run(
         if trainer.is_world_process_zero():
             write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)
 
-    # The model folder with its card, the checkpoints deleted, then the results file, which marks the run finished.
+    # The model folder with its card, the checkpoints deleted, the results file, then the manifest of every file the
+    # run wrote, which marks the run finished.
     if trainer.is_world_process_zero():
         facts = CardFacts(
-            dataset_name=dataset_name,
-            dataset_id=dataset_id,
+            dataset_name=source.dataset_name,
+            dataset_id=source.dataset_id,
             base_models=base_model_names(model_args),
             metrics=metrics,
             hyperparameters=training_hyperparameters(training_args, processor.max_length),
             environment=training_environment(training_args.world_size),
+            text_encoder=card_encoder(model_args.text_model_name_or_path, "text"),
+            vision_encoder=card_encoder(model_args.vision_model_name_or_path, "vision"),
+            demonstration_only=data_args.data_dir is None and data_args.dataset_name is None,
         )
         facts.save(output_dir / CARD_FACTS_FILE)
         card = render_model_card(facts, model.config, training_args.hub_model_id)
@@ -644,10 +875,13 @@ def run(
         if not experiment_args.keep_checkpoints:  # a finished run is not resumed; its model folder is what remains
             remove_checkpoints(output_dir)
         write_text_atomic(output_dir / RESULTS_FILE, json.dumps(metrics, indent=4, sort_keys=True) + "\n")
+        written = [name for name in (*RUN_FILES, RUN_ARGUMENTS_FILE) if (output_dir / name).is_file()]
+        write_manifest(output_dir, [*written, MODEL_FOLDER])
         if push_to_hub:
             push(output_dir, training_args)
-    if experiment_args.do_analysis:
-        run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
+    if experiment_args.do_analysis and trainer.is_world_process_zero():
+        results = run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
+        print_analysis_summary(results, output_dir / "analysis")
     return metrics
 
 

@@ -33,7 +33,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, help="examples per forward pass (default: analyse's)")
     parser.add_argument("--tsne_examples", type=int, help="examples in the t-SNE of Fig. 8 (0: none)")
     parser.add_argument("--max_relations", type=int, help="relations drawn in Fig. 10")
-    parser.add_argument("--history", help=f"training history for Fig. 9a (default: MODEL/{HISTORY_FILE})")
+    parser.add_argument(
+        "--history", help=f"training history for Fig. 9a (default: MODEL/{HISTORY_FILE}, else MODEL/../{HISTORY_FILE})"
+    )
     parser.add_argument("--cache_dir", help="cache folder of load_mnre")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     return parser.parse_args(argv)
@@ -59,11 +61,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         data_dir, processor, splits=[args.split], relation_labels=relation_labels, cache_dir=args.cache_dir
     )[args.split]
     given = {name: getattr(args, name) for name in OPTIONAL_ANALYSE_ARGUMENTS if getattr(args, name) is not None}
-    return analyse(
+    results = analyse(
         model,
         dataset,
         HVFormerDataCollator(processor),
         output_dir,
-        history_path=args.history if args.history is not None else Path(args.model) / HISTORY_FILE,
+        history_path=args.history if args.history is not None else default_history(Path(args.model)),
         **given,
     )
+    print(f"{len(results['figures'])} figures and analysis.json in {output_dir}/")
+    for name, reason in results["skipped"].items():
+        print(f"  skipped {name}: {reason}")
+    return results
+
+
+def default_history(model_dir: Path) -> Path:
+    """The training history of a model folder: beside its files, or in the run folder that holds it (where
+    `run_mre.py` writes it, one level up from `model/`)."""
+    candidates = [model_dir / HISTORY_FILE, model_dir.parent / HISTORY_FILE]
+    return next((path for path in candidates if path.is_file()), candidates[-1])

@@ -17,6 +17,11 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 """The encoder name that selects these encoders."""
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    "text": "the built-in tiny random BERT (no pretraining)",
+    "vision": "the built-in tiny random ViT (no pretraining)",
+}
+"""How a model card names the built-in encoders."""
 BUILTIN_VISION_DEFAULTS: dict[str, int] = {"object_image_size": 16}
 """What the built-in 32-px ViT (patch 8) needs instead of the config's default: crops of 2x2 patches."""
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

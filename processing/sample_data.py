@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+SAMPLE_DATASET_NAME = "hvformer built-in sample"
+"""How runs and model cards name the built-in sample dataset."""
 SAMPLE_RELATIONS: tuple[str, ...] = (
     "/per/per/peer",
     "/per/org/member_of",

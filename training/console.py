@@ -119,3 +119,12 @@ def print_seed_summary(summary: dict[str, Any], output_dir: Path, model_folder: 
     print(f"{summary['split']} over seeds {summary['seeds']} (mean ± std, %): {scores}")
     print(f"Summary (fractions, as all_results.json): {output_dir / SUMMARY_FILE}")
     print(f"Each seed's run and model: {output_dir}/seed-N/ and {output_dir}/seed-N/{model_folder}/")
+
+
+def print_analysis_summary(results: dict[str, Any], folder: Path) -> None:
+    """Where the analysis went, how many figures it drew, and each figure it skipped with the reason."""
+    if not results:
+        return
+    print(f"Analysis: {len(results.get('figures', {}))} figures and analysis.json in {folder}/")
+    for name, reason in results.get("skipped", {}).items():
+        print(f"  skipped {name}: {reason}")

@@ -24,7 +24,9 @@ import yaml
 from .hub import hub_ids
 from .run_files import write_text_atomic
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
+"""The card's template: the project's `model_card.md`, shipped inside this package (a link to it in the source tree)
+so that an installed wheel has it too."""
 CARD_FACTS_FILE = "model_card.json"
 """The facts of a finished run's card, in its run folder."""
 LOCAL_MODEL_ID = "path/to/model"
@@ -32,6 +34,11 @@ LOCAL_MODEL_ID = "path/to/model"
 SPLITS: tuple[tuple[str, str], ...] = (("eval", "validation"), ("test", "test"))
 """Metric prefixes of `all_results.json` and the split each one measures."""
 SCORES: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
+EXPERTS_LINE: dict[str, str] = {
+    "concat": "none (w/o MoME: one FFN)",
+    "text": "none (the text-only baseline: no visual path)",
+}
+"""The card's line on the experts of a model without a router."""
 
 
 @dataclass
@@ -45,6 +52,9 @@ class CardFacts:
         metrics: The run's `all_results.json` (scores as fractions).
         hyperparameters: The training hyperparameters, by name.
         environment: Software versions and the hardware the run trained on.
+        text_encoder: The text encoder the run started from, as [`encoder_description`] names it.
+        vision_encoder: The vision encoder, likewise.
+        demonstration_only: Whether the data only demonstrates the pipeline (the built-in sample).
     """
 
     dataset_name: str
@@ -53,6 +63,9 @@ class CardFacts:
     metrics: dict[str, float]
     hyperparameters: dict[str, Any]
     environment: dict[str, str]
+    text_encoder: str = "(not recorded)"
+    vision_encoder: str = "(not recorded)"
+    demonstration_only: bool = False
 
     def save(self, path: str | os.PathLike) -> None:
         write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
@@ -60,6 +73,32 @@ class CardFacts:
     @classmethod
     def load(cls, path: str | os.PathLike) -> CardFacts:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def encoder_description(name_or_path: str) -> str:
+    """How the card names an encoder: a Hub id as it is, a local folder by the Hub id its `config.json` records (or
+    by its name)."""
+    if hub_ids([name_or_path]):
+        return f"`{name_or_path}`"
+    config_file = Path(name_or_path) / "config.json"
+    recorded = ""
+    if config_file.is_file():
+        recorded = json.loads(config_file.read_text(encoding="utf-8")).get("_name_or_path", "")
+    if hub_ids([recorded]):
+        return f"`{recorded}` (from a local copy)"
+    return f"a local checkpoint (`{Path(name_or_path).name}`)"
+
+
+def data_statement(facts: CardFacts) -> str:
+    """The card's sentence on what the model was trained and tested on, and what that allows."""
+    if facts.demonstration_only:
+        return (
+            f"- It was trained and tested on the {facts.dataset_name} (generated posts with drawn pictures) only: it "
+            "shows that the pipeline works end to end. Do not use it for real posts."
+        )
+    if facts.dataset_name == "MNRE":
+        return "- It was trained and tested on MNRE only (English tweets with their pictures, from Twitter)."
+    return f"- It was trained and tested on {facts.dataset_name} only."
 
 
 def training_environment(num_processes: int) -> dict[str, str]:
@@ -144,10 +183,14 @@ def render_model_card(
         results_table=_results_table(facts.metrics),
         hyperparameters_table=hyperparameters,
         environment_table=environment,
-        vision_levels=", ".join(map(str, config.vision_levels)),
-        experts=", ".join(config.expert_names) if config.fusion == "mome" else "none (w/o MoME: one FFN)",
+        data_statement=data_statement(facts),
+        text_encoder=facts.text_encoder,
+        vision_encoder=facts.vision_encoder if config.fusion != "text" else "none (the text-only baseline)",
+        vision_levels=", ".join(map(str, config.vision_levels)) if config.fusion != "text" else "none",
+        experts=EXPERTS_LINE.get(config.fusion) or ", ".join(config.expert_names),
         visual_context=config.visual_context,
         num_labels=config.num_labels,
+        none_label=config.none_label,
         num_object_crops=config.num_object_crops,
         labels=", ".join(f"`{label}`" for label in config.id2label.values()),
     )

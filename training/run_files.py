@@ -1,5 +1,6 @@
 """A run's files written so that a kill or a full disk never leaves a half-written one in place, and the checks that
-tell a damaged file from a complete one.
+tell a damaged file from a complete one: a finished run records every file it wrote in a manifest ([`write_manifest`]),
+checked whole before the run is taken as finished ([`manifest_problem`]).
 
 [`write_text_atomic`] and [`atomic_folder`] write into a temporary sibling of their target (`.{name}.partial-*` in the
 same folder, so the rename stays on one file system), flush it to disk and rename it into place: a reader sees the old
@@ -9,6 +10,7 @@ most the sibling, which the next write of the same target removes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -16,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
@@ -145,3 +148,58 @@ def folder_problem(folder: str | os.PathLike, required: tuple[str, ...]) -> str 
         if problem is not None:
             return f"{folder / name} {problem}"
     return None
+
+
+MANIFEST_FILE = "run_manifest.json"
+"""Names, sizes and SHA-256 hashes of every file a finished run wrote, relative to its folder; written last."""
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def write_manifest(folder: str | os.PathLike, names: list[str]) -> Path:
+    """Records the size and hash of each of `names` (paths relative to `folder`, a sub-folder standing for all the
+    files under it) in `folder/run_manifest.json`, written atomically; returns its path."""
+    folder = Path(folder)
+    files = {}
+    for name in names:
+        path = folder / name
+        members = sorted(item for item in path.rglob("*") if item.is_file()) if path.is_dir() else [path]
+        for member in members:
+            files[member.relative_to(folder).as_posix()] = _file_record(member)
+    return write_text_atomic(folder / MANIFEST_FILE, json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def manifest_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` does not hold every file its manifest records, whole (naming the first file that is missing,
+    of another size or of other content), or `None`."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST_FILE
+    problem = file_problem(manifest)
+    if problem is not None:
+        return f"{manifest} {problem}"
+    files = json.loads(manifest.read_text(encoding="utf-8")).get("files")
+    if not isinstance(files, dict) or not files:
+        return f"{manifest} lists no files"
+    for name, recorded in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if not isinstance(recorded, dict) or path.stat().st_size != recorded.get("size"):
+            return f"{path} has {path.stat().st_size} bytes, {recorded.get('size')} when the run finished"
+        if _file_record(path)["sha256"] != recorded.get("sha256"):
+            return f"{path} differs from the file the run wrote (its SHA-256 changed)"
+    return None
+
+
+def manifest_files(folder: str | os.PathLike) -> list[str]:
+    """The files `folder`'s manifest records (empty when it has none)."""
+    manifest = Path(folder) / MANIFEST_FILE
+    if file_problem(manifest) is not None:
+        return []
+    return sorted(json.loads(manifest.read_text(encoding="utf-8")).get("files", {}))

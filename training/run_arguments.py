@@ -1,0 +1,123 @@
+"""The arguments that shape a run's result (data, model, training), recorded in its folder so that a rerun with other
+ones is refused instead of returning, or resuming, a run that answers another question."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .run_files import file_problem, write_text_atomic
+
+RUN_ARGUMENTS_FILE = "run_arguments.json"
+"""The recorded arguments of the run in a folder, written before it trains."""
+NOT_SHAPING: frozenset[str] = frozenset({"preprocessing_num_workers", "cache_dir"})
+"""Fields of the script's own argument groups that change how a run goes, never its result."""
+SHAPING_TRAINING_ARGUMENTS: tuple[str, ...] = (
+    "do_train",
+    "do_eval",
+    "do_predict",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "optim",
+    "optim_args",
+    "label_smoothing_factor",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "world_size",
+    "seed",
+    "data_seed",
+    "bf16",
+    "fp16",
+    "eval_strategy",
+    "eval_steps",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+    "greater_is_better",
+    "group_by_length",
+)
+"""The `TrainingArguments` that change what a run trains, selects or reports (`world_size` for the global batch)."""
+
+
+PATH_ARGUMENTS: frozenset[str] = frozenset(
+    {
+        "data_dir",
+        "dataset_name",
+        "image_dir",
+        "crops_dir",
+        "crops_mapping",
+        "model_name_or_path",
+        "text_model_name_or_path",
+        "vision_model_name_or_path",
+    }
+)
+"""Arguments that may name a local file or folder: recorded as absolute paths when they do, so that the same folder
+named from elsewhere is the same argument."""
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON holds it (enums by their value)."""
+    value = getattr(value, "value", value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def shaping_arguments(own: list[Any], training_args: Any) -> dict[str, Any]:
+    """The arguments of a run that shape its result: every field of the script's own argument dataclasses (`own`)
+    except [`NOT_SHAPING`], and the [`SHAPING_TRAINING_ARGUMENTS`] of `training_args`."""
+    values = {
+        field.name: _plain(getattr(group, field.name))
+        for group in own
+        for field in dataclasses.fields(group)
+        if field.name not in NOT_SHAPING
+    }
+    for name in PATH_ARGUMENTS & values.keys():
+        if isinstance(values[name], str) and os.path.exists(values[name]):
+            values[name] = str(Path(values[name]).resolve())
+    values.update({name: _plain(getattr(training_args, name, None)) for name in SHAPING_TRAINING_ARGUMENTS})
+    return values
+
+
+def recorded_arguments(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The arguments recorded in `output_dir`, or `None` when it records none (or none readable)."""
+    path = Path(output_dir) / RUN_ARGUMENTS_FILE
+    if file_problem(path) is not None:
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def record_arguments(output_dir: str | os.PathLike, arguments: dict[str, Any]) -> Path:
+    """Writes `arguments` into `output_dir` (atomically); returns the file's path."""
+    return write_text_atomic(
+        Path(output_dir) / RUN_ARGUMENTS_FILE, json.dumps(arguments, indent=1, sort_keys=True) + "\n"
+    )
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any], limit: int = 8) -> list[str]:
+    """`--name old -> new` for each argument that differs, at most `limit` of them (and a count of the rest)."""
+    names = sorted(name for name in {*recorded, *current} if recorded.get(name) != current.get(name))
+    lines = [f"--{name} {_short(recorded.get(name))} -> {_short(current.get(name))}" for name in names[:limit]]
+    if len(names) > limit:
+        lines.append(f"and {len(names) - limit} more")
+    return lines
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

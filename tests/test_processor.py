@@ -1089,6 +1089,36 @@ def test_entities_are_found_by_the_word_boundaries_of_their_script(processor, te
     assert processor.entity_texts(text, entities=(subject, obj)) == [(subject, obj)]
 
 
+OVERLAPPING_MATCHES = [
+    ("aaa", "aaaa"),
+    ("aa", "aaaaa"),
+    ("abab", "ababab"),
+    ("abab", "abababab"),
+    ("aabaa", "aabaabaabaa"),
+    ("abcab", "abcabcabcab"),
+    ("abaab", "abaababaab"),
+    ("a", "aaa"),
+    ("aba", "abababa"),
+]
+
+
+def brute_force_occurrences(haystack: str, needle: str) -> list[int]:
+    return [
+        start for start in range(len(haystack) - len(needle) + 1) if haystack[start : start + len(needle)] == needle
+    ]
+
+
+@pytest.mark.parametrize(("needle", "haystack"), OVERLAPPING_MATCHES)
+def test_entity_search_finds_every_overlapping_occurrence(needle, haystack):
+    """After a match the search goes on from the needle's longest border, not from scratch: in word lists and in
+    strings (written in Han characters, which never glue to their neighbours, so every occurrence counts)."""
+    expected = brute_force_occurrences(haystack, needle)
+    assert len(expected) >= 2
+    assert find_word_occurrences(list(haystack), list(needle)) == expected
+    han = str.maketrans("abc", "奥巴马")
+    assert find_occurrences(haystack.translate(han), needle.translate(han)) == expected
+
+
 @pytest.mark.parametrize(
     ("text", "needle", "starts"),
     [

@@ -9,6 +9,7 @@ from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedCon
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from .quantization_hvformer import check_quantization_config
 from .vision_families import VISION_FAMILIES, supported_families
 
 MNRE_RELATIONS: tuple[str, ...] = (
@@ -218,7 +219,9 @@ class HVFormerConfig(PreTrainedConfig):
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> HVFormerConfig:
         """[`~PreTrainedConfig.from_dict`], with the pixel statistics of a `config.json` saved before they were
         recorded left unknown (`None`) rather than taking CLIP's defaults: such a model was trained on what its own
-        processor normalised, whatever that was."""
+        processor normalised, whatever that was. A `quantization_config` among `kwargs` (what `AutoModel` and the
+        pipeline's `model_kwargs` pass on while the config loads) must name a known method."""
+        check_quantization_config(kwargs.get("quantization_config"))
         return super().from_dict({**dict.fromkeys(PIXEL_STATISTICS), **config_dict}, **kwargs)
 
     @property
@@ -320,6 +323,7 @@ class HVFormerConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+        check_quantization_config(getattr(self, "quantization_config", None))
 
 
 HVFormerConfig.register_for_auto_class()

@@ -9,6 +9,7 @@ from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedCon
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from .quantization_hvformer import check_quantization_config
 from .vision_families import VISION_FAMILIES, supported_families
 
 MNRE_RELATIONS: tuple[str, ...] = (
@@ -38,6 +39,12 @@ MNRE_RELATIONS: tuple[str, ...] = (
 )
 """The 23 relation labels of MNRE v2, `None` first (id 0), then in alphabetical order."""
 
+MAX_PARAMETERS = 5_000_000_000
+"""The most parameters a configuration may imply ([`HVFormerConfig.parameter_estimate`]): about twice the largest
+pairing of public checkpoints of the supported families (DeBERTa-v2-xxlarge, 1.5 B, with DINOv2-giant, 1.1 B). A
+config.json beyond it (an absurd `hidden_size`, a size with digits too many) is refused before the model takes any
+memory."""
+
 VISUAL_CONTEXT_MODES = ("tva", "cls")
 FUSION_MODES = ("mome", "concat", "text")
 PIXEL_STATISTICS = ("image_mean", "image_std")
@@ -55,6 +62,22 @@ def _as_sub_config(value: PreTrainedConfig | dict | None, default: type[PreTrain
             raise ValueError(f"`{field}` has an unknown model_type {model_type!r}.")
         return CONFIG_MAPPING[model_type](**{k: v for k, v in value.items() if k != "model_type"})
     raise ValueError(f"`{field}` must be a PreTrainedConfig or a dict, got {type(value).__name__}.")
+
+
+def _feed_forward_width(config: PreTrainedConfig) -> int:
+    """Inner width of an encoder layer's FFN: `intermediate_size`, else `mlp_ratio` times the width (DINOv2), else
+    the usual four times."""
+    intermediate_size = getattr(config, "intermediate_size", None)
+    if intermediate_size:
+        return intermediate_size
+    return int(getattr(config, "mlp_ratio", 4) * config.hidden_size)
+
+
+def _encoder_parameters(config: PreTrainedConfig, num_layers: int, table_rows: int) -> int:
+    """The weights of a transformer encoder's `num_layers` layers (attention 4 d^2, FFN 2 d d_ff) and of its tables of
+    `table_rows` rows of width d (token, position and type embeddings; the patch convolution of a ViT)."""
+    width = config.hidden_size
+    return table_rows * width + num_layers * (4 * width * width + 2 * width * _feed_forward_width(config))
 
 
 def _check_multiple(field: str, side: int, patch_size: int) -> None:
@@ -219,7 +242,9 @@ class HVFormerConfig(PreTrainedConfig):
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> HVFormerConfig:
         """[`~PreTrainedConfig.from_dict`], with the pixel statistics of a `config.json` saved before they were
         recorded left unknown (`None`) rather than taking CLIP's defaults: such a model was trained on what its own
-        processor normalised, whatever that was."""
+        processor normalised, whatever that was. A `quantization_config` among `kwargs` (what `AutoModel` and the
+        pipeline's `model_kwargs` pass on while the config loads) must name a known method."""
+        check_quantization_config(kwargs.get("quantization_config"))
         return super().from_dict({**dict.fromkeys(PIXEL_STATISTICS), **config_dict}, **kwargs)
 
     @property
@@ -246,6 +271,35 @@ class HVFormerConfig(PreTrainedConfig):
     @property
     def none_label_id(self) -> int:
         return self.label2id[self.none_label]
+
+    def parameter_estimate(self) -> dict[str, int]:
+        """The parameters the model of this configuration holds, estimated from its sizes alone (no model is built):
+        the weight matrices and tables of the text encoder, of the ViT layers kept (up to the deepest level) and of
+        HVFormer's own modules (experts, router, crop positions, classifier), by part. Biases and norms are left out:
+        the estimate is under the count by a fraction of a percent for real encoders, a few percent for tiny ones."""
+        text, vision = self.text_config, self.vision_config
+        width, vision_width = self.hidden_size, vision.hidden_size
+        text_rows = sum(
+            getattr(text, name, None) or 0 for name in ("vocab_size", "max_position_embeddings", "type_vocab_size")
+        )
+        patch_size = vision.patch_size
+        vision_rows = (vision.image_size // patch_size) ** 2 + 1 + vision.num_channels * patch_size**2
+        num_levels, num_inputs = len(self.vision_levels), len(self.vision_levels) + 1
+        if self.visual_context == "tva":  # query and output of width d, key and value from the vision width
+            context = 2 * width * width + 2 * width * vision_width
+        else:  # the [CLS] projection
+            context = width * vision_width
+        expert = context + 3 * width * width  # and the FFN over [T; Ṽ_l] (Eq. 6)
+        if self.fusion == "mome":
+            fusion = num_inputs * width * self.num_experts
+        else:
+            fusion = (num_inputs + 1) * width * width
+        crops = self.num_object_crops * (self.object_image_size // patch_size) ** 2 * vision_width
+        return {
+            "text encoder": _encoder_parameters(text, text.num_hidden_layers, text_rows),
+            "vision encoder": _encoder_parameters(vision, max(self.vision_levels), vision_rows) + crops,
+            "fusion": num_levels * expert + fusion + 2 * width * self.num_labels,
+        }
 
     def _validate(self) -> None:
         vision_type = self.vision_config.model_type
@@ -326,6 +380,29 @@ class HVFormerConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+        check_quantization_config(getattr(self, "quantization_config", None))
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Refuses a configuration implying more than [`MAX_PARAMETERS`], naming the sizes that make it so."""
+        parts = self.parameter_estimate()
+        total = sum(parts.values())
+        if total <= MAX_PARAMETERS:
+            return
+        text, vision = self.text_config, self.vision_config
+        sizes = {
+            "text encoder": f"hidden_size {text.hidden_size:,}, FFN {_feed_forward_width(text):,}, "
+            f"{text.num_hidden_layers:,} layers, vocab_size {getattr(text, 'vocab_size', 0) or 0:,}",
+            "vision encoder": f"hidden_size {vision.hidden_size:,}, FFN {_feed_forward_width(vision):,}, "
+            f"{max(self.vision_levels):,} layers kept",
+            "fusion": f"{len(self.vision_levels)} experts of width {self.hidden_size:,}, {self.num_labels:,} labels",
+        }
+        listed = "; ".join(f"{part} {count / 1e9:,.2f} B ({sizes[part]})" for part, count in parts.items())
+        raise ValueError(
+            f"The configuration implies about {total / 1e9:,.1f} billion parameters, more than the "
+            f"{MAX_PARAMETERS / 1e9:,.0f} billion HVFormer allows: {listed}. Check the sizes of `text_config` and "
+            "`vision_config`."
+        )
 
 
 HVFormerConfig.register_for_auto_class()

@@ -31,7 +31,7 @@ from transformers.models.vit.modeling_vit import ViTEmbeddings
 from transformers.utils import ModelOutput, logging
 
 from .configuration_hvformer import HVFormerConfig
-from .quantization_hvformer import QUANT_METHOD  # noqa: F401  (registers the int8 `quantization_config`)
+from .quantization_hvformer import check_quantization_config
 from .tracking_maps import patch_patch_tracking_maps, patch_token_tracking_maps
 from .vision_families import VISION_FAMILIES, family_of_checkpoint, get_path, supported_families
 
@@ -876,7 +876,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
     ) -> HVFormerForRelationExtraction:
         """[`~PreTrainedModel.from_pretrained`], with unreadable weights (a truncated or corrupt `model.safetensors`)
-        reported as an `OSError` that names the model they belong to."""
+        reported as an `OSError` that names the model they belong to, and a `quantization_config` of an unknown
+        method refused before anything loads."""
+        check_quantization_config(kwargs.get("quantization_config"))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:

@@ -22,6 +22,7 @@ numbers users read. Loading quantizes the float32 weights; an int8 model is not 
 
 from __future__ import annotations
 
+import reprlib
 import warnings
 from typing import Any
 
@@ -57,10 +58,33 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_quantization_config(quantization_config: Any) -> None:
+    """Refuses a `quantization_config` dict (a `config.json`'s, or one passed to `from_pretrained` or to the pipeline's
+    `model_kwargs`) whose `quant_method` transformers does not know, naming the method and the known ones: for a
+    `config.json`, transformers would only log a warning and load the model unquantized. Quantization config objects
+    and `None` pass; so does bitsandbytes' older form (`load_in_8bit` / `load_in_4bit` without a `quant_method`)."""
+    if not isinstance(quantization_config, dict):
+        return
+    if quantization_config.get("load_in_8bit") or quantization_config.get("load_in_4bit"):
+        return
+    method = quantization_config.get("quant_method")
+    if isinstance(method, str) and method in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        return
+    problem = "names no quant_method" if method is None else f"has an unknown quant_method {reprlib.repr(method)}"
+    others = ", ".join(sorted(set(AUTO_QUANTIZATION_CONFIG_MAPPING) - {QUANT_METHOD}))
+    raise ValueError(
+        f"`quantization_config` {problem}: HVFormer's is {QUANT_METHOD!r} (int8 on the CPU); transformers also knows "
+        f"{others}."
+    )
+
+
 class HVFormerInt8Config(QuantizationConfigMixin):
     """The `quantization_config` of int8 inference on the CPU (`{"quant_method": "hvformer_int8"}`); no options."""
 
     def __init__(self, **kwargs: Any) -> None:
+        options = sorted(set(kwargs) - {"quant_method"})
+        if options:
+            raise ValueError(f"`{QUANT_METHOD}` takes no options, got {reprlib.repr(options)}.")
         self.quant_method = QUANT_METHOD
 
 
@@ -100,4 +124,11 @@ if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:
 if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
     register_quantizer(QUANT_METHOD)(HVFormerInt8Quantizer)
 
-__all__ = ["QUANT_METHOD", "QUANTIZED_MODULES", "HVFormerInt8Config", "HVFormerInt8Quantizer", "quantize_int8"]
+__all__ = [
+    "QUANT_METHOD",
+    "QUANTIZED_MODULES",
+    "HVFormerInt8Config",
+    "HVFormerInt8Quantizer",
+    "check_quantization_config",
+    "quantize_int8",
+]

@@ -24,6 +24,7 @@ import bisect
 import operator
 import re
 import reprlib
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,15 @@ UNSPACED_SCRIPTS: tuple[tuple[int, int, str], ...] = (
 Thai, Lao, Khmer, Myanmar, Tibetan, ...), and of Hangul, whose particles are written onto the noun (`오바마는`): a
 character of these scripts never glues an entity to its neighbours."""
 
+COMBINING_MARKS = frozenset({"Mn", "Mc", "Me"})
+"""Unicode categories of the combining marks (nonspacing, spacing, enclosing): accents (`"cafe\\u0301"` is `café`),
+the vowel signs, tone marks and viramas of Indic and South-East Asian scripts (`भारती` is `भारत` followed by the vowel
+sign `ी`), emoji variation selectors and keycaps. A mark belongs to the character before it, in every script, so no
+match ends before one or starts with one."""
+JOINERS = "\u200c\u200d"
+"""The zero-width non-joiner and joiner, which sit inside words (Persian `می\\u200cروم`, Indic conjuncts) and inside
+emoji sequences: no match begins or ends beside one."""
+
 _UNSPACED_STARTS = [first for first, _, _ in UNSPACED_SCRIPTS]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_LISTED_OCCURRENCES = 5
@@ -75,6 +85,24 @@ def _unspaced(char: str) -> bool:
 def _word_char(char: str) -> bool:
     """A character that continues a word: a letter, digit or `_` of a script that separates words with spaces."""
     return (char.isalnum() or char == "_") and not _unspaced(char)
+
+
+def _attaches(char: str) -> bool:
+    """Whether `char` belongs to the character before it: a combining mark or a zero-width (non-)joiner."""
+    return char in JOINERS or unicodedata.category(char) in COMBINING_MARKS
+
+
+def _in_word(text: str, index: int, memo: dict[int, bool]) -> bool:
+    """Whether `text[index]` is a word character, or a mark or joiner continuing one: a run of marks and joiners takes
+    the side of the character it follows. `memo` holds the answers for marks and joiners already seen in `text`, so
+    that every run is walked once however many matches border it."""
+    run = []
+    while index >= 0 and index not in memo and _attaches(text[index]):
+        run.append(index)
+        index -= 1
+    in_word = memo[index] if index in memo else index >= 0 and _word_char(text[index])
+    memo.update(dict.fromkeys(run, in_word))
+    return in_word
 
 
 def sample_prefix(index: int, is_batched: bool) -> str:
@@ -162,13 +190,22 @@ def find_occurrences(text: str, needle: str) -> list[int]:
     An occurrence whose first (last) character is a word character must not be preceded (followed) by one, so
     `"Paris"` is found in `"to Paris."` but not in `"Parisian"`. Characters of scripts written without spaces
     ([`UNSPACED_SCRIPTS`]) are never word characters: `"奥巴马"` is found in `"奥巴马和默克尔"`.
+
+    A combining mark ([`COMBINING_MARKS`]) belongs to the character before it and a joiner ([`JOINERS`]) to both of
+    its neighbours, so no occurrence ends before a mark or starts with one, nor begins or ends beside a joiner:
+    `"भारत"` is not found in `"भारती"`, nor `"cafe"` in `"cafe\\u0301"`. A run of marks and joiners continues a word
+    when it follows a word character: `"bar"` is not found in `"cafe\\u0301bar"`.
     """
-    starts = []
+    starts: list[int] = []
+    memo: dict[int, bool] = {}
+    ends_in_word = _in_word(needle, len(needle) - 1, {})
     for start in _all_occurrences(text, needle):
         end = start + len(needle)
-        glued_left = start > 0 and _word_char(needle[0]) and _word_char(text[start - 1])
-        glued_right = end < len(text) and _word_char(needle[-1]) and _word_char(text[end])
-        if not (glued_left or glued_right):
+        split_left = start > 0 and (_attaches(needle[0]) or text[start - 1] in JOINERS)
+        split_right = end < len(text) and (_attaches(text[end]) or needle[-1] in JOINERS)
+        glued_left = start > 0 and _word_char(needle[0]) and _in_word(text, start - 1, memo)
+        glued_right = end < len(text) and ends_in_word and _word_char(text[end])
+        if not (split_left or split_right or glued_left or glued_right):
             starts.append(start)
     return starts
 

@@ -1,7 +1,7 @@
 """Hub backbones (issue 18): text encoders with WordPiece, byte-level BPE and unigram tokenizers (BERT, RoBERTa,
 DeBERTa-v2), their entity markers and word boundaries; the vision families' configuration (levels, image and crop
-sizes, refusals), the level's [CLS] of encoders without one, DINOv2's interpolated positions, and the pipeline with
-each vision family."""
+sizes, refusals), their levels (the backbone's own hidden states) and crop tokens, the level's [CLS] of encoders
+without one, DINOv2's interpolated positions, and the pipeline with each vision family."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from transformers import (
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 import run_mre
+from analysis.tokens import VisualTokenLayout
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline
 from modeling_hvformer.vision_families import VISION_FAMILIES
@@ -315,6 +316,54 @@ def test_a_family_whose_layers_take_no_attention_mask_is_refused():
     with pytest.raises(ValueError, match=r"The Old layers of the installed transformers .* take no attention mask"):
         family.check_installed()
     VISION_FAMILIES["dinov2"].check_installed()
+
+
+# The vision families: levels and crops
+
+
+@pytest.mark.parametrize("vision", VISION_KINDS)
+def test_levels_are_the_backbones_own_hidden_states(vision):
+    """With no crops, HVFormer's V^0..V^L are the pretrained backbone's `hidden_states[k]` (CLIP's pre-LayerNorm
+    included), and the main image's patches that the analyses draw are the backbone's patch tokens, those after
+    [CLS] and the register tokens. Every backbone weight is moved off its initial value, so none can go unread."""
+    torch.manual_seed(0)
+    model = HVFormerForRelationExtraction(tiny_config(vision, num_object_crops=0)).eval()
+    family = model.vision_encoder.family
+    backbone = family.model_class(tiny_vision_config(vision), **family.load_kwargs).eval()
+    with torch.no_grad():
+        for parameter in backbone.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.vision_encoder.load_backbone(backbone)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        levels, token_mask, _ = model.vision_encoder(pixels)
+        hidden_states = backbone(pixel_values=pixels, output_hidden_states=True).hidden_states
+    prefix = PREFIX_TOKENS[vision]
+    assert token_mask.shape == (2, prefix + 16) and bool(token_mask.all())
+    layout = VisualTokenLayout.from_vision_encoder(model.vision_encoder, prefix + 16)
+    for level, (own, reference) in enumerate(zip(levels, hidden_states, strict=True)):
+        torch.testing.assert_close(own, reference, msg=f"{vision}, level {level}")
+        patches = reference[:, prefix:].transpose(1, 2).reshape(2, -1, 4, 4)  # the 4x4 grid, row-major
+        torch.testing.assert_close(layout.image_grid(own.transpose(1, 2)), patches, msg=f"{vision}, level {level}")
+
+
+@pytest.mark.parametrize("vision", VISION_KINDS)
+def test_crop_tokens_are_their_patch_embeddings_plus_their_own_positions(vision):
+    """V^0 of the crops: each crop's patch embeddings plus its own position embeddings (CLIP's pre-LayerNorm
+    applied), after the image's tokens, which the crops leave unchanged."""
+    torch.manual_seed(0)
+    encoder = HVFormerForRelationExtraction(tiny_config(vision)).eval().vision_encoder  # 2 crops of 2x2 patches
+    with torch.no_grad():
+        encoder.crop_position_embeddings.normal_()
+        pixels, crops = torch.randn(2, 3, 32, 32), torch.randn(2, 2, 3, 16, 16)
+        levels, _, _ = encoder(pixels, crops)
+        image_levels, _, _ = encoder(pixels)
+        patches = encoder.patch_projection(crops.flatten(0, 1)).flatten(2).transpose(1, 2).reshape(2, 8, -1)
+        expected = encoder.pre_layernorm(patches + encoder.crop_position_embeddings.flatten(0, 1))
+    main = PREFIX_TOKENS[vision] + 16
+    assert levels[0].shape[1] == main + 8
+    torch.testing.assert_close(levels[0][:, :main], image_levels[0])
+    torch.testing.assert_close(levels[0][:, main:], expected)
 
 
 # The level's [CLS]

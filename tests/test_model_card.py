@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 from tiny_models import tiny_config
+from transformers import TrainingArguments
 
 import run_mre
 from training import model_card
@@ -107,3 +108,35 @@ def test_card_facts_round_trip(tmp_path):
     original = facts(["bert-base-uncased"], "MNRE")
     original.save(tmp_path / model_card.CARD_FACTS_FILE)
     assert model_card.CardFacts.load(tmp_path / model_card.CARD_FACTS_FILE) == original
+
+
+def test_training_hyperparameters_count_accumulation_and_processes(tmp_path, monkeypatch):
+    """The total train batch size is what one optimizer step sees: per device x accumulation steps x processes."""
+    training_args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=8,
+        learning_rate=1e-5,
+        num_train_epochs=20,
+        warmup_steps=12,
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        weight_decay=0.01,
+        seed=7,
+        report_to="none",
+    )
+    assert model_card.training_hyperparameters(training_args, max_seq_length=80) == {
+        "learning_rate": 1e-05,
+        "per_device_train_batch_size": 4,
+        "total_train_batch_size": 32,
+        "num_train_epochs": 20,
+        "warmup_steps": 12,
+        "lr_scheduler_type": "linear",
+        "optim": "adamw_torch",
+        "weight_decay": 0.01,
+        "precision": "fp32",
+        "seed": 7,
+        "max_seq_length": 80,
+    }
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    assert model_card.training_hyperparameters(training_args, max_seq_length=80)["total_train_batch_size"] == 64

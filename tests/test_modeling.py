@@ -30,10 +30,13 @@ from transformers import (
     BertTokenizerFast,
     CLIPVisionModel,
     Dinov2Model,
+    Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    SiglipVisionConfig,
     SiglipVisionModel,
     ViTImageProcessorPil,
     ViTModel,
+    pipeline,
 )
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
@@ -431,6 +434,80 @@ def test_input_embeddings_and_resizing():
 def test_config_rejects_bad_values_naming_the_field(overrides, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         tiny_config(**overrides)
+
+
+def count_parameters_on_meta(config: HVFormerConfig) -> int:
+    """The parameters of the model of `config`, built on the meta device (no memory taken)."""
+    with torch.device("meta"):
+        model = HVFormerForRelationExtraction(config)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        HVFormerConfig(),  # the paper's BERT-base and CLIP ViT-B/32, 209 M
+        HVFormerConfig(
+            vision_config=Dinov2WithRegistersConfig(image_size=518, patch_size=14, num_register_tokens=4),
+            image_size=224,
+            object_image_size=112,
+            visual_context="cls",
+            fusion="concat",
+        ),
+        HVFormerConfig(vision_config=SiglipVisionConfig(num_hidden_layers=24), vision_levels=[0, 4]),
+    ],
+    ids=["paper", "dinov2-registers-ablations", "siglip-4-of-24-layers"],
+)
+def test_parameter_estimate_is_the_built_models_count_less_biases_and_norms(config):
+    estimate = sum(config.parameter_estimate().values())
+    assert 0.995 < estimate / count_parameters_on_meta(config) <= 1
+
+
+def test_a_config_json_with_an_absurd_size_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    build().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["text_config"]["hidden_size"] = 65_536
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(HVFormerForRelationExtraction, "__init__", built)
+    message = (
+        r"^The configuration implies about 98\.8 billion parameters, more than the 5 billion HVFormer allows: text "
+        r"encoder 34\.38 B \(hidden_size 65,536, FFN 37, 2 layers, vocab_size 100\); vision encoder 0\.00 B "
+        r"\(hidden_size 48, FFN 37, 2 layers kept\); fusion 64\.44 B \(3 experts of width 65,536, 3 labels\)\. "
+        r"Check the sizes of `text_config` and `vision_config`\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        HVFormerForRelationExtraction.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path, trust_remote_code=True)
+    with pytest.raises(ValueError, match=message):
+        pipeline("multimodal-relation-extraction", model=str(tmp_path), trust_remote_code=True)
+
+
+@pytest.mark.parametrize(
+    ("sub_config", "field", "value"),
+    [
+        ("text_config", "vocab_size", 10**9),
+        ("text_config", "num_hidden_layers", 10**6),
+        ("vision_config", "hidden_size", 65_536),
+        ("vision_config", "intermediate_size", 10**9),
+    ],
+)
+def test_configs_implying_more_than_max_parameters_are_refused(sub_config, field, value):
+    config = tiny_config()
+    setattr(getattr(config, sub_config), field, value)
+    with pytest.raises(ValueError, match=r"^The configuration implies about [\d,.]+ billion parameters, more than"):
+        HVFormerConfig(**config.to_dict())
+
+
+def test_vision_layers_beyond_the_deepest_level_are_not_counted():
+    """Only the ViT layers up to the deepest chosen level are built, so a deep vision config with shallow levels
+    is as small as a shallow one."""
+    deep = tiny_config(vision_config=tiny_vision_config(num_layers=10**6))
+    assert deep.parameter_estimate() == tiny_config().parameter_estimate()
 
 
 def test_label2id_must_be_the_inverse_of_id2label(tmp_path):

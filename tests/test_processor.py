@@ -1003,21 +1003,49 @@ def test_entity_texts_keep_the_case_as_written(processor):
 
 WORD_CHARS = set("ab_")
 """The word characters of the alphabet below: `奥` (Han) and the space never glue an entity to its neighbours."""
+MARK, JOINER = "\u0301", "\u200d"
+"""A combining mark (it belongs to the character before it) and the zero-width joiner (it joins its neighbours)."""
+SEARCH_ALPHABET = "ab _奥" + MARK + JOINER
+
+
+def in_word(text: str, index: int) -> bool:
+    """Whether `text[index]` is a word character or ends a run of marks and joiners that follows one."""
+    while index >= 0 and text[index] in MARK + JOINER:
+        index -= 1
+    return index >= 0 and text[index] in WORD_CHARS
+
+
+def unglued_occurrences(text: str, needle: str) -> list[int]:
+    """The occurrences `find_occurrences` reports, by brute force: no word character of the needle beside one of the
+    text, no mark or joiner cut from the character it belongs to."""
+    starts = []
+    for start in range(len(text) - len(needle) + 1):
+        end = start + len(needle)
+        if text[start:end] != needle:
+            continue
+        if start > 0 and (
+            needle[0] in MARK + JOINER
+            or text[start - 1] == JOINER
+            or (needle[0] in WORD_CHARS and in_word(text, start - 1))
+        ):
+            continue
+        if end < len(text) and (
+            text[end] in MARK + JOINER
+            or needle[-1] == JOINER
+            or (text[end] in WORD_CHARS and in_word(needle, len(needle) - 1))
+        ):
+            continue
+        starts.append(start)
+    return starts
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(alphabet="ab _奥", max_size=40), needle=st.text(alphabet="ab _奥", min_size=1, max_size=6))
+@given(
+    text=st.text(alphabet=SEARCH_ALPHABET, max_size=40),
+    needle=st.text(alphabet=SEARCH_ALPHABET, min_size=1, max_size=6),
+)
 def test_property_entity_search_finds_exactly_the_unglued_occurrences(text, needle):
-    expected = [
-        start
-        for start in range(len(text) - len(needle) + 1)
-        if text[start : start + len(needle)] == needle
-        and not (start > 0 and needle[0] in WORD_CHARS and text[start - 1] in WORD_CHARS)
-        and not (
-            start + len(needle) < len(text) and needle[-1] in WORD_CHARS and text[start + len(needle)] in WORD_CHARS
-        )
-    ]
-    assert find_occurrences(text, needle) == expected
+    assert find_occurrences(text, needle) == unglued_occurrences(text, needle)
     words, sought = text.split(" "), needle.split(" ")
     assert find_word_occurrences(words, sought) == [
         start for start in range(len(words) - len(sought) + 1) if words[start : start + len(sought)] == sought
@@ -1059,6 +1087,64 @@ def test_entities_are_found_by_the_word_boundaries_of_their_script(processor, te
     by_span = processor(text=text, entity_spans=spans)
     assert by_name["input_ids"].tolist() == by_span["input_ids"].tolist()
     assert processor.entity_texts(text, entities=(subject, obj)) == [(subject, obj)]
+
+
+OVERLAPPING_MATCHES = [
+    ("aaa", "aaaa"),
+    ("aa", "aaaaa"),
+    ("abab", "ababab"),
+    ("abab", "abababab"),
+    ("aabaa", "aabaabaabaa"),
+    ("abcab", "abcabcabcab"),
+    ("abaab", "abaababaab"),
+    ("a", "aaa"),
+    ("aba", "abababa"),
+]
+
+
+def brute_force_occurrences(haystack: str, needle: str) -> list[int]:
+    return [
+        start for start in range(len(haystack) - len(needle) + 1) if haystack[start : start + len(needle)] == needle
+    ]
+
+
+@pytest.mark.parametrize(("needle", "haystack"), OVERLAPPING_MATCHES)
+def test_entity_search_finds_every_overlapping_occurrence(needle, haystack):
+    """After a match the search goes on from the needle's longest border, not from scratch: in word lists and in
+    strings (written in Han characters, which never glue to their neighbours, so every occurrence counts)."""
+    expected = brute_force_occurrences(haystack, needle)
+    assert len(expected) >= 2
+    assert find_word_occurrences(list(haystack), list(needle)) == expected
+    han = str.maketrans("abc", "奥巴马")
+    assert find_occurrences(haystack.translate(han), needle.translate(han)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "starts"),
+    [
+        ("भारती और भारत", "भारत", [9]),  # भारती ends with the vowel sign ी (Mc): another word
+        ("भारत रत", "रत", [5]),  # ा (Mc) continues the word भा, to which रत is glued
+        ("cafe\u0301 cafe", "cafe", [6]),  # a decomposed é: the accent (Mn) belongs to the e
+        ("cafe\u0301 x", "cafe\u0301", [0]),
+        ("cafe\u0301bar bar", "bar", [9]),  # an accent after a letter continues its word
+        ("1\u20e3 1", "1", [3]),  # the enclosing keycap (Me)
+        ("บารัค บาร", "บาร", [6]),  # Thai never glues, but its vowel sign ั belongs to the ร before it
+        ("می\u200cروم می", "می", [7]),  # Persian: the non-joiner sits inside a word
+        ("می\u200cروم روم", "روم", [7]),
+        ("क्\u200dष ष", "ष", [5]),  # a conjunct written with virama and joiner
+        ("\U0001f468\u200d\U0001f469 \U0001f469", "\U0001f469", [4]),  # one emoji of a joined family
+        ("Cafe\u0301 Paris", "Paris", [6]),  # a mark after a space-separated word leaves the next word alone
+    ],
+)
+def test_combining_marks_and_joiners_continue_the_character_they_follow(text, needle, starts):
+    assert find_occurrences(text, needle) == starts
+
+
+def test_an_entity_followed_by_a_vowel_sign_is_found_once(processor):
+    """ "भारत" occurs once: inside "भारती" it is not a word of its own, so the entity is not ambiguous."""
+    assert processor.entity_texts("भारती और भारत", entities=("भारत", "और")) == [("भारत", "और")]
+    with pytest.raises(ValueError, match=r"^The subject entity 'cafe' is absent from the text\.$"):
+        processor.entity_texts("cafe\u0301 de Flore", entities=("cafe", "Flore"))
 
 
 def test_an_entity_glued_to_a_longer_word_is_still_absent(processor):

@@ -9,6 +9,7 @@ import ast
 import json
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from mnre_folder import PLACES, photo, save_tiny_encoders, write_mnre_folder
 from PIL import Image
 from test_configs import PAPER, run_script
+from tiny_models import tiny_config
 from torch import nn
-from transformers import pipeline
+from transformers import AutoConfig, AutoModel, pipeline
 
 import run_mre
 from modeling_hvformer import HVFormerForRelationExtraction
@@ -136,6 +138,53 @@ def test_int8_quantizes_the_linear_layers_of_the_encoders_and_experts_only(main_
         HVFormerForRelationExtraction.from_pretrained(main_job, quantization_config=INT8, device_map="auto")
     with pytest.raises(ValueError, match="`hvformer_int8` loads float32 weights, got dtype=torch.bfloat16"):
         HVFormerForRelationExtraction.from_pretrained(main_job, quantization_config=INT8, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A tiny random HVFormer saved as a model folder."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    HVFormerForRelationExtraction(tiny_config()).save_pretrained(folder)
+    return folder
+
+
+UNKNOWN_METHOD = (
+    r"^`quantization_config` has an unknown quant_method 'hvformer-int8': HVFormer's is 'hvformer_int8' \(int8 on "
+    r"the CPU\); transformers also knows aqlm, .*\bbitsandbytes_8bit\b.*\.$"
+)
+
+
+def test_an_unknown_quant_method_is_refused_naming_the_known_ones(tiny_folder, tmp_path):
+    """Passed to `from_pretrained`, `AutoModel` or the pipeline, or written in `config.json` (which transformers would
+    skip with a log line, loading the model unquantized), a misspelt method is an error that names it."""
+    typo = {"quant_method": "hvformer-int8"}
+    with pytest.raises(ValueError, match=UNKNOWN_METHOD):
+        HVFormerForRelationExtraction.from_pretrained(tiny_folder, quantization_config=typo)
+    with pytest.raises(ValueError, match=UNKNOWN_METHOD):
+        AutoModel.from_pretrained(tiny_folder, trust_remote_code=True, quantization_config=typo)
+    with pytest.raises(ValueError, match=UNKNOWN_METHOD):
+        pipeline(
+            PIPELINE_TASK, model=str(tiny_folder), trust_remote_code=True, model_kwargs={"quantization_config": typo}
+        )
+    with pytest.raises(
+        ValueError, match=r"^`quantization_config` names no quant_method: HVFormer's is 'hvformer_int8'"
+    ):
+        HVFormerForRelationExtraction.from_pretrained(tiny_folder, quantization_config={"bits": 8})
+
+    saved = tmp_path / "saved"
+    shutil.copytree(tiny_folder, saved)
+    config = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps({**config, "quantization_config": typo}))
+    with pytest.raises(ValueError, match=UNKNOWN_METHOD):
+        HVFormerForRelationExtraction.from_pretrained(saved)
+    with pytest.raises(ValueError, match=UNKNOWN_METHOD):
+        AutoConfig.from_pretrained(saved, trust_remote_code=True)
+
+
+def test_int8_takes_no_options(tiny_folder):
+    with pytest.raises(ValueError, match=r"^`hvformer_int8` takes no options, got \['bits'\]\.$"):
+        HVFormerForRelationExtraction.from_pretrained(tiny_folder, quantization_config={**INT8, "bits": 4})
 
 
 def test_int8_agrees_with_float32_on_the_main_jobs_model(main_job):

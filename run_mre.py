@@ -55,10 +55,10 @@ from processing.builtin_encoders import (
 )
 from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import MNRE_RELATIONS, folder_words, hub_words
+from processing.mnre import folder_dataset, folder_words, hub_words
 from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from processing.sample_data import build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import EpochReport, ProgressBar, print_seed_summary, print_summary, set_up_logging
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR, export_model_folder, hub_ids, push_folder_to_hub
@@ -169,6 +169,12 @@ class DataArguments:
     use_images: bool | None = field(default=None, metadata={"help": "false: images off (text-only experiment)."})
     missing_images: str | None = field(
         default=None, metadata={"help": "'error' (default) or 'blank' (blank images instead, counted and reported)."}
+    )
+    missing_crops: str | None = field(
+        default=None,
+        metadata={
+            "help": "'error' (default) or 'none' (a split without object crops goes without, counted and reported)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate val and test (debugging)."})
@@ -548,9 +554,9 @@ def run(
         if data_args.data_dir is None:
             with training_args.main_process_first(desc="generating the built-in sample dataset"):
                 data_dir = build_sample_dataset()
-            relation_labels, dataset_name = ["None", *SAMPLE_RELATIONS], "hvformer built-in sample"
         else:
-            data_dir, relation_labels, dataset_name = Path(data_args.data_dir), list(MNRE_RELATIONS), "MNRE"
+            data_dir = Path(data_args.data_dir)
+        dataset_name, relation_labels = folder_dataset(data_dir)  # as processing.export_mnre labels the folder
         dataset_id = None
         words = partial(folder_words, data_dir)
         load_splits = partial(
@@ -577,7 +583,7 @@ def run(
             relation_labels=relation_labels,
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
-            **given(data_args, ("use_images", "missing_images")),
+            **given(data_args, ("use_images", "missing_images", "missing_crops")),
         )
     limits = {"train": data_args.max_train_samples, "val": data_args.max_eval_samples}
     limits["test"] = data_args.max_eval_samples

@@ -61,10 +61,10 @@ from processing.builtin_encoders import (
 )
 from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import MNRE_RELATIONS, find_split_file, folder_words, hub_words
+from processing.mnre import find_split_file, folder_dataset, folder_words, hub_words
 from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import SAMPLE_DATASET_NAME, SAMPLE_RELATIONS, build_sample_dataset
+from processing.sample_data import build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import (
     EpochReport,
@@ -209,6 +209,12 @@ class DataArguments:
     missing_images: str | None = field(
         default=None, metadata={"help": "'error' (default) or 'blank' (blank images instead, counted and reported)."}
     )
+    missing_crops: str | None = field(
+        default=None,
+        metadata={
+            "help": "'error' (default) or 'none' (a split without object crops goes without, counted and reported)."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate val and test (debugging)."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes decoding images."})
@@ -341,7 +347,7 @@ def documented_defaults() -> dict[str, Any]:
     sources = (
         (HVFormerConfig.__init__, {name: name for name in CONFIG_OPTIONS}),
         (HVFormerProcessor.__init__, PROCESSOR_OPTIONS),
-        (load_mnre, {"use_images": "use_images", "missing_images": "missing_images"}),
+        (load_mnre, {name: name for name in ("use_images", "missing_images", "missing_crops")}),
     )
     defaults = {}
     for function, names in sources:
@@ -676,9 +682,9 @@ def data_source(data_args: DataArguments, training_args: TrainingArguments) -> D
     if data_args.data_dir is None:
         with training_args.main_process_first(desc="generating the built-in sample dataset"):
             data_dir = build_sample_dataset()
-        relation_labels, dataset_name = ["None", *SAMPLE_RELATIONS], SAMPLE_DATASET_NAME
     else:
-        data_dir, relation_labels, dataset_name = Path(data_args.data_dir), list(MNRE_RELATIONS), "MNRE"
+        data_dir = Path(data_args.data_dir)
+    dataset_name, relation_labels = folder_dataset(data_dir)  # as processing.export_mnre labels the folder
     return DataSource(
         relation_labels=relation_labels,
         words=partial(folder_words, data_dir),
@@ -728,7 +734,7 @@ def analyse_finished_run(
         splits=[split],
         relation_labels=relation_labels,
         cache_dir=data_args.cache_dir,
-        **given(data_args, ("use_images", "missing_images")),
+        **given(data_args, ("use_images", "missing_images", "missing_crops")),
     )
     results = analyse(
         model,
@@ -804,7 +810,7 @@ def run(
             relation_labels=relation_labels,
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
-            **given(data_args, ("use_images", "missing_images")),
+            **given(data_args, ("use_images", "missing_images", "missing_crops")),
         )
     limits = {"train": data_args.max_train_samples, "val": data_args.max_eval_samples}
     limits["test"] = data_args.max_eval_samples

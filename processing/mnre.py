@@ -43,6 +43,8 @@ import torch
 
 from modeling_hvformer.configuration_hvformer import MNRE_RELATIONS
 
+from .sample_data import SAMPLE_DATASET_NAME, declared_relations
+
 logger = logging.getLogger(__name__)
 
 MNRE_SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -51,6 +53,8 @@ HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "te
 HUB_COLUMNS: tuple[str, ...] = ("token", "h", "t", "relation", "image")
 """The columns every split of such a repository has (besides `id`, `img_id`, `object_crops` and `kind`)."""
 _REQUIRED_FIELDS: tuple[str, ...] = ("token", "h", "t", "img_id", "relation")
+MNRE_DATASET_NAME = "MNRE"
+"""The name of a folder whose relations are MNRE's (see [`folder_dataset`])."""
 
 
 class MNREFormatError(ValueError):
@@ -86,7 +90,7 @@ def _validate_entity(entity: Any, field: str, num_tokens: int, where: str) -> No
         )
 
 
-def _parse_line(line: str, where: str, relation_labels: Sequence[str]) -> dict[str, Any]:
+def _parse_line(line: str, where: str, relation_labels: Sequence[str] | None) -> dict[str, Any]:
     """Parses and validates one line; returns its known fields (`kind` included when present)."""
     try:
         example = ast.literal_eval(line)
@@ -97,8 +101,9 @@ def _parse_line(line: str, where: str, relation_labels: Sequence[str]) -> dict[s
     return _validate_example(example, where, relation_labels)
 
 
-def _validate_example(example: dict[str, Any], where: str, relation_labels: Sequence[str]) -> dict[str, Any]:
-    """Validates the fields of one example (a parsed line, or a row of a Hub dataset); returns its known fields."""
+def _validate_example(example: dict[str, Any], where: str, relation_labels: Sequence[str] | None) -> dict[str, Any]:
+    """Validates the fields of one example (a parsed line, or a row of a Hub dataset); returns its known fields.
+    `relation_labels=None` takes any non-empty relation name."""
     for field in _REQUIRED_FIELDS:
         if field not in example:
             raise MNREFormatError(f"{where}: missing field '{field}'")
@@ -112,7 +117,10 @@ def _validate_example(example: dict[str, Any], where: str, relation_labels: Sequ
     if not (isinstance(img_id, str) and img_id not in ("", ".", "..") and not {"/", "\\", "\0"} & set(img_id)):
         raise MNREFormatError(f"{where}: field 'img_id' must be a plain file name, got {img_id!r}")
     relation = example["relation"]
-    if relation not in relation_labels:
+    if relation_labels is None:
+        if not (isinstance(relation, str) and relation):
+            raise MNREFormatError(f"{where}: field 'relation' must be a non-empty str, got {relation!r}")
+    elif relation not in relation_labels:
         raise MNREFormatError(f"{where}: field 'relation' = {relation!r} is not one of the known relation labels")
     if "kind" in example and not isinstance(example["kind"], str):
         raise MNREFormatError(f"{where}: field 'kind' must be a str, got {example['kind']!r}")
@@ -148,13 +156,20 @@ def _universal_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _repeats(keys: Sequence[Any], first_number: int) -> list[str]:
+    """`"n (= m)"` for each position `n` (counted from `first_number`) whose key equals that of an earlier one, `m`
+    (keys `None` left out)."""
+    first_seen: dict[Any, int] = {}
+    repeats = []
+    for number, key in enumerate(keys, start=first_number):
+        if key is not None and first_seen.setdefault(key, number) != number:
+            repeats.append(f"{number} (= {first_seen[key]})")
+    return repeats
+
+
 def _warn_about_repeated_lines(path: Path, lines: Sequence[str]) -> None:
     """Logs a warning with the count and the first line numbers of the lines that repeat an earlier one exactly."""
-    first_seen: dict[str, int] = {}
-    repeats = []
-    for number, line in enumerate(lines, start=1):
-        if line.strip() and first_seen.setdefault(line, number) != number:
-            repeats.append(f"{number} (= {first_seen[line]})")
+    repeats = _repeats([line if line.strip() else None for line in lines], first_number=1)
     if repeats:
         logger.warning(
             "%s: %d lines repeat an earlier line word for word (kept: line indices are ids), first: lines %s",
@@ -164,8 +179,27 @@ def _warn_about_repeated_lines(path: Path, lines: Sequence[str]) -> None:
         )
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The lines of an MNRE text file, without the blank lines at its end."""
+    lines = _read_lines(path)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _parse_lines(path: Path, lines: Sequence[str], relation_labels: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The validated fields of each line of `path` (see [`_parse_line`]); a blank line is an error."""
+    examples = []
+    for line_index, line in enumerate(lines):
+        where = f"{path}:{line_index + 1}"
+        if not line.strip():
+            raise MNREFormatError(f"{where}: line: blank line before the end of the file")
+        examples.append(_parse_line(line, where, relation_labels))
+    return examples
+
+
 def read_mnre_file(
-    path: str | os.PathLike, split: str | None = None, relation_labels: Sequence[str] = MNRE_RELATIONS
+    path: str | os.PathLike, split: str | None = None, relation_labels: Sequence[str] | None = MNRE_RELATIONS
 ) -> list[dict[str, Any]]:
     """
     Reads and validates an MNRE text file.
@@ -178,7 +212,7 @@ def read_mnre_file(
         split (`str`, *optional*):
             Prefix of the example ids; defaults to the file's stem.
         relation_labels (`Sequence[str]`, *optional*, defaults to [`MNRE_RELATIONS`]):
-            The labels `relation` may take.
+            The labels `relation` may take; `None` takes any non-empty name.
 
     Returns:
         `list[dict]`: one dict per line with `id` (`f"{split}-{line_index}"`, the 0-based line index, the
@@ -195,21 +229,15 @@ def read_mnre_file(
     """
     path = Path(path)
     split = split if split is not None else path.stem
-    lines = _read_lines(path)
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = _text_lines(path)
     _warn_about_repeated_lines(path, lines)
     records = []
     name_mismatches = []
-    for line_index, line in enumerate(lines):
-        where = f"{path}:{line_index + 1}"
-        if not line.strip():
-            raise MNREFormatError(f"{where}: line: blank line before the end of the file")
-        example = _parse_line(line, where, relation_labels)
+    for line_index, example in enumerate(_parse_lines(path, lines, relation_labels)):
         for field in ("h", "t"):
             start, end = example[field]["pos"]
             if example[field]["name"] != " ".join(example["token"][start:end]):
-                name_mismatches.append(f"{where} ('{field}')")
+                name_mismatches.append(f"{path}:{line_index + 1} ('{field}')")
         records.append({"id": f"{split}-{line_index}", "line_index": line_index, **example})
     if name_mismatches:
         logger.warning(
@@ -239,7 +267,11 @@ def read_hub_split(dataset: datasets.Dataset, split: str, source: str) -> list[d
 
     Raises:
         [`MNREFormatError`]: a missing column, a `relation` that is not a `ClassLabel`, or a row whose fields are
-        wrong (named `source[row]` and the field, as a line of a file).
+        wrong (named `source[row]` and the field, as a line of a file), a `relation` that is no id of the
+        `ClassLabel` (null, negative or too large) included.
+
+    Rows repeating an earlier row word for word, and rows with the `id` of an earlier row, are kept and reported in a
+    warning (their count and the first ones), as [`read_mnre_file`] reports repeated lines.
     """
     missing = [column for column in HUB_COLUMNS if column not in dataset.column_names]
     if missing:
@@ -255,21 +287,70 @@ def read_hub_split(dataset: datasets.Dataset, split: str, source: str) -> list[d
     records = []
     for index, row in enumerate(rows):
         where = f"{source}[{index}]"
-        example = {**row, "relation": relation.int2str(row["relation"]), "img_id": row.get("img_id") or f"{index}"}
+        label_id = row["relation"]
+        if not (_is_int(label_id) and 0 <= label_id < relation.num_classes):
+            raise MNREFormatError(
+                f"{where}: field 'relation' = {label_id!r} is not a class id of its ClassLabel (0 to "
+                f"{relation.num_classes - 1})"
+            )
+        example = {**row, "relation": relation.int2str(label_id), "img_id": row.get("img_id") or f"{index}"}
         parsed = _validate_example(example, where, relation.names)
         records.append({"id": row.get("id") or f"{split}-{index}", "line_index": index, **parsed})
+    _warn_about_repeated_rows(source, rows, records)
     return records
+
+
+def _warn_about_repeated_rows(source: str, rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> None:
+    """Logs a warning for the rows that repeat an earlier row word for word and one for the rows whose `id` is that
+    of an earlier row: the count and the first row indices of each."""
+    content = [json.dumps({key: value for key, value in row.items() if key != "id"}, sort_keys=True) for row in rows]
+    for repeats, what in (
+        (_repeats(content, first_number=0), "repeat an earlier row word for word (kept: ids tell them apart)"),
+        (_repeats([record["id"] for record in records], first_number=0), "have the id of an earlier row (kept)"),
+    ):
+        if repeats:
+            logger.warning("%s: %d rows %s, first: rows %s", source, len(repeats), what, ", ".join(repeats[:3]))
+
+
+def _folder_examples(data_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The validated lines of every MNRE text file under `data_dir` (all splits, any relation name), in file order,
+    read without the warnings of [`read_mnre_file`] (the loader gives them)."""
+    return [
+        example
+        for split in MNRE_SPLITS
+        if (path := find_split_file(data_dir, split)) is not None
+        for example in _parse_lines(path, _text_lines(path), relation_labels=None)
+    ]
 
 
 def folder_words(data_dir: str | os.PathLike) -> list[str]:
     """Every word of the MNRE text files under `data_dir` (all splits), in file order."""
-    return [
-        word
-        for split in MNRE_SPLITS
-        if (path := find_split_file(data_dir, split)) is not None
-        for record in read_mnre_file(path, split=split)
-        for word in record["token"]
-    ]
+    return [word for example in _folder_examples(data_dir) for word in example["token"]]
+
+
+def folder_dataset(data_dir: str | os.PathLike) -> tuple[str, list[str]]:
+    """
+    The name and the relation labels (in id order) of an MNRE-format folder: what a run from the folder and its export
+    (`python -m processing.export_mnre`) both use.
+
+    - The built-in sample (its `sample_info.json` declares its relations): `"hvformer built-in sample"` and its
+      declared labels, `None` first.
+    - A folder whose relations are all MNRE's: `"MNRE"` and [`MNRE_RELATIONS`] (all 23, in MNRE's order, so that
+      label ids are MNRE's whichever relations a split holds).
+    - Any other folder: its folder name and its relations, `None` first (id 0, the no-relation label the metric
+      leaves out), then the others sorted.
+
+    Raises:
+        [`MNREFormatError`]: a malformed line in a text file (read to find the relations).
+    """
+    declared = declared_relations(data_dir)
+    if declared is not None:
+        return SAMPLE_DATASET_NAME, declared
+    relations = {example["relation"] for example in _folder_examples(data_dir)}
+    if relations <= set(MNRE_RELATIONS):
+        return MNRE_DATASET_NAME, list(MNRE_RELATIONS)
+    none = MNRE_RELATIONS[0]
+    return Path(data_dir).resolve().name, [none, *sorted(relations - {none})]
 
 
 def hub_words(dataset: datasets.DatasetDict) -> list[str]:

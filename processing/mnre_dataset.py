@@ -50,6 +50,10 @@ MODEL_COLUMNS: tuple[str, ...] = TEXT_COLUMNS + IMAGE_COLUMNS + ("labels",)
 
 IMAGE_STATUSES: tuple[str, ...] = ("loaded", "missing", "unreadable", "disabled")
 """Values of the `image_status` column (and of `crop_status` entries, less `disabled`)."""
+MISSING_IMAGES_POLICIES: tuple[str, ...] = ("error", "blank")
+"""What `missing_images` may say about images and crops that are missing or unreadable (see [`load_mnre`])."""
+MISSING_CROPS_POLICIES: tuple[str, ...] = ("error", "none")
+"""What `missing_crops` may say about a split without object crops (see [`load_mnre`])."""
 
 _IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 _FAILED = ("missing", "unreadable")
@@ -61,6 +65,11 @@ _MAIN_PROCESS_ID = os.getpid()
 class MNREImageError(OSError):
     """Images or object crops that are missing or cannot be decoded while `missing_images="error"`; the message gives
     their count and the first paths."""
+
+
+class MNRECropsError(FileNotFoundError):
+    """A split without object crops (no crops folder, crops mapping or `object_crops` column) while the processor
+    takes some and `missing_crops="error"`; the message names what is missing and the options."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,11 +152,10 @@ def _decode(processor: Any, source: str | bytes | None, role: str) -> tuple[Imag
         return None, "unreadable"
 
 
-def _embedded(image: dict[str, Any] | None) -> str | bytes | None:
-    """The bytes of a `datasets.Image` value read with `decode=False` (or its path when it holds no bytes)."""
-    if image is None:
-        return None
-    return image["bytes"] if image.get("bytes") is not None else image.get("path")
+def _embedded(image: dict[str, Any] | None) -> bytes | None:
+    """The bytes of a `datasets.Image` value read with `decode=False`, `None` for an image that is not there. Never its
+    path: a dataset's images come from its own bytes ([`raise_for_image_paths`] refuses a path without bytes)."""
+    return None if image is None else image.get("bytes")
 
 
 def _image_sources(batch: dict[str, list], num_object_crops: int) -> list[tuple[str | bytes | None, list]]:
@@ -234,6 +242,7 @@ def _base_features(relation_labels: Sequence[str], with_kind: bool) -> datasets.
         "labels": datasets.ClassLabel(names=list(relation_labels)),
         "image_path": datasets.Value("string"),
         "crop_paths": datasets.List(datasets.Value("string")),
+        "crops_unavailable": datasets.Value("bool"),
     }
     return datasets.Features(features)
 
@@ -318,11 +327,12 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         `images_missing` and `images_unreadable` (each replaced by a blank image under `missing_images="blank"`),
         `images_disabled` (`use_images=False`), `images_blank` (the sum of the last three), `examples_with_crops`
         (at least one crop loaded), `crops_loaded`, `crops_missing` and `crops_unreadable` (dropped: `object_mask`
-        0).
+        0), `crops_unavailable` (examples of a split that has no object crops at all, loaded without them under
+        `missing_crops="none"`).
     """
     if isinstance(dataset, datasets.DatasetDict):
         return {split: image_report(split_dataset) for split, split_dataset in dataset.items()}
-    columns = _columns(dataset, ["image_status", "crop_status"])
+    columns = _columns(dataset, ["image_status", "crop_status", "crops_unavailable"])
     images = Counter(columns["image_status"])
     crop_statuses = columns["crop_status"]
     crops = Counter(status for statuses in crop_statuses for status in statuses)
@@ -332,6 +342,7 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         "images_blank": images["missing"] + images["unreadable"] + images["disabled"],
         "examples_with_crops": sum("loaded" in statuses for statuses in crop_statuses),
         **{f"crops_{status}": crops[status] for status in ("loaded", "missing", "unreadable")},
+        "crops_unavailable": sum(columns["crops_unavailable"]),
     }
 
 
@@ -353,6 +364,35 @@ def raise_for_missing_files(split: str, records: list[dict[str, Any]], signature
     missing = [path for path in crop_paths if signatures[path] is None]
     if missing:
         raise MNREImageError(_failure_message(split, "object crops", missing, len(crop_paths), "are missing"))
+
+
+def _first_path_only(values: pyarrow.ChunkedArray) -> list[tuple[int, str]]:
+    """The position and path of the first `datasets.Image` value (a `{bytes, path}` struct) of `values` that holds a
+    path but no bytes; an empty list when there is none."""
+    paths = pyarrow.compute.struct_field(values, "path")
+    no_bytes = pyarrow.compute.is_null(pyarrow.compute.struct_field(values, "bytes"))
+    found = pyarrow.compute.and_(no_bytes, pyarrow.compute.is_valid(paths)).fill_null(False)
+    return [(position, paths[position].as_py()) for position in pyarrow.compute.indices_nonzero(found)[:1].to_pylist()]
+
+
+def raise_for_image_paths(images: datasets.Dataset, source: str) -> None:
+    """Raises [`MNREFormatError`] for the first row of a Hub dataset's `image` (and `object_crops`) column, read with
+    `datasets.Image(decode=False)`, that holds a path but no bytes: such a path names a file of the machine that
+    loads the dataset (any file), and a dataset's images come from its own bytes only. Reads Arrow, decodes
+    nothing."""
+    table = images.with_format("arrow")[:]
+    found = [(row, "image", path) for row, path in _first_path_only(table["image"])]
+    if "object_crops" in table.column_names:
+        lists = table["object_crops"]
+        rows = pyarrow.compute.list_parent_indices(lists).to_pylist()
+        for position, path in _first_path_only(pyarrow.compute.list_flatten(lists)):
+            found.append((rows[position], f"object_crops[{position - rows.index(rows[position])}]", path))
+    if found:
+        row, field, path = min(found)
+        raise MNREFormatError(
+            f"{source}[{row}]: field '{field}' holds a path ({path!r:.120}) but no bytes: a dataset's images are read "
+            "from the bytes it embeds, never from a path (python -m processing.export_mnre embeds them)"
+        )
 
 
 def _decode_failure(processor: Any, path: str) -> str:
@@ -408,12 +448,26 @@ def _apply_image_policy(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _without_crops(missing_crops: str, what: str, remedy: str) -> None:
+    """Applies `missing_crops` to a split or a folder without object crops (`what` says what is missing): raises
+    [`MNRECropsError`] under `"error"` (with `remedy`, how to provide them), logs a warning under `"none"`."""
+    if missing_crops == "error":
+        raise MNRECropsError(
+            f"{what}: {remedy}, or pass missing_crops='none' to go without object crops (counted as "
+            "'crops_unavailable' in image_report())"
+        )
+    logger.warning("%s: going without object crops (missing_crops='none')", what)
+
+
 def resolve_crops_mapping(
     crops_mapping: str | os.PathLike | Mapping[str, str | os.PathLike] | None,
     split: str,
     text_file: Path,
     data_dir: Path,
-) -> Path:
+    missing_crops: Literal["error", "none"] = "error",
+) -> Path | None:
+    """The crops mapping of `split` (see [`load_mnre`]'s `crops_mapping`); `None` when there is none and
+    `missing_crops="none"` (logged), [`MNRECropsError`] under `"error"`."""
     if isinstance(crops_mapping, Mapping):
         if split not in crops_mapping:
             raise KeyError(f"crops_mapping has no entry for split '{split}' (it has {sorted(crops_mapping)})")
@@ -423,27 +477,63 @@ def resolve_crops_mapping(
     folders = [Path(crops_mapping)] if crops_mapping is not None else [text_file.parent, data_dir]
     found = find_crops_mapping(folders, split)
     if found is None:
-        raise FileNotFoundError(
-            f"split '{split}': no crops mapping mre_{split}_dict.{{pth,pt,json}} in {', '.join(map(str, folders))}; "
-            "pass crops_mapping, or use_object_crops=False to go without object crops"
+        _without_crops(
+            missing_crops,
+            f"split '{split}': no crops mapping mre_{split}_dict.{{pth,pt,json}} in {', '.join(map(str, folders))}",
+            "pass crops_mapping",
         )
     return found
+
+
+def _outside(path: Path, folder: Path) -> Path | None:
+    """Where `path` leads when that is outside `folder` (a resolved folder): through `..`, an absolute name or a
+    symbolic link; `None` when it stays inside."""
+    resolved = path.resolve()
+    return None if resolved.is_relative_to(folder) else resolved
 
 
 def attach_paths(
     records: list[dict[str, Any]],
     split: str,
+    text_file: Path,
     image_root: Path | None,
     crops_root: Path | None,
     mapping_file: Path | None,
     num_object_crops: int | None,
 ) -> None:
     """Adds `image_path` and `crop_paths` (the first `num_object_crops` crops listed, all with `None`) to each
-    record, in place."""
+    record of `text_file`, in place.
+
+    Raises:
+        [`MNREFormatError`]: an image that leads outside `image_root/split` or a crop name of the mapping that leads
+        outside `crops_root/split/crops` (an absolute name, `..`, or a symbolic link to a file elsewhere: such a file
+        would be decoded, or embedded by an export); a mapping none of whose keys is a line of the split.
+    """
     mapping = load_crops_mapping(mapping_file) if mapping_file is not None else {}
+    if crops_root is not None:
+        crops_folder = crops_root / split / "crops"
+        resolved_crops = crops_folder.resolve()
+        for key, names in mapping.items():
+            for name in names:
+                outside = _outside(crops_folder / name, resolved_crops)
+                if outside is not None:
+                    raise MNREFormatError(
+                        f"{mapping_file}: key {key!r}: crop {name!r:.120} leads to {outside}, outside the crops "
+                        f"folder {crops_folder}"
+                    )
+    resolved_images = (image_root / split).resolve() if image_root is not None else None
     matched = 0
     for record in records:
-        record["image_path"] = str(image_root / split / record["img_id"]) if image_root is not None else ""
+        record["image_path"] = ""
+        if image_root is not None:
+            image_path = image_root / split / record["img_id"]
+            outside = _outside(image_path, resolved_images)
+            if outside is not None:
+                raise MNREFormatError(
+                    f"{text_file}:{record['line_index'] + 1}: field 'img_id': {image_path} leads to {outside}, "
+                    f"outside the image folder {image_root / split}"
+                )
+            record["image_path"] = str(image_path)
         names = lookup_crops(mapping, record["line_index"], record["img_id"]) or []
         matched += bool(names)
         record["crop_paths"] = [str(crops_root / split / "crops" / name) for name in names[:num_object_crops]]
@@ -457,29 +547,42 @@ def attach_paths(
         logger.info("split '%s': %d of %d examples have object crops (%s)", split, matched, len(records), mapping_file)
 
 
-def check_missing_images(missing_images: str) -> None:
-    """Refuses a `missing_images` policy other than `"error"` and `"blank"`."""
-    if missing_images not in ("error", "blank"):
-        raise ValueError(f"missing_images must be 'error' or 'blank', got {missing_images!r}")
+def check_policies(missing_images: str, missing_crops: str) -> None:
+    """Refuses a `missing_images` policy other than those of [`MISSING_IMAGES_POLICIES`], and a `missing_crops`
+    policy other than those of [`MISSING_CROPS_POLICIES`]."""
+    for name, value, policies in (
+        ("missing_images", missing_images, MISSING_IMAGES_POLICIES),
+        ("missing_crops", missing_crops, MISSING_CROPS_POLICIES),
+    ):
+        if value not in policies:
+            raise ValueError(f"{name} must be {' or '.join(map(repr, policies))}, got {value!r:.100}")
 
 
 def image_folders(
-    data_dir: Path, image_dir: str | os.PathLike | None, crops_dir: str | os.PathLike | None, use_object_crops: bool
+    data_dir: Path,
+    image_dir: str | os.PathLike | None,
+    crops_dir: str | os.PathLike | None,
+    with_crops: bool,
+    missing_crops: Literal["error", "none"] = "error",
 ) -> tuple[Path, Path | None]:
-    """The image folder of an MNRE folder (`image_dir`, by default `data_dir/img_org`; it must exist) and its object
-    crops folder (`crops_dir`, which must exist when given; by default `data_dir/img_vg` when it exists; `None`
-    without it or with `use_object_crops=False`, logged)."""
+    """The image folder of an MNRE folder (`image_dir`, by default `data_dir/img_org`; it must exist) and, when
+    `with_crops`, its object crops folder (`crops_dir`, which must exist when given; by default `data_dir/img_vg`).
+    Without that default folder: [`MNRECropsError`] under `missing_crops="error"`, `None` (logged) under `"none"`."""
     image_root = Path(image_dir) if image_dir is not None else data_dir / "img_org"
     if not image_root.is_dir():
         raise FileNotFoundError(f"image folder {image_root} not found: pass image_dir, or use_images=False")
-    if not use_object_crops:
-        logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
+    if not with_crops:
         return image_root, None
     crops_root = Path(crops_dir) if crops_dir is not None else data_dir / "img_vg"
     if not crops_root.is_dir():
         if crops_dir is not None:
             raise FileNotFoundError(f"object crops folder {crops_root} not found")
-        logger.info("no object crops folder (%s): no object crops (object_mask 0 everywhere)", crops_root)
+        _without_crops(
+            missing_crops,
+            f"no object crops folder {crops_root} (with {{split}}/crops/ in it, and mre_{{split}}_dict.pth beside the "
+            "text files)",
+            "pass crops_dir",
+        )
         return image_root, None
     return image_root, crops_root
 
@@ -496,6 +599,7 @@ def load_mnre(
     use_images: bool = True,
     use_object_crops: bool = True,
     missing_images: Literal["error", "blank"] = "error",
+    missing_crops: Literal["error", "none"] = "error",
     num_proc: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
@@ -514,15 +618,17 @@ def load_mnre(
             Folder with a sub-folder per split: `{image_dir}/{split}/{img_id}`. Defaults to `data_dir/img_org`; must
             exist unless `use_images=False`.
         crops_dir (`str` or `os.PathLike`, *optional*):
-            Folder of the object crops: `{crops_dir}/{split}/crops/{crop file}`. Defaults to `data_dir/img_vg` when
-            that exists; without crops every `object_mask` is 0 (logged).
+            Folder of the object crops: `{crops_dir}/{split}/crops/{crop file}`. Defaults to `data_dir/img_vg`
+            (without it, see `missing_crops`). Not read when the processor takes no crops (`num_object_crops=0`).
         crops_mapping (`str`, `os.PathLike` or `Mapping[str, str | os.PathLike]`, *optional*):
             Which crops belong to which line (read with [`load_crops_mapping`]): a `{split: file}` dict, a folder
             holding `mre_{split}_dict.{pth,pt,json}` (`mre_dev_dict.*` for val, the reference name), or one file when
             loading one split. Defaults to looking next to the text file, then in `data_dir`. A line is looked up by
             its 0-based line index (an int, or its decimal string in JSON: what the reference code does), then by its
             `img_id`, then by the `img_id` without extension; its first `processor.num_object_crops` crops are used.
-            A mapping none of whose keys matches the split raises [`MNREFormatError`].
+            A mapping none of whose keys matches the split raises [`MNREFormatError`], a crop name that leads outside
+            `{crops_dir}/{split}/crops` (an absolute name, `..` or a symbolic link) too, as an image that leads outside
+            `{image_dir}/{split}`. A post the mapping lists no crops for has none (`object_mask` 0).
         relation_labels (`Sequence[str]`, *optional*):
             Label names in id order. Defaults to `processor.relation_labels`, else [`MNRE_RELATIONS`].
         use_images (`bool`, *optional*, defaults to `True`):
@@ -536,6 +642,11 @@ def load_mnre(
             blank (black) image in place of such an image and drops such a crop (`object_mask` 0); each case is
             recorded in the `image_status`/`crop_status` columns, counted by [`image_report`] and logged as a
             warning. Nothing is substituted silently.
+        missing_crops (`"error"` or `"none"`, *optional*, defaults to `"error"`):
+            A split without object crops while the processor takes some (no crops folder, or no crops mapping for
+            the split): `"error"` raises [`MNRECropsError`] naming what is missing; `"none"` loads the split without
+            crops (every `object_mask` 0), recorded in the `crops_unavailable` column, counted by [`image_report`]
+            and logged as a warning.
         num_proc (`int`, *optional*):
             Worker processes for decoding images.
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -551,7 +662,8 @@ def load_mnre(
           unpadded (the collator pads);
         - `pixel_values` (uint8 `(3, H, W)`), `object_pixel_values` (uint8 `(t, 3, s, s)`, zeros for absent crops),
           `object_mask` (`(t,)`): resized, not normalised;
-        - `image_status` (one of [`IMAGE_STATUSES`]) and `crop_status` (the status of each crop in `crop_paths`).
+        - `image_status` (one of [`IMAGE_STATUSES`]), `crop_status` (the status of each crop in `crop_paths`) and
+          `crops_unavailable` (the split has no crops: `missing_crops="none"`).
         The model columns are formatted as numpy arrays of their own dtypes (the pixels uint8: `dtype=None` keeps
         `datasets` from widening integer arrays to int64, 8 times the bytes) and `output_all_columns=True` returns
         the others as Python objects. For training, `processing.collator.ColumnBatches` reads whole batches straight
@@ -569,7 +681,8 @@ def load_mnre(
     Raises:
         [`MNREFormatError`]: a malformed line or crops mapping, or a line the processor cannot encode.
         [`MNREImageError`]: under `missing_images="error"`, images or crops that are missing or cannot be decoded.
-        `FileNotFoundError`: a missing text file, image folder, crops folder or crops mapping.
+        [`MNRECropsError`]: under `missing_crops="error"`, a missing crops folder or crops mapping.
+        `FileNotFoundError`: a missing text file, image folder or given crops folder.
     """
     data_dir = Path(data_dir)
     if relation_labels is None:
@@ -583,11 +696,16 @@ def load_mnre(
     if single_mapping_file and Path(crops_mapping).is_file() and len(splits) > 1:
         raise ValueError("one crops_mapping file given for several splits: pass a {split: file} dict or a folder")
 
+    loader = _SplitLoader(
+        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+    )
+    if use_images and not use_object_crops:
+        logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
+    with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
     image_root = crops_root = None
     if use_images:
-        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, use_object_crops)
+        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, with_crops, missing_crops)
 
-    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, num_proc, cache_dir)
     dataset_dict = datasets.DatasetDict()
     for split in splits:
         text_file = find_split_file(data_dir, split)
@@ -595,8 +713,9 @@ def load_mnre(
             raise FileNotFoundError(f"no text file for split '{split}' (mnre_{split}.txt) under {data_dir}")
         mapping_file = None
         if crops_root is not None:
-            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir)
-        dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file)
+            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, missing_crops)
+        crops_unavailable = with_crops and mapping_file is None
+        dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file, crops_unavailable)
     return dataset_dict
 
 
@@ -610,6 +729,7 @@ def load_mnre_hub(
     use_images: bool = True,
     use_object_crops: bool = True,
     missing_images: Literal["error", "blank"] = "error",
+    missing_crops: Literal["error", "none"] = "error",
     num_proc: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
@@ -622,9 +742,12 @@ def load_mnre_hub(
     names (`train`, `val`, `test` from the Hub's `train`, `validation`, `test`): the same ids, tokens, labels and
     pixels (the images are decoded from the bytes the dataset embeds, as from the files). `image_path` and
     `crop_paths` name the images for the report (`dataset/split/img_id`). An image or crop stored as `None` is
-    missing: `missing_images` applies as for files. The image cache depends on the dataset's fingerprint instead of
-    file sizes and times. The other arguments are [`load_mnre`]'s; `relation_labels` must be the names of the
-    dataset's `relation` `ClassLabel`.
+    missing: `missing_images` applies as for files. An image or crop that holds a path but no bytes is an
+    [`MNREFormatError`] naming the split, the row and the field: a dataset's images come from its own bytes, never
+    from a file a path names. A split without an `object_crops` column, or whose rows all have it null (the export
+    of a folder without crops), has no crops: `missing_crops` applies as for a folder without them. The image cache
+    depends on the dataset's fingerprint instead of file sizes and times. The other arguments are [`load_mnre`]'s;
+    `relation_labels` must be the names of the dataset's `relation` `ClassLabel`.
     """
     raw = dataset
     available = [split for split in MNRE_SPLITS if HUB_SPLITS[split] in raw]
@@ -636,12 +759,13 @@ def load_mnre_hub(
             raise FileNotFoundError(f"{dataset_name} has no '{HUB_SPLITS[split]}' split (it has {sorted(raw)})")
     if relation_labels is None:
         relation_labels = raw[HUB_SPLITS[splits[0]]].features["relation"].names
-    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, num_proc, cache_dir)
+    loader = _SplitLoader(
+        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+    )
+    with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
     return datasets.DatasetDict(
         {
-            split: loader.load_hub(
-                split, raw[HUB_SPLITS[split]], f"{dataset_name}[{HUB_SPLITS[split]}]", use_images and use_object_crops
-            )
+            split: loader.load_hub(split, raw[HUB_SPLITS[split]], f"{dataset_name}[{HUB_SPLITS[split]}]", with_crops)
             for split in splits
         }
     )
@@ -655,11 +779,12 @@ class _SplitLoader:
     relation_labels: list[str]
     use_images: bool
     missing_images: str
+    missing_crops: str
     num_proc: int | None
     cache_dir: str | os.PathLike | None
 
     def __post_init__(self) -> None:
-        check_missing_images(self.missing_images)
+        check_policies(self.missing_images, self.missing_crops)
         self.cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "hvformer_mnre")
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self.text_columns = _text_columns(self.processor)
@@ -679,12 +804,15 @@ class _SplitLoader:
         image_root: Path | None,
         crops_root: Path | None,
         mapping_file: Path | None,
+        crops_unavailable: bool,
     ) -> datasets.Dataset:
         """The split of an MNRE folder: its text file's records, their image files."""
         records = read_mnre_file(text_file, split=split, relation_labels=self.relation_labels)
         if not records:
             raise MNREFormatError(f"{text_file}: no examples")
-        attach_paths(records, split, image_root, crops_root, mapping_file, self.processor.num_object_crops)
+        attach_paths(records, split, text_file, image_root, crops_root, mapping_file, self.processor.num_object_crops)
+        for record in records:
+            record["crops_unavailable"] = crops_unavailable
         signatures: dict[str, str | None] = {}
         if self.use_images:
             paths = {record["image_path"] for record in records}
@@ -702,8 +830,9 @@ class _SplitLoader:
             first_error=partial(_decode_failure, self.processor),
         )
 
-    def load_hub(self, split: str, raw: datasets.Dataset, source: str, use_object_crops: bool) -> datasets.Dataset:
-        """The split of a dataset in `export_mnre`'s layout: its rows' records, the images its rows embed."""
+    def load_hub(self, split: str, raw: datasets.Dataset, source: str, with_crops: bool) -> datasets.Dataset:
+        """The split of a dataset in `export_mnre`'s layout: its rows' records, the images its rows embed (and, when
+        `with_crops`, their object crops)."""
         records = read_hub_split(raw, split, source)
         if not records:
             raise MNREFormatError(f"{source}: no examples")
@@ -712,22 +841,32 @@ class _SplitLoader:
                 f"{source}: the relations of its 'relation' ClassLabel {raw.features['relation'].names} are not the "
                 f"model's {self.relation_labels}"
             )
-        with_crops = use_object_crops and "object_crops" in raw.column_names
         crop_counts = [0] * len(records)
+        crops_unavailable = False
         if with_crops:  # the lengths of the crop lists, read from Arrow without decoding or copying any image
-            lists = raw.select_columns(["object_crops"]).with_format("arrow")[:]["object_crops"]
-            crop_counts = pyarrow.compute.list_value_length(lists).fill_null(0).to_pylist()
+            lists = None
+            if "object_crops" in raw.column_names:
+                lists = raw.select_columns(["object_crops"]).with_format("arrow")[:]["object_crops"]
+            if lists is None or lists.null_count == len(lists):
+                problem = "no 'object_crops' column" if lists is None else "'object_crops' is null in every row"
+                remedy = "export the MNRE folder with its object crops (img_vg/ and the mre_{split}_dict.pth mappings)"
+                _without_crops(self.missing_crops, f"{source}: {problem}", remedy)
+                crops_unavailable, with_crops = True, False
+            else:
+                crop_counts = pyarrow.compute.list_value_length(lists).fill_null(0).to_pylist()
         for record, count in zip(records, crop_counts, strict=True):
             record["image_path"] = f"{source}/{record['img_id']}"
             slots = range(min(count, self.processor.num_object_crops))
             record["crop_paths"] = [f"{source}/{record['img_id']} object crop {slot}" for slot in slots]
+            record["crops_unavailable"] = crops_unavailable
         images = None
         if self.use_images:
             columns = ["image", *(["object_crops"] if with_crops else [])]
             images = raw.select_columns(columns).cast_column("image", datasets.Image(decode=False))
             if with_crops:
                 images = images.cast_column("object_crops", datasets.List(datasets.Image(decode=False)))
-        image_inputs = raw._fingerprint if self.use_images else ""
+            raise_for_image_paths(images, source)
+        image_inputs = f"{raw._fingerprint} with crops: {with_crops}" if self.use_images else ""
         return self._cache(split, records, f"{source}[{{row}}]", images, image_inputs, first_error=None)
 
     def _cache(

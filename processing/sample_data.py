@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import reprlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,8 +38,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-SAMPLE_DATASET_NAME = "hvformer built-in sample"
-"""How runs and model cards name the built-in sample dataset."""
 SAMPLE_RELATIONS: tuple[str, ...] = (
     "/per/per/peer",
     "/per/org/member_of",
@@ -127,6 +126,8 @@ NAMES: tuple[str, ...] = (
 _CROP_COUNT_WEIGHTS = (0.15, 0.15, 0.2, 0.35, 0.15)  # probability of 0, 1, 2, 3, 4 crops
 _JPEG_QUALITY = 90
 _INFO_FILE = "sample_info.json"
+SAMPLE_DATASET_NAME = "hvformer built-in sample"
+"""How runs, exports and model cards name the built-in sample dataset."""
 
 
 def default_sample_dir(seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
@@ -274,6 +275,27 @@ def _is_complete(folder: Path, expected: dict[str, Any]) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return {key: info.get(key) for key in expected} == expected
+
+
+def declared_relations(folder: str | os.PathLike) -> list[str] | None:
+    """The relation labels, in id order, that the `sample_info.json` of a sample dataset folder declares (`None`
+    first, then [`SAMPLE_RELATIONS`]); `None` for a folder without that file.
+
+    Raises:
+        `ValueError`: the file is there but holds no list of distinct relation names (the message names the file).
+    """
+    path = Path(folder) / _INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        relations = json.loads(path.read_text(encoding="utf-8")).get("relations")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a JSON object ({type(error).__name__}: {error})") from None
+    valid = isinstance(relations, list) and all(isinstance(name, str) and name for name in relations)
+    if not (valid and relations and len(set(relations)) == len(relations)):
+        shown = reprlib.repr(relations)
+        raise ValueError(f"{path}: 'relations' must be a list of distinct relation names, got {shown}")
+    return relations
 
 
 def build_sample_dataset(

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from _data_fixtures import build_small_sample
 from huggingface_hub import DatasetCard
 from mnre_folder import write_mnre_folder
 
 import run_mre
 from modeling_hvformer import MNRE_RELATIONS
 from processing import export_mnre as export_module
-from processing.export_mnre import export_mnre, main
-from processing.mnre_dataset import MNREImageError
+from processing.export_mnre import ExportDestinationError, export_mnre, main
+from processing.mnre import MNREFormatError
+from processing.mnre_dataset import MNRECropsError, MNREImageError
+from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 
 SIZES = {"train": 10, "val": 5, "test": 5}
 
@@ -147,3 +151,141 @@ def test_the_dataset_replaces_a_configs_data_dir(folder, tmp_path, caplog):
         )
     assert f"Reading {tmp_path / 'hub'}, not --data_dir {tmp_path / 'absent'}" in caplog.text
     assert (tmp_path / "run" / "predictions.jsonl").read_text().count("\n") == SIZES["test"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The output folder: only a previous export is ever replaced
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_folder_that_is_not_an_export_is_never_replaced(folder, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--data_dir", str(folder), "--output_dir", str(mine), *extra])
+        assert exit_info.value.code == 2
+        assert (
+            f"error: output folder {mine} is not empty and is not a previous export (it has no hvformer_export.json): "
+            "choose an empty or new folder (the export never replaces a folder it did not write)"
+        ) in capsys.readouterr().err
+        assert [path.name for path in mine.iterdir()] == ["notes.txt"]
+        assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("where", ["the data folder", "inside the data folder", "holding the data folder"])
+def test_an_output_folder_overlapping_the_data_is_refused(tmp_path, where):
+    data = write_mnre_folder(tmp_path / "parent" / "own", sizes={"train": 2})
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    output = {"the data folder": data, "inside the data folder": data / "hub", "holding the data folder": data.parent}
+    with pytest.raises(ExportDestinationError) as error:
+        export_mnre(data, output[where])
+    assert str(error.value) == (
+        f"output folder {output[where]} and the data {data} overlap (the same, or one inside the other): the export "
+        "replaces its output folder whole; choose an output folder outside the data"
+    )
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+
+
+def test_a_previous_export_is_replaced_only_with_overwrite(folder, tmp_path):
+    output = tmp_path / "hub"
+    export_mnre(folder, output)
+    manifest = json.loads((output / "hvformer_export.json").read_text())
+    assert manifest["files"][0] == "README.md" and len(manifest["files"]) == 4  # the card and one shard per split
+    with pytest.raises(ExportDestinationError, match="holds a previous export: pass overwrite=True"):
+        export_mnre(folder, output)
+    (output / "README.md").write_text("an older card")
+    export_mnre(folder, output, overwrite=True)
+    assert (output / "README.md").read_text().startswith("---\n")
+    (output / "data" / "mine.txt").write_text("keep me")
+    with pytest.raises(ExportDestinationError, match=r"it holds 1 entries the export did not write: data/mine.txt"):
+        export_mnre(folder, output, overwrite=True)
+    assert (output / "data" / "mine.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Crops that lead outside their folder; a folder without crops
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["absolute", "symlink"])
+def test_a_crop_outside_the_crops_folder_is_not_embedded(tmp_path, how):
+    data = write_mnre_folder(tmp_path / "own", sizes={"train": 2})
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the Hub")
+    crops = data / "img_vg" / "train" / "crops"
+    name = str(secret) if how == "absolute" else "link.jpg"
+    if how == "symlink":
+        (crops / name).symlink_to(secret)
+    torch.save({0: [name]}, data / "mre_train_dict.pth")
+    with pytest.raises(MNREFormatError, match=rf"key 0: crop '.*' leads to {secret}, outside the crops folder"):
+        export_mnre(data, tmp_path / "hub", missing_images="blank")
+    assert not (tmp_path / "hub").exists()
+
+
+def test_a_folder_without_crops_is_exported_only_when_told_and_then_trains_only_when_told(tmp_path, capsys):
+    """Without `img_vg/`: refused; with `--missing_crops none`, each row's `object_crops` is null, so that loading the
+    export refuses it as loading the folder does, and a run told `--missing_crops none` reports the examples that went
+    without crops in all_results.json and its summary."""
+    data = write_mnre_folder(tmp_path / "own", sizes=SIZES)
+    shutil.rmtree(data / "img_vg")
+    with pytest.raises(MNRECropsError, match=f"no object crops folder {data / 'img_vg'}"):
+        export_mnre(data, tmp_path / "hub")
+    main(["--data_dir", str(data), "--output_dir", str(tmp_path / "hub"), "--missing_crops", "none"])
+    assert "train: 10 posts, 10 images and no crops embedded" in capsys.readouterr().out
+    rows = datasets.load_dataset(str(tmp_path / "hub"), split="train")
+    assert rows["object_crops"] == [None] * 10
+    assert "| train | 10 | 10 | none (no crops) | 0 | 0 |" in (tmp_path / "hub" / "README.md").read_text()
+
+    common = ["--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache"), "--num_train_epochs"]
+    common += ["1", "--disable_tqdm", "true", "--logging_strategy", "no"]
+    with pytest.raises(MNRECropsError, match=r"hub\[train\]: 'object_crops' is null in every row: export the MNRE"):
+        run_mre.main(["--dataset_name", str(tmp_path / "hub"), *common])
+    capsys.readouterr()
+    metrics = run_mre.main(["--dataset_name", str(tmp_path / "hub"), "--missing_crops", "none", *common])
+    assert (metrics["train_crops_unavailable"], metrics["test_crops_loaded"]) == (10, 0)
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert (results["train_crops_unavailable"], results["val_crops_unavailable"]) == (10, 5)
+    assert "Without object crops (--missing_crops none), examples: train 10, val 5, test 5" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The relations and the card of data other than MNRE: the built-in sample
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_samples_export_has_the_samples_relations_and_title(tmp_path):
+    sample = build_small_sample(tmp_path / "sample")
+    export_mnre(sample, tmp_path / "hub")
+    features = datasets.load_dataset(str(tmp_path / "hub"), split="train").features
+    assert features["relation"].names == ["None", *SAMPLE_RELATIONS]
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert DatasetCard.load(tmp_path / "hub" / "README.md").data.pretty_name == "hvformer built-in sample"
+    assert "\n# hvformer built-in sample\n" in card and "# MNRE" not in card and "zheng2021mnre" not in card
+    assert 'load_dataset("path/to/dataset")' in card and str(tmp_path) not in card
+    assert "0 `None`, 1 `/per/per/peer`, 2 `/per/org/member_of`" in card
+
+    labels = ["None", *reversed(SAMPLE_RELATIONS)]
+    main(["--data_dir", str(sample), "--output_dir", str(tmp_path / "own"), "--relation_labels", *labels])
+    assert datasets.load_dataset(str(tmp_path / "own"), split="train").features["relation"].names == labels
+    with pytest.raises(MNREFormatError, match=r"mnre_train.txt:\d+: field 'relation' = '/per/per/peer' is not one"):
+        export_mnre(sample, tmp_path / "fewer", relation_labels=labels[:-1])
+
+
+def test_training_from_the_samples_export_matches_the_main_job(tmp_path):
+    """The main job (the built-in sample, no `--data_dir`) and `--dataset_name` of the sample's export, on the same
+    seed and a short schedule: the same relations, metrics and a byte-identical `predictions.jsonl`."""
+    export_mnre(build_sample_dataset(), tmp_path / "hub")
+    common = ["--num_train_epochs", "2", "--max_train_samples", "64", "--per_device_eval_batch_size", "100"]
+    common += ["--disable_tqdm", "true", "--logging_strategy", "no"]
+    main_job = run_mre.main(["--output_dir", str(tmp_path / "main"), "--cache_dir", str(tmp_path / "c1"), *common])
+    from_export = run_mre.main(
+        ["--dataset_name", str(tmp_path / "hub"), "--output_dir", str(tmp_path / "export")]
+        + ["--cache_dir", str(tmp_path / "c2"), *common]
+    )
+    scores = [f"{split}_{name}" for split in ("eval", "test") for name in ("precision", "recall", "f1", "accuracy")]
+    assert {name: from_export[name] for name in scores} == {name: main_job[name] for name in scores}
+    predictions = (tmp_path / "main" / "predictions.jsonl").read_bytes()
+    assert (tmp_path / "export" / "predictions.jsonl").read_bytes() == predictions
+    assert predictions.count(b"\n") == 100

@@ -8,15 +8,26 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from _data_fixtures import (
     MNRE_DIR,
+    build_small_sample,
     mnre_line,
     write_lines,
 )
 
-from processing.mnre import MNRE_RELATIONS, MNREFormatError, load_crops_mapping, read_mnre_file
+from processing.mnre import (
+    MNRE_RELATIONS,
+    MNREFormatError,
+    folder_dataset,
+    folder_words,
+    load_crops_mapping,
+    read_hub_split,
+    read_mnre_file,
+)
+from processing.sample_data import SAMPLE_DATASET_NAME, SAMPLE_RELATIONS
 
 # ------------------------------------------------------------------------------------------------------------------
 # Labels and the real data
@@ -165,3 +176,72 @@ def test_bad_json_mapping(tmp_path, content, message):
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(MNREFormatError, match=message):
         load_crops_mapping(path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A folder's relations; rows of a Hub dataset
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_folders_relations_come_from_one_rule(tmp_path):
+    """MNRE's 23 in MNRE's order when every relation is MNRE's, the built-in sample's own declared list, else `None`
+    first and the folder's others sorted; relations outside MNRE's are read without a label list."""
+    mnre = tmp_path / "mnre"
+    mnre.mkdir()
+    write_lines(mnre / "mnre_train.txt", [mnre_line(), mnre_line(relation="None")])
+    assert folder_dataset(mnre) == ("MNRE", list(MNRE_RELATIONS))
+
+    own = tmp_path / "posts"
+    own.mkdir()
+    write_lines(own / "mnre_train.txt", [mnre_line(relation="likes"), mnre_line(relation="None")])
+    write_lines(own / "mnre_test.txt", [mnre_line(relation="/per/per/peer"), mnre_line(relation="hates")])
+    assert folder_dataset(own) == ("posts", ["None", "/per/per/peer", "hates", "likes"])
+    assert folder_words(own)[:3] == ["RT", "@news", ":"]
+
+    sample = build_small_sample(tmp_path / "sample")
+    assert folder_dataset(sample) == (SAMPLE_DATASET_NAME, ["None", *SAMPLE_RELATIONS])
+    info = json.loads((sample / "sample_info.json").read_text())
+    (sample / "sample_info.json").write_text(json.dumps({**info, "relations": ["None", "None"]}))
+    with pytest.raises(ValueError) as error:
+        folder_dataset(sample)
+    assert str(error.value) == (
+        f"{sample / 'sample_info.json'}: 'relations' must be a list of distinct relation names, got ['None', 'None']"
+    )
+
+
+def _hub_split(relations: list, ids: list[str] | None = None, **columns: list) -> datasets.Dataset:
+    """A split in export_mnre's layout (no images needed: `read_hub_split` reads none) with these relation ids."""
+    rows = {
+        "token": [mnre_line()["token"]] * len(relations),
+        "h": [mnre_line()["h"]] * len(relations),
+        "t": [mnre_line()["t"]] * len(relations),
+        "relation": relations,
+        "image": [None] * len(relations),
+        **({"id": ids} if ids is not None else {}),
+        **columns,
+    }
+    return datasets.Dataset.from_dict(rows).cast_column("relation", datasets.ClassLabel(names=list(MNRE_RELATIONS)))
+
+
+@pytest.mark.parametrize("relation", [99, -1, None])
+def test_hub_relation_that_is_no_class_id_names_split_row_and_field(relation):
+    split = _hub_split([0, 11, relation])
+    with pytest.raises(MNREFormatError) as error:
+        read_hub_split(split, "train", "user/mnre[train]")
+    assert str(error.value) == (
+        f"user/mnre[train][2]: field 'relation' = {relation!r} is not a class id of its ClassLabel (0 to 22)"
+    )
+
+
+def test_hub_rows_repeating_an_earlier_row_or_its_id_are_kept_and_reported(caplog):
+    """As a folder's repeated lines: kept, and a warning with the count and the first rows (0-based, as `[row]` in
+    errors), for rows repeating another word for word and for rows with another's id."""
+    split = _hub_split([0, 11, 0, 11, 0], ids=["a", "a", "c", "d", "a"], img_id=["x", "y", "x", "y", "z"])
+    with caplog.at_level(logging.WARNING, logger="processing.mnre"):
+        records = read_hub_split(split, "train", "user/mnre[train]")
+    assert [record["id"] for record in records] == ["a", "a", "c", "d", "a"]
+    assert caplog.messages == [
+        "user/mnre[train]: 2 rows repeat an earlier row word for word (kept: ids tell them apart), first: rows "
+        "2 (= 0), 3 (= 1)",
+        "user/mnre[train]: 2 rows have the id of an earlier row (kept), first: rows 1 (= 0), 4 (= 0)",
+    ]

@@ -4,6 +4,7 @@ mappings applied, layout errors."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ from PIL import Image
 from tiny_models import CROP_SIZE, IMAGE_SIZE
 
 from processing.mnre import MNRE_RELATIONS, MNREFormatError, load_crops_mapping
-from processing.mnre_dataset import MNREImageError, image_report, load_mnre
+from processing.mnre_dataset import MNRECropsError, MNREImageError, image_report, load_mnre, load_mnre_hub
 from processing.sample_data import build_sample_dataset
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -327,10 +329,49 @@ def test_crops_switched_off(small_sample, tmp_path, monkeypatch):
     assert len(counter.paths) == len(dataset) and not any("img_vg" in path for path in counter.paths)
 
 
-def test_without_crops_folder_masks_are_zero(small_sample, tmp_path):
+def test_a_folder_without_crops_is_refused_unless_told_to_go_without(small_sample, tmp_path, caplog):
+    """The processor takes 3 crops a post and there is no `img_vg/`: an error naming the folder expected and the
+    option; with `missing_crops="none"` the split loads without crops, counted and logged. A processor that takes no
+    crops requires nothing."""
     (small_sample / "img_vg").rename(tmp_path / "elsewhere")
-    dataset = load_mnre(small_sample, make_processor(), splits=["train"], cache_dir=tmp_path / "cache")["train"]
-    assert not _array(dataset, "object_mask").any() and image_report(dataset)["images_loaded"] == len(dataset)
+    with pytest.raises(MNRECropsError) as error:
+        load_mnre(small_sample, make_processor(), splits=["train"], cache_dir=tmp_path / "cache")
+    assert str(error.value) == (
+        f"no object crops folder {small_sample / 'img_vg'} (with {{split}}/crops/ in it, and mre_{{split}}_dict.pth "
+        "beside the text files): pass crops_dir, or pass missing_crops='none' to go without object crops (counted as "
+        "'crops_unavailable' in image_report())"
+    )
+    with caplog.at_level(logging.WARNING, logger="processing.mnre_dataset"):
+        dataset = load_mnre(
+            small_sample, make_processor(), splits=["train"], missing_crops="none", cache_dir=tmp_path / "cache"
+        )["train"]
+    assert not _array(dataset, "object_mask").any()
+    report = image_report(dataset)
+    assert (report["crops_unavailable"], report["images_loaded"], report["crops_loaded"]) == (20, 20, 0)
+    assert f"no object crops folder {small_sample / 'img_vg'}" in caplog.text and "missing_crops='none'" in caplog.text
+
+    without = load_mnre(small_sample, make_processor(num_object_crops=0), cache_dir=tmp_path / "cache")
+    assert image_report(without)["train"]["crops_unavailable"] == 0
+
+
+def test_a_split_without_its_crops_mapping_is_refused_unless_told_to_go_without(small_sample, tmp_path):
+    """A post its mapping lists no crops for is fine; a split with no mapping at all is not, unless
+    `missing_crops="none"` (then only that split goes without)."""
+    (small_sample / "mre_val_dict.json").unlink()
+    with pytest.raises(MNRECropsError) as error:
+        load_mnre(small_sample, make_processor(), cache_dir=tmp_path / "cache")
+    assert str(error.value).startswith(
+        f"split 'val': no crops mapping mre_val_dict.{{pth,pt,json}} in {small_sample}, {small_sample}: pass "
+        "crops_mapping, or pass missing_crops='none' to go without object crops"
+    )
+    dataset_dict = load_mnre(small_sample, make_processor(), missing_crops="none", cache_dir=tmp_path / "cache")
+    report = image_report(dataset_dict)
+    assert (report["train"]["crops_unavailable"], report["val"]["crops_unavailable"]) == (0, 8)
+    assert report["train"]["crops_loaded"] > 0 and report["val"]["crops_loaded"] == 0
+    with pytest.raises(ValueError, match="missing_crops must be 'error' or 'none', got 'blank'"):
+        load_mnre(small_sample, make_processor(), missing_crops="blank", cache_dir=tmp_path / "cache")
+
+    (small_sample / "img_vg").rename(tmp_path / "elsewhere")
     (small_sample / "mre_train_dict.json").unlink()
     with pytest.raises(FileNotFoundError, match="no crops mapping"):
         load_mnre(
@@ -340,6 +381,86 @@ def test_without_crops_folder_masks_are_zero(small_sample, tmp_path):
             crops_dir=tmp_path / "elsewhere",
             cache_dir=tmp_path / "cache",
         )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Paths that lead outside their folder; images that are paths
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["dot-dot", "absolute", "symlink"])
+def test_crop_names_leading_outside_the_crops_folder_are_refused(small_sample, tmp_path, how):
+    """A crop name is joined to `img_vg/{split}/crops/`: `..`, an absolute name or a link there to a file elsewhere
+    would have that file decoded (or embedded by an export); the error names the mapping, the key and the name."""
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(secret)
+    crops = small_sample / "img_vg" / "train" / "crops"
+    name = {"dot-dot": "../../../../secret.jpg", "absolute": str(secret), "symlink": "link.jpg"}[how]
+    if how == "symlink":
+        (crops / "link.jpg").symlink_to(secret)
+    mapping = small_sample / "mre_train_dict.json"
+    mapping.write_text(json.dumps({"0": ["ok.jpg", name]}))
+    with pytest.raises(MNREFormatError) as error:
+        load_mnre(small_sample, make_processor(), splits=["train"], cache_dir=tmp_path / "cache")
+    assert str(error.value) == (
+        f"{mapping}: key '0': crop {name!r} leads to {secret}, outside the crops folder {crops}"
+    )
+
+
+def test_an_image_linked_to_a_file_elsewhere_is_refused(small_sample, tmp_path):
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(secret)
+    image = small_sample / "img_org" / "val" / _lines(small_sample / "mnre_val.txt")[3]["img_id"]
+    image.unlink()
+    image.symlink_to(secret)
+    with pytest.raises(MNREFormatError) as error:
+        load_mnre(small_sample, make_processor(), splits=["val"], cache_dir=tmp_path / "cache")
+    assert str(error.value) == (
+        f"{small_sample / 'mnre_val.txt'}:4: field 'img_id': {image} leads to {secret}, outside the image folder "
+        f"{small_sample / 'img_org' / 'val'}"
+    )
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 12), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("field", ["image", "object_crops[1]"])
+def test_a_hub_image_that_is_a_path_is_never_read(tmp_path, field):
+    """A row's image (or crop) with no bytes but a path would have the loader read that file of this machine: the
+    error names the split, the row and the field."""
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png((250, 0, 0)))
+    embedded, path_only = {"bytes": _png((0, 0, 250)), "path": None}, {"bytes": None, "path": str(secret)}
+    lines = [mnre_line(), mnre_line(relation="None"), mnre_line()]
+    split = datasets.Dataset.from_dict(
+        {
+            **{key: [line[key] for line in lines] for key in ("token", "h", "t", "img_id")},
+            "relation": [MNRE_RELATIONS.index(line["relation"]) for line in lines],
+            "image": [embedded, path_only if field == "image" else embedded, embedded],
+            "object_crops": [[embedded], [embedded, path_only if field != "image" else embedded], []],
+        },
+        features=datasets.Features(
+            {
+                "token": datasets.List(datasets.Value("string")),
+                "h": {"name": datasets.Value("string"), "pos": datasets.List(datasets.Value("int32"))},
+                "t": {"name": datasets.Value("string"), "pos": datasets.List(datasets.Value("int32"))},
+                "img_id": datasets.Value("string"),
+                "relation": datasets.ClassLabel(names=list(MNRE_RELATIONS)),
+                "image": datasets.Image(),
+                "object_crops": datasets.List(datasets.Image()),
+            }
+        ),
+    )
+    hub = datasets.DatasetDict({"train": split})
+    with pytest.raises(MNREFormatError) as error:
+        load_mnre_hub(hub, "user/mnre", make_processor(), cache_dir=tmp_path / "cache")
+    assert str(error.value) == (
+        f"user/mnre[train][1]: field '{field}' holds a path ({str(secret)!r}) but no bytes: a dataset's images are "
+        "read from the bytes it embeds, never from a path (python -m processing.export_mnre embeds them)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------

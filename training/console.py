@@ -17,6 +17,8 @@ from transformers.trainer_callback import ProgressCallback
 from .seed_sweep import SUMMARY_FILE
 
 SCORE_NAMES: tuple[tuple[str, str], ...] = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
+CROPS_UNAVAILABLE_SUFFIX = "_crops_unavailable"
+"""The metrics `{split}_crops_unavailable`: the examples of a split loaded without object crops (`image_report`)."""
 
 
 MISLEADING_MESSAGES: tuple[str, ...] = ("mtime may not be reliable on this filesystem",)
@@ -95,10 +97,18 @@ class EpochReport(TrainerCallback):
 
 
 def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) -> None:
-    """The closing lines: validation and test scores, where the results and the model are, how to load and push."""
+    """The closing lines: validation and test scores, the splits that went without object crops (`--missing_crops
+    none`), where the results and the model are, how to load and push."""
     for prefix, name in (("eval", "validation"), ("test", "test")):
         if f"{prefix}_f1" in metrics:
             print(f"{name:>10}: {format_scores(metrics, prefix)}")
+    without_crops = [
+        f"{key.removesuffix(CROPS_UNAVAILABLE_SUFFIX)} {value}"
+        for key, value in metrics.items()
+        if key.endswith(CROPS_UNAVAILABLE_SUFFIX) and value
+    ]
+    if without_crops:
+        print(f"Without object crops (--missing_crops none), examples: {', '.join(without_crops)}")
     print(f"Results and predictions: {output_dir}/")
     print(f"Model folder: {model_dir}/")
     print(

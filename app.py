@@ -6,11 +6,14 @@ level, and their hierarchical tracking maps (Eq. 18) over the picture. The drawi
 [`analysis.explain.explain`]'s.
 
     pip install -e ".[demo]"
-    python app.py [--model DIR_OR_HUB_ID] [--port 7860] [--int8]
+    python app.py [--model DIR_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--int8]
 
 The model defaults to `$HVFORMER_MODEL`, else to the folder `python run_mre.py` writes
 (`outputs/hvformer-sample/model`). `--int8` (or `HVFORMER_QUANTIZE=int8`, as a Space's settings set it) runs it in
-int8 on the CPU. The page is served on 127.0.0.1 only; nothing is fetched from the network.
+int8 on the CPU. The page is served on `--host` (default `$GRADIO_SERVER_NAME`, else 127.0.0.1: this machine only;
+a Space sets 0.0.0.0) and `--port` (default `$GRADIO_SERVER_PORT`, else 7860); nothing is fetched from the network.
+Its answer is also an API endpoint, `/predict` (`gradio_client.Client(url).predict(image, text, subject, object,
+api_name="/predict")`). As a Space, the project's `requirements.txt` installs what the page imports.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 MODEL_ENV = "HVFORMER_MODEL"
 DEFAULT_MODEL = Path(__file__).resolve().parent / SAMPLE_RUN_DIR / MODEL_FOLDER
-HOST = "127.0.0.1"
+HOST_ENV, PORT_ENV = "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"
+"""The environment variables Gradio (and a Space) use for the address and the port."""
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+API_NAME = "predict"
+"""The name of the page's API endpoint (`/predict`)."""
 INT8 = QUANTIZATION_CONFIGS["int8"]
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 """Gradio's default look with the system's fonts (the default theme asks Google's servers for its fonts)."""
@@ -138,19 +145,30 @@ def build_demo(model: torch.nn.Module, processor: Any) -> gr.Blocks:
             lambda *inputs: predict(model, processor, *inputs),
             inputs=[image, text, subject, obj],
             outputs=[probabilities, relation, experts, maps],
+            api_name=API_NAME,
         )
     return demo
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python app.py [--model ...] [--port ...]`: serves the page on 127.0.0.1 until interrupted."""
+    """`python app.py [--model ...] [--host ...] [--port ...]`: serves the page until interrupted."""
     parser = argparse.ArgumentParser(description="HVFormer demo page")
     parser.add_argument(
         "--model",
         default=os.environ.get(MODEL_ENV, str(DEFAULT_MODEL)),
         help=f"model folder or Hub id (default: ${MODEL_ENV}, else {DEFAULT_MODEL})",
     )
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV, DEFAULT_HOST),
+        help=f"address to serve on (default: ${HOST_ENV}, else {DEFAULT_HOST}: this machine only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get(PORT_ENV, DEFAULT_PORT)),
+        help=f"port (default: ${PORT_ENV}, else {DEFAULT_PORT})",
+    )
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--int8", action="store_true", help=f"int8 on the CPU (also with {QUANTIZE_ENV}=int8)")
     args = parser.parse_args(argv)
@@ -165,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = args.device if quantization_config is None else "cpu"
     model, processor = load(args.model, device, quantization_config=quantization_config)
     build_demo(model, processor).launch(
-        server_name=HOST, server_port=args.port, theme=THEME, ssr_mode=False, show_error=True
+        server_name=args.host, server_port=args.port, theme=THEME, ssr_mode=False, show_error=True
     )
 
 

@@ -44,7 +44,8 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1400,1800",
 )
-SERVER_START_TIMEOUT = 90.0
+# A loaded 2-core machine imports gradio and torch slowly; a start that fails ends the wait at once.
+SERVER_START_TIMEOUT = 300.0
 PAGE_TIMEOUT = 30.0
 RESULT_TIMEOUT = 45.0
 TEXT = "Photo : Alden with Corra Vane"

@@ -260,3 +260,19 @@ def test_two_processes_predict_each_post_once_as_one_process(trained, folder, tm
         assert mine["predicted"] == theirs["predicted"]
         for label, probability in theirs["probabilities"].items():
             assert mine["probabilities"][label] == pytest.approx(probability, abs=1e-5)
+
+
+def test_an_image_linked_from_outside_the_folder_is_refused_and_an_absolute_path_is_taken(tmp_path):
+    posts = own_posts(tmp_path / "data", 2)
+    outside = tmp_path / "elsewhere.jpg"
+    (tmp_path / "data" / posts[1]["image"]).rename(outside)
+    (tmp_path / "data" / "images" / "link.jpg").symlink_to(outside)
+    posts[1]["image"] = "images/link.jpg"
+    path = write_posts(tmp_path / "data" / "posts.jsonl", posts)
+    with pytest.raises(
+        PostFormatError, match=r"posts.jsonl:2: column 'image': 'images/link.jpg' leads to .*elsewhere"
+    ):
+        read_post_file(path, num_object_crops=0)
+    posts[1]["image"] = str(outside)  # the user named it in their own file
+    records = read_post_file(write_posts(path, posts), num_object_crops=0)
+    assert records[1]["image_path"] == str(outside)

@@ -44,7 +44,7 @@ import datasets
 import numpy as np
 import torch
 import yaml
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, IntervalStrategy, Trainer, TrainingArguments, set_seed
 from transformers.hf_argparser import string_to_bool
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -62,7 +62,8 @@ from processing.builtin_encoders import (
 from processing.collator import ColumnBatches, HVFormerDataCollator
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.mnre import find_split_file, folder_dataset, folder_words, hub_words
-from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
+from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub, load_post_files
+from processing.post_files import post_relations, post_words, read_post_file
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
@@ -215,6 +216,27 @@ class DataArguments:
             "help": "'error' (default) or 'none' (a split without object crops goes without, counted and reported)."
         },
     )
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Your own posts to train on: JSON Lines, CSV or Parquet, one row a post (text, subject, object, "
+            "image, relation; optional subject_span, object_span, object_crops, id). See README, 'Your own data'."
+        },
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Your own posts to select the model on (or evaluate), as --train_file."}
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "Your own posts to predict (and score, when they have a relation column), as --train_file."},
+    )
+    none_label: str | None = field(
+        default=None,
+        metadata={
+            "help": "With post files: the relation meaning 'no relation', left out of micro P/R/F1 (MNRE's None); "
+            "without it every relation counts."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate val and test (debugging)."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes decoding images."})
@@ -242,6 +264,9 @@ class ExperimentArguments:
         },
     )
 
+
+DEFAULT_NONE_LABEL: str | None = inspect.signature(HVFormerConfig.__init__).parameters["none_label"].default
+"""The "no relation" class of an MNRE folder, its export and the built-in sample: `HVFormerConfig`'s default."""
 
 ANALYSIS_PACKAGES: tuple[str, ...] = ("matplotlib", "sklearn")
 """What `--do_analysis` imports (the `analysis` extra)."""
@@ -371,9 +396,20 @@ def last_value(argv: list[str], option: str) -> str | None:
     return value
 
 
+POST_FILE_OPTIONS: dict[str, str] = {"train": "train_file", "val": "validation_file", "test": "test_file"}
+"""The option naming the post file of each split."""
+
+
+def post_files(data_args: DataArguments) -> dict[str, str]:
+    """The post files given, by split (`train`, `val`, `test`)."""
+    return {split: path for split, option in POST_FILE_OPTIONS.items() if (path := getattr(data_args, option))}
+
+
 def default_output_dir(data_args: DataArguments) -> str:
-    """The run folder when `--output_dir` is not given: the built-in sample's, or one named after the data."""
-    source = data_args.dataset_name or data_args.data_dir
+    """The run folder when `--output_dir` is not given: the built-in sample's, or one named after the data (a post
+    file's folder)."""
+    files = list(post_files(data_args).values())
+    source = data_args.dataset_name or data_args.data_dir or (str(Path(files[0]).resolve().parent) if files else None)
     if source is None:
         return str(SAMPLE_RUN_DIR)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source.rstrip("/")).name).strip("-.") or "data"
@@ -456,11 +492,16 @@ def given(args: Any, names: Mapping[str, str] | tuple[str, ...]) -> dict[str, An
 
 
 def build_model_and_processor(
-    model_args: ModelArguments, relation_labels: list[str], words: Callable[[], list[str]], work_dir: Path
+    model_args: ModelArguments,
+    relation_labels: list[str],
+    words: Callable[[], list[str]],
+    work_dir: Path,
+    none_label: str | None = DEFAULT_NONE_LABEL,
 ) -> tuple[HVFormerForRelationExtraction, HVFormerProcessor]:
     """A trained HVFormer (`model_name_or_path`), or a new one from a text and a vision encoder (the built-in tiny
-    ones, made in `work_dir`, the text one with a vocabulary of the dataset's `words()`, by default); the processor is
-    checked against the model either way."""
+    ones, made in `work_dir`, the text one with a vocabulary of the dataset's `words()`, by default) for
+    `relation_labels`, `none_label` its "no relation" class (`None`: every class counts); the processor is checked
+    against the model either way."""
     if model_args.model_name_or_path:
         if model_args.entity_markers is not None:
             raise ValueError(
@@ -496,6 +537,7 @@ def build_model_and_processor(
         vision_path,
         processor=processor,
         id2label=dict(enumerate(relation_labels)),
+        none_label=none_label,
         **crops,
         **config_kwargs,
     )
@@ -518,18 +560,19 @@ def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
 
 
 def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -> None:
-    """One JSON line per example: id, gold and predicted relation, probabilities, expert weights at `<s>`/`<o>`;
-    the file is written atomically."""
+    """One JSON line per example, in the dataset's order: id, gold (for labelled examples) and predicted relation,
+    probabilities, expert weights at `<s>`/`<o>`; the file is written atomically."""
     logits, marker_weights = (
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
     )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
     markers = (config.entity_markers[0], config.entity_markers[2])
+    golds = dataset["labels"] if "labels" in dataset.column_names else [None] * len(dataset)
     lines = []
-    for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
+    for index, (example_id, gold) in enumerate(zip(dataset["id"], golds, strict=True)):
         row = {
             "id": example_id,
-            "gold": config.id2label[int(gold)],
+            **({"gold": config.id2label[int(gold)]} if gold is not None else {}),
             "predicted": config.id2label[int(probabilities[index].argmax())],
             "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
         }
@@ -662,10 +705,37 @@ class DataSource:
     load_splits: Callable[..., dict[str, Any]]
     dataset_name: str
     dataset_id: str | None
+    none_label: str | None = DEFAULT_NONE_LABEL
+
+
+def post_file_source(data_args: DataArguments) -> DataSource:
+    """The user's own post files (`--train_file`, `--validation_file`, `--test_file`). The relations are the training
+    file's: `--none_label` first when given, then the others sorted; without a training file (predicting with a
+    trained model), the model's (`relation_labels` is then empty and the model's labels apply)."""
+    files = post_files(data_args)
+    relation_labels: list[str] = []
+    train_records: list[dict[str, Any]] = []
+    if "train" in files:
+        train_records = read_post_file(files["train"], num_object_crops=0, labelled=True)
+        relation_labels = post_relations(train_records, data_args.none_label, files["train"])
+    return DataSource(
+        relation_labels=relation_labels,
+        words=lambda: post_words(train_records or read_post_file(next(iter(files.values())), num_object_crops=0)),
+        load_splits=partial(load_post_files, files),
+        dataset_name=Path(next(iter(files.values()))).resolve().parent.name,
+        dataset_id=None,
+        none_label=data_args.none_label,
+    )
 
 
 def data_source(data_args: DataArguments, training_args: TrainingArguments) -> DataSource:
-    """A dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first use)."""
+    """The user's post files, a dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first
+    use)."""
+    if post_files(data_args):
+        try:
+            return post_file_source(data_args)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"run_mre.py: error: {brief(error)}") from error
     if data_args.dataset_name is not None:
         if data_args.data_dir is not None:  # e.g. paper.yaml's data/mnre: the dataset replaces the folder
             logger.info("Reading %s, not --data_dir %s", data_args.dataset_name, data_args.data_dir)
@@ -707,7 +777,26 @@ def requested_splits(training_args: TrainingArguments) -> list[str]:
 
 
 def check_data_folder(data_args: DataArguments, splits: list[str]) -> None:
-    """A usage error, before any model is fetched, when `--data_dir` lacks a text file a requested split needs."""
+    """A usage error, before any model is fetched, when `--data_dir` lacks a text file a requested split needs, or
+    when post files are given without one a requested split needs."""
+    files = post_files(data_args)
+    if files:
+        for option in ("data_dir", "dataset_name"):
+            if getattr(data_args, option) is not None:
+                logger.info("Reading the post files, not --%s %s", option, getattr(data_args, option))
+        missing = [f"--{POST_FILE_OPTIONS[split]}" for split in splits if split not in files]
+        if missing:
+            raise SystemExit(
+                f"run_mre.py: error: {', '.join(missing)} needed: post files were given, and the run "
+                f"{' and '.join(f'reads {split}' for split in splits)} (--do_train needs --validation_file to select "
+                "the model; --do_train false --do_eval false predicts --test_file with --model_name_or_path)."
+            )
+        return
+    if data_args.none_label is not None:
+        raise SystemExit(
+            "run_mre.py: error: --none_label goes with post files (--train_file ...); an MNRE folder or export "
+            f"has {DEFAULT_NONE_LABEL!r}."
+        )
     if data_args.dataset_name is not None or data_args.data_dir is None:
         return
     data_dir = Path(data_args.data_dir)
@@ -794,9 +883,16 @@ def run(
     set_seed(training_args.seed)
 
     # Model and processor (a bad option or encoder is a usage error, not a traceback).
+    if not source.relation_labels and not model_args.model_name_or_path:
+        raise SystemExit(
+            "run_mre.py: error: predicting post files without --train_file needs a trained model "
+            "(--model_name_or_path), whose relations the predictions take."
+        )
     with training_args.main_process_first(desc="building the model"):
         try:
-            model, processor = build_model_and_processor(model_args, source.relation_labels, source.words, output_dir)
+            model, processor = build_model_and_processor(
+                model_args, source.relation_labels, source.words, output_dir, source.none_label
+            )
         except (ValueError, OSError) as error:
             raise SystemExit(f"run_mre.py: error: {error}") from error
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -824,6 +920,8 @@ def run(
     # Trainer: each batch read with one Arrow query (only the model's columns: nothing for Trainer to remove).
     batches = {split: ColumnBatches(dataset) for split, dataset in data.items()}
     training_args.remove_unused_columns = False
+    if "val" not in data:  # predicting only: nothing to evaluate during training, nor to select a model on
+        training_args.eval_strategy, training_args.load_best_model_at_end = IntervalStrategy.NO, False
     callbacks = [TrainingLossRecorder(), EpochReport()]
     if model.config.fusion == "mome":
         callbacks.append(ExpertWeightsRecorder())

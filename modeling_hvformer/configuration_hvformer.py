@@ -150,8 +150,9 @@ class HVFormerConfig(PreTrainedConfig):
             processor the model was built with; set by [`HVFormerForRelationExtraction.from_text_vision_pretrained`].
         entity_marker_token_ids (`list[int]`, *optional*):
             Their ids in the text vocabulary; needed to find the markers when `marker_positions` is not given.
-        none_label (`str`, *optional*, defaults to `"None"`):
-            The label meaning "no relation", excluded from micro precision/recall/F1.
+        none_label (`str` or `None`, *optional*, defaults to `"None"`):
+            The label meaning "no relation", excluded from micro precision/recall/F1 (MNRE's `None`). `None` for
+            labels without such a class: every label then counts in the scores.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
             Dropout in the experts' FFN (Eq. 6) and before the classifier (Eq. 11).
         attention_dropout (`float`, *optional*, defaults to 0.1):
@@ -195,7 +196,7 @@ class HVFormerConfig(PreTrainedConfig):
         output_expert_weights: bool = True,
         entity_markers: list[str] | tuple[str, ...] | None = None,
         entity_marker_token_ids: list[int] | None = None,
-        none_label: str = "None",
+        none_label: str | None = "None",
         hidden_dropout_prob: float = 0.1,
         attention_dropout: float = 0.1,
         initializer_range: float = 0.02,
@@ -269,8 +270,9 @@ class HVFormerConfig(PreTrainedConfig):
         return (["text"] if self.use_text_expert else []) + names
 
     @property
-    def none_label_id(self) -> int:
-        return self.label2id[self.none_label]
+    def none_label_id(self) -> int | None:
+        """The id of `none_label`; `None` when the labels have no "no relation" class."""
+        return None if self.none_label is None else self.label2id[self.none_label]
 
     def parameter_estimate(self) -> dict[str, int]:
         """The parameters the model of this configuration holds, estimated from its sizes alone (no model is built):
@@ -358,7 +360,7 @@ class HVFormerConfig(PreTrainedConfig):
             raise ValueError(
                 f"`entity_marker_token_ids` must be four distinct ids, got {self.entity_marker_token_ids}."
             )
-        if self.none_label not in self.label2id:
+        if self.none_label is not None and self.none_label not in self.label2id:
             raise ValueError(f"`none_label` {self.none_label!r} is not one of the labels in `label2id`.")
         if sorted(self.id2label) != list(range(len(self.id2label))):
             raise ValueError(f"`id2label` must have the ids 0..num_labels-1, got {sorted(self.id2label)}.")

@@ -40,6 +40,7 @@ from .mnre import (
     read_hub_split,
     read_mnre_file,
 )
+from .post_files import PostFormatError, read_post_file
 
 logger = logging.getLogger(__name__)
 
@@ -113,25 +114,32 @@ def _source_digest(obj: Any) -> str:
 
 
 def _tokenize_batch(batch: dict[str, list], processor: Any, where: str, text_columns: Sequence[str]) -> dict:
-    """Encodes a batch with the processor (unpadded); a sample it rejects is reported at `where`, a format string of
-    its 1-based `line` (a file's line) or 0-based `row` (a Hub dataset's row)."""
+    """Encodes a batch with the processor (unpadded): MNRE's word lists with word spans, or a post file's texts with
+    character spans (a `text` column). A sample it rejects is reported at `where`, a format string of its 1-based
+    `line` (a file's line) or 0-based `row` (a Hub dataset's row), or at the `location` a post file's row carries."""
+    is_post = "text" in batch
+    texts = batch["text"] if is_post else batch["token"]
 
     def encode(indices: Sequence[int]) -> Any:
         return processor(
-            text=[batch["token"][i] for i in indices],
+            text=[texts[i] for i in indices],
             entity_spans=[[batch["h"][i]["pos"], batch["t"][i]["pos"]] for i in indices],
-            is_split_into_words=True,
+            is_split_into_words=not is_post,
             padding=False,
             return_tensors=None,
         )
 
     try:
-        encoding = encode(range(len(batch["token"])))
+        encoding = encode(range(len(texts)))
     except ValueError:
         for index, line_index in enumerate(batch["line_index"]):
             try:
                 encode([index])
             except ValueError as error:
+                if is_post:
+                    raise MNREFormatError(
+                        f"{batch['location'][index]}: columns 'subject'/'object': {error}"
+                    ) from error
                 location = where.format(line=line_index + 1, row=line_index)
                 raise MNREFormatError(f"{location}: fields 'h'/'t': {error}") from error
         raise
@@ -240,6 +248,30 @@ def _base_features(relation_labels: Sequence[str], with_kind: bool) -> datasets.
         "relation": datasets.Value("string"),
         **({"kind": datasets.Value("string")} if with_kind else {}),
         "labels": datasets.ClassLabel(names=list(relation_labels)),
+        "image_path": datasets.Value("string"),
+        "crop_paths": datasets.List(datasets.Value("string")),
+        "crops_unavailable": datasets.Value("bool"),
+    }
+    return datasets.Features(features)
+
+
+def _post_features(relation_labels: Sequence[str], labelled: bool) -> datasets.Features:
+    """The record columns of a post file's split (see `processing.post_files.parse_post`); `relation` and `labels`
+    only for labelled posts."""
+
+    def entity() -> dict[str, Any]:
+        return {"name": datasets.Value("string"), "pos": datasets.List(datasets.Value("int32"))}
+
+    features = {
+        "id": datasets.Value("string"),
+        "line_index": datasets.Value("int32"),
+        "location": datasets.Value("string"),
+        "text": datasets.Value("string"),
+        "h": entity(),
+        "t": entity(),
+        "img_id": datasets.Value("string"),
+        **({"relation": datasets.Value("string")} if labelled else {}),
+        **({"labels": datasets.ClassLabel(names=list(relation_labels))} if labelled else {}),
         "image_path": datasets.Value("string"),
         "crop_paths": datasets.List(datasets.Value("string")),
         "crops_unavailable": datasets.Value("bool"),
@@ -771,6 +803,39 @@ def load_mnre_hub(
     )
 
 
+def load_post_files(
+    files: Mapping[str, str | os.PathLike],
+    processor: Any,
+    *,
+    splits: Sequence[str] | None = None,
+    relation_labels: Sequence[str] | None = None,
+    use_images: bool = True,
+    missing_images: Literal["error", "blank"] = "error",
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.DatasetDict:
+    """
+    [`load_mnre`] for a user's own post files (`processing.post_files`: JSON Lines, CSV or Parquet, one row a post):
+    `files` maps the MNRE split names (`train`, `val`, `test`) to a file each; `splits` picks some (default: all).
+
+    The same cache, columns and guarantees as an MNRE folder, with `text` (and `location`, the row's `file:line`) in
+    place of `token`, and `h` / `t` spans in characters. A file without a `relation` column is unlabelled: its split
+    has no `relation` and `labels` columns (prediction only). A relation that is not one of `relation_labels` (default:
+    the processor's) is a `PostFormatError` naming the file, the line and the relation. Object crops are optional: a
+    post without has none (`object_mask` 0), and a split where no post has any goes without them (logged, counted as
+    `crops_unavailable` by [`image_report`]). A missing image is an [`MNREImageError`] naming the file, the line and
+    the column (under `missing_images="error"`; an unreadable one too, with the decoder's message).
+    """
+    splits = list(splits) if splits is not None else list(files)
+    for split in splits:
+        if split not in files:
+            raise FileNotFoundError(f"no post file for split '{split}' (given: {sorted(files)})")
+    if relation_labels is None:
+        relation_labels = processor.relation_labels
+    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, "none", num_proc, cache_dir)
+    return datasets.DatasetDict({split: loader.load_posts(split, Path(files[split])) for split in splits})
+
+
 @dataclass
 class _SplitLoader:
     """Loads one split at a time with the settings [`load_mnre`] shares between splits."""
@@ -830,6 +895,50 @@ class _SplitLoader:
             first_error=partial(_decode_failure, self.processor),
         )
 
+    def load_posts(self, split: str, path: Path) -> datasets.Dataset:
+        """The split of a post file (`processing.post_files`): its validated rows, their image files."""
+        records = read_post_file(path, self.processor.num_object_crops)
+        for record in records:
+            if "relation" in record and record["relation"] not in self.relation_labels:
+                raise PostFormatError(
+                    f"{record['location']}: column 'relation': {record['relation']!r:.100} is not a relation of the "
+                    f"training data ({', '.join(self.relation_labels)[:200]})"
+                )
+        with_crops = self.use_images and bool(self.processor.num_object_crops)
+        crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
+        if crops_unavailable:
+            logger.warning("%s: no post has object crops: going without (counted as 'crops_unavailable')", path)
+        for record in records:
+            record["crops_unavailable"] = crops_unavailable
+        signatures: dict[str, str | None] = {}
+        first_location: dict[str, str] = {}
+        if self.use_images:
+            for record in records:
+                first_location.setdefault(record["image_path"], f"{record['location']}: column 'image'")
+                for slot, crop in enumerate(record["crop_paths"]):
+                    first_location.setdefault(crop, f"{record['location']}: column 'object_crops[{slot}]'")
+            signatures = {path: file_signature(path) for path in sorted(first_location)}
+            if self.missing_images == "error":
+                missing = next((path for path in first_location if signatures[path] is None), None)  # in row order
+                if missing is not None:
+                    raise MNREImageError(
+                        f"{first_location[missing]}: image {missing} is missing (missing_images='blank' uses a blank "
+                        "image instead, counted and reported)"
+                    )
+
+        def first_error(image_path: str) -> str:
+            return f"{first_location[image_path]}: {_decode_failure(self.processor, image_path)}"
+
+        image_inputs = [(record["image_path"], record["crop_paths"]) for record in records]
+        return self._cache(
+            split,
+            records,
+            str(path),
+            images=None,
+            image_inputs=_sha256(image_inputs, signatures),
+            first_error=first_error,
+        )
+
     def load_hub(self, split: str, raw: datasets.Dataset, source: str, with_crops: bool) -> datasets.Dataset:
         """The split of a dataset in `export_mnre`'s layout: its rows' records, the images its rows embed (and, when
         `with_crops`, their object crops)."""
@@ -883,11 +992,17 @@ class _SplitLoader:
         what the images depend on besides the settings, `first_error` gives the decoder's message for an unreadable
         image."""
         with_kind = any("kind" in record for record in records)
+        labelled = "relation" in records[0]
         for record in records:
-            record["labels"] = self.relation_labels.index(record["relation"])
+            if labelled:
+                record["labels"] = self.relation_labels.index(record["relation"])
             if with_kind:
                 record.setdefault("kind", "")
-        base = datasets.Dataset.from_list(records, features=_base_features(self.relation_labels, with_kind))
+        if "text" in records[0]:
+            features = _post_features(self.relation_labels, labelled)
+        else:
+            features = _base_features(self.relation_labels, with_kind)
+        base = datasets.Dataset.from_list(records, features=features)
         text_fingerprint = _sha256("text", records, self.text_settings)
         image_fingerprint = _sha256("images", image_inputs, self.image_settings)
         text = base.map(

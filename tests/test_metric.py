@@ -107,6 +107,18 @@ def test_wrong_relation_counts_against_precision_and_recall():
     assert abstain["f1"] == pytest.approx(2 / 3)
 
 
+def test_without_a_none_label_every_label_counts():
+    # none_label_id=None (a label set with no "no relation" class): correct = pred == gold at i = 0, 2, 4, 6, 7 -> 5
+    # of the 9 predictions and 9 gold labels, so P = R = F1 = accuracy = 5/9; with None = 0, F1 was 6/11.
+    scores = mre_scores(MIXED_PRED, MIXED_GOLD, none_label_id=None, id2label=ID2LABEL)
+    assert (scores["correct"], scores["num_predicted"], scores["num_gold"]) == (5, 9, 9)
+    for key in ("precision", "recall", "f1", "accuracy"):
+        assert scores[key] == pytest.approx(5 / 9), key
+    _assert_report(scores["per_relation"], MIXED_REPORT)
+    compute = compute_metrics_fn(None, ID2LABEL)
+    assert compute((np.eye(5)[MIXED_PRED], np.array(MIXED_GOLD)))["f1"] == pytest.approx(5 / 9)
+
+
 def test_none_label_need_not_be_zero():
     # None = 2 here. gold 2 0 1, pred 0 0 2: correct 1 (i = 1); predicted != None 2; gold != None 2
     scores = mre_scores([0, 0, 2], [2, 0, 1], none_label_id=2)
@@ -188,3 +200,5 @@ def test_evaluate_module_gives_the_hand_computed_scores(offline_metric):
     assert (all_none["precision"], all_none["recall"], all_none["f1"], all_none["accuracy"]) == (0.0, 0.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="none_label_id"):
         offline_metric.compute(predictions=[1], references=[1])
+    every_label = offline_metric.compute(predictions=[1, 0], references=[1, 2], none_label_id=None)
+    assert (every_label["precision"], every_label["recall"], every_label["f1"]) == (0.5, 0.5, 0.5)

@@ -554,6 +554,10 @@ def test_config_round_trip_and_defaults(tmp_path):
     assert default.vision_levels == [0, 6, 12] and default.num_cross_attention_heads == 12
     assert default.num_labels == 23 and default.id2label[0] == "None"
     assert default.vision_config.model_type == "clip_vision_model" and default.num_object_crops == 3
+    without_none = tiny_config("vit", none_label=None, id2label={0: "person_link", 1: "other_link"})
+    without_none.save_pretrained(tmp_path / "without-none")
+    reloaded = HVFormerConfig.from_pretrained(tmp_path / "without-none")
+    assert reloaded.none_label is None and reloaded.none_label_id is None
 
 
 ISOLATED_LOAD = BLOCK_PROJECT_IMPORTS + textwrap.dedent(

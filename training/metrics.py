@@ -49,7 +49,7 @@ def _first(value: Any) -> Any:
 
 
 def compute_metrics_fn(
-    none_label_id: int, id2label: Mapping[int | str, str] | None = None
+    none_label_id: int | None, id2label: Mapping[int | str, str] | None = None
 ) -> Callable[[Any], dict[str, float]]:
     """A ``compute_metrics`` function for :class:`transformers.Trainer`, computed by the local `evaluate` module.
 
@@ -57,8 +57,9 @@ def compute_metrics_fn(
     predictions are logits ``(N, num_labels)`` -- or a tuple of outputs, of which the first is the logits --
     or already label ids ``(N,)``, and returns ``{"precision", "recall", "f1", "accuracy"}`` as floats in
     [0, 1] (Trainer prefixes them with ``eval_``; select the model with ``metric_for_best_model="f1"``).
-    ``id2label`` only validates the ids here. The module keeps its data in memory, so the processes of a
-    distributed run (each given the gathered predictions by Trainer) share no cache file.
+    ``none_label_id`` is the config's (``None``: every label counts); ``id2label`` only validates the ids
+    here. The module keeps its data in memory, so the processes of a distributed run (each given the gathered
+    predictions by Trainer) share no cache file.
     """
     metric = load_mre_metric(keep_in_memory=True)
 

@@ -190,7 +190,16 @@ def render_model_card(
         experts=EXPERTS_LINE.get(config.fusion) or ", ".join(config.expert_names),
         visual_context=config.visual_context,
         num_labels=config.num_labels,
-        none_label=config.none_label,
+        none_statement=(
+            f"`{config.none_label}` means no relation among them"
+            if config.none_label is not None
+            else 'none of them means "no relation": every pair gets one of them'
+        ),
+        scored_relations=(
+            f"the relations other than `{config.none_label}` (as every published MNRE number)"
+            if config.none_label is not None
+            else 'all relations (this schema has no "no relation" class)'
+        ),
         num_object_crops=config.num_object_crops,
         labels=", ".join(f"`{label}`" for label in config.id2label.values()),
     )

@@ -22,7 +22,8 @@ _DESCRIPTION = """
 Micro precision, recall and F1 over the non-None relation labels, as used for every published MNRE result:
 correct = number of examples with prediction == gold and gold != None;
 precision = correct / number of predictions != None; recall = correct / number of gold labels != None;
-f1 = 2 * precision * recall / (precision + recall). Each score is 0 when its denominator is 0.
+f1 = 2 * precision * recall / (precision + recall). Each score is 0 when its denominator is 0. For a label set
+without a "no relation" class (none_label_id=None) every label counts.
 Also accuracy over all examples (None included) and a per-relation report. All values are fractions in [0, 1].
 """
 
@@ -30,7 +31,8 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `int`): predicted label ids.
     references (`list` of `int`): gold label ids.
-    none_label_id (`int`): id of the `None` (no relation) label.
+    none_label_id (`int` or `None`): id of the `None` (no relation) label; `None` for a label set without one, where
+        every label counts (precision, recall and F1 then equal accuracy). Required: pass it even when `None`.
     id2label (`dict`, optional): label names for the per-relation report keys (int or str-of-int keys).
 Returns:
     precision, recall, f1, accuracy (floats in [0, 1]); correct, num_predicted, num_gold, num_examples
@@ -79,7 +81,7 @@ def _f1(precision: float, recall: float) -> float:
 def mre_scores(
     predictions: Any,
     references: Any,
-    none_label_id: int,
+    none_label_id: int | None,
     id2label: Mapping[int | str, str] | None = None,
 ) -> dict[str, Any]:
     """MNRE scores: micro P/R/F1 over non-None labels, accuracy, and a per-relation report (fractions in [0, 1]).
@@ -98,7 +100,8 @@ def mre_scores(
     Args:
         predictions: 1-D predicted label ids (list, numpy array or CPU tensor).
         references: 1-D gold label ids, same length.
-        none_label_id: id of the ``None`` label.
+        none_label_id: id of the ``None`` label, or ``None`` when the labels have no "no relation" class: then every
+            label counts in the micro scores (``correct`` = #(prediction == gold), and P = R = F1 = accuracy).
         id2label: optional id -> name mapping (keys may be ints or strings of ints, as in a JSON config).
 
     Returns:
@@ -109,23 +112,23 @@ def mre_scores(
     refs = _as_ids(references, "references")
     if preds.shape != refs.shape:
         raise ValueError(f"predictions and references differ in length: {preds.size} vs {refs.size}")
-    none_id = int(none_label_id)
+    none_id = None if none_label_id is None else int(none_label_id)
 
     names: dict[int, str] | None = None
     if id2label is not None:
         names = {int(key): str(value) for key, value in id2label.items()}
         if len(set(names.values())) != len(names):
             raise ValueError("id2label has duplicate label names")
-        if none_id not in names:
+        if none_id is not None and none_id not in names:
             raise ValueError(f"none_label_id {none_id} is not a key of id2label")
         unknown = sorted(set(np.unique(np.concatenate([preds, refs])).tolist()) - set(names))
         if unknown:
             raise ValueError(f"label ids {unknown} are not keys of id2label")
 
     hits = preds == refs
-    gold_relation = refs != none_id
+    gold_relation = refs != none_id if none_id is not None else np.ones_like(hits)
     correct = int(np.sum(hits & gold_relation))
-    num_predicted = int(np.sum(preds != none_id))
+    num_predicted = int(np.sum(preds != none_id)) if none_id is not None else int(preds.size)
     num_gold = int(np.sum(gold_relation))
     precision = _ratio(correct, num_predicted)
     recall = _ratio(correct, num_gold)
@@ -159,6 +162,11 @@ def mre_scores(
     }
 
 
+_REQUIRED = object()
+"""The default of `none_label_id` in `compute()`: it must be passed, `None` included (a label set without a "no
+relation" class), so that forgetting it is an error rather than scores over every label."""
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MreMetric(evaluate.Metric):
     """MNRE micro P/R/F1 over non-None labels, accuracy and per-relation report (see `mre_scores`)."""
@@ -178,9 +186,11 @@ class MreMetric(evaluate.Metric):
         self,
         predictions: Any,
         references: Any,
-        none_label_id: int | None = None,
+        none_label_id: Any = _REQUIRED,
         id2label: Mapping[int | str, str] | None = None,
     ) -> dict[str, Any]:
-        if none_label_id is None:
-            raise ValueError("pass none_label_id=<id of the None label> to compute()")
+        if none_label_id is _REQUIRED:
+            raise ValueError(
+                "pass none_label_id=<id of the None label> to compute() (none_label_id=None: every label counts)"
+            )
         return mre_scores(predictions, references, none_label_id=none_label_id, id2label=id2label)

@@ -653,7 +653,7 @@ def test_model_folder_is_written_whole_or_not_at_all(full_run, tmp_path, monkeyp
 
 
 def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):
-    """A run interrupted after its first checkpoint, with three later checkpoints left broken (one without trainer
+    """A run interrupted after its first checkpoint (its recorded arguments those of the rerun), with three later checkpoints left broken (one without trainer
     state, one with truncated weights, as a kill -9 while saving leaves them, one whose optimizer state is a pickle
     that `weights_only` refuses), resumes from the first one with a warning naming each broken one, and ends
     bit-identical to the uninterrupted run: metrics, train_loss, predictions and the expert-weight history (kept in
@@ -666,6 +666,7 @@ def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_p
     assert steps == [4, 8, 12]
 
     interrupted.mkdir()
+    shutil.copy(whole / RUN_ARGUMENTS_FILE, interrupted)  # written before the run trains
     shutil.copytree(whole / "checkpoint-4", interrupted / "checkpoint-4")
     shutil.copytree(whole / "checkpoint-8", interrupted / "checkpoint-98")
     weights = interrupted / "checkpoint-98" / "model.safetensors"
@@ -803,7 +804,11 @@ def test_output_dir_naming_a_file_is_a_usage_error(tmp_path):
 def test_help_shows_the_real_defaults(capsys):
     with pytest.raises(SystemExit):
         run_mre.parse_args(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    blocks = {
+        block.split()[0]: " ".join(block.split())
+        for block in re.split(r"\n(?=  --)", capsys.readouterr().out)
+        if block.startswith("  --")
+    }
     for option, default in [
         ("--fusion", "(default: mome)"),
         ("--visual_context", "(default: tva)"),
@@ -813,9 +818,8 @@ def test_help_shows_the_real_defaults(capsys):
         ("--missing_images", "(default: error)"),
         ("--use_images", "(default: True)"),
     ]:
-        section = text[text.index(f"{option} ") :]
-        assert default in section[: section.index(" --", 3)], option
-    assert "(default: None)" not in text[text.index("--fusion") : text.index("--freeze_vision_encoder")]
+        assert blocks[option].endswith(default), blocks[option]
+    assert not [option for option in ("--fusion", "--num_object_crops") if "(default: None)" in blocks[option]]
 
 
 def test_predicting_a_test_file_with_a_saved_model_reads_only_the_test_split(full_run, tmp_path):
@@ -922,3 +926,12 @@ def test_main_job_runs_from_an_installed_wheel_in_a_fresh_folder(tmp_path):
             timeout=120,
         ).stdout
     )
+
+
+def test_a_folder_holding_a_run_of_unknown_arguments_is_refused(tmp_path):
+    """Checkpoints without recorded arguments (an older version's run, or files put there by hand) are not resumed
+    blindly."""
+    (tmp_path / "checkpoint-8").mkdir()
+    with pytest.raises(SystemExit, match="holds a run whose arguments were not recorded\nStart over there with"):
+        run_mre.main(["--output_dir", str(tmp_path), *TINY])
+    assert (tmp_path / "checkpoint-8").is_dir()

@@ -3,8 +3,8 @@ decoding does unbounded work, whose header lies about what they hold, that decod
 and corrupt files of formats Pillow reads. Each function returns the file's bytes.
 
 None of them is ever decoded here: PNGs are compressed a batch of identical rows at a time, other containers wrap a
-small picture whose header is rewritten, and only `gif` and `progressive_jpeg` encode a (uniform) picture with
-Pillow.
+small picture encoded by Pillow, whose header is rewritten; only `gif` and `progressive_jpeg` have Pillow encode a
+large (uniform) picture.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Every image a post brings, served or trained on, goes through the same checks be
   of `image_files.py` (JPEG, PNG, WebP, GIF), Pillow is told to try only those, and the metadata it parses while
   opening the file is bounded there (`image_files.check_file`); the EXIF orientation is read by a parser of one tag;
 - no side may be more than `MAX_ASPECT_RATIO` times the other;
-- decoding the images of a post (one image for [`load_image`]) may take at most `MAX_DECODE_BYTES`, as
-  [`_decode_bytes`] estimates it from the headers: at the reduced scale a JPEG is decoded at, in the decoder's own
-  storage, with the RGB result.
+- decoding the images of a post and resizing them with the image processor (decoding one image for [`load_image`])
+  may take at most `MAX_DECODE_BYTES`, as [`_decode_bytes`] estimates it from the headers: at the reduced scale a JPEG
+  is decoded at, in the decoder's own storage, with the RGB result and the image processor's copy of it.
 
 Decoding holds one file at a time: each is converted to RGB and reduced band by band, then let go. The memory a post
 takes is therefore at most `MAX_DECODE_BYTES` beside its encoded bytes, and its time is linear in its bytes and in the
@@ -53,10 +53,10 @@ MAX_ASPECT_RATIO = 20
 strip cannot be decoded at a reduced scale (its short side is already small), and an image processor that resizes the
 shorter side (CLIP's) would enlarge a 1:1000 strip a thousandfold before cropping all but a thousandth of it."""
 MAX_DECODE_BYTES = 128 * 2**20
-"""The most memory (128 MiB) the images of one post may take to decode, estimated from their headers before any is
-decoded (see [`_decode_bytes`]). A 12-megapixel PNG takes 49 MB, 24 megapixels of PNG 98 MB, a 12-megapixel progressive
-JPEG 37 MB (its coefficients) and a baseline one 1 MB (it is decoded at an eighth of its size); a WebP takes 16 bytes a
-pixel (libwebp's buffers and Pillow's copies), so up to about 8 megapixels."""
+"""The most memory (128 MiB) the images of one post may take to decode and resize, estimated from their headers
+before any is decoded (see [`_decode_bytes`]). A 12-megapixel PNG takes 49 MB, 24 megapixels of PNG 98 MB, a
+12-megapixel progressive JPEG 37 MB (its coefficients) and a baseline one 1 MB (it is decoded at an eighth of its
+size); a WebP takes 16 bytes a pixel (libwebp's buffers and Pillow's copies), so up to about 8 megapixels."""
 REDUCING_GAP = 2
 """A large image is decoded at a reduced scale (JPEG `draft`), or shrunk with `reduce`, before the image processor
 resizes it, but to no less than this many times the resize target (the default of Pillow's `thumbnail`): the
@@ -80,6 +80,8 @@ _JPEG_BLOCK_BYTES = 128
 coefficients, at full scale, whatever scale it is decoded at."""
 _DECODER_BYTES = 4 * 2**20
 """A decoder's working memory beside the image: read buffers, libjpeg's and zlib's state and rows."""
+_RESIZE_BYTES_PER_PIXEL = 12
+"""What the image processor takes per pixel of the image it resizes (a float32 copy of its RGB pixels)."""
 _BAND_PIXELS = 1 << 18
 """Pixels of one band of the conversion to RGB (at least one row of reduction blocks)."""
 _BAND_BYTES_PER_PIXEL = 24
@@ -359,14 +361,16 @@ def _reduction_factor(size: tuple[int, int], target: int | None) -> int:
     return min(size) // (REDUCING_GAP * target) if target else 0
 
 
-def _decode_bytes(opened: _OpenedImage) -> int:
-    """An upper bound on the memory decoding `opened` into its RGB result takes, from its header.
+def _decode_bytes(opened: _OpenedImage, resized: bool) -> int:
+    """An upper bound on the memory decoding `opened` into its RGB result takes, from its header, and with `resized`
+    resizing the result with the image processor.
 
     The decoder's memory: the pixels at the decoded scale in Pillow's storage for the mode (a JPEG's draft scale) and
     the decoder's working memory, plus, for a JPEG of several scans (progressive), libjpeg's coefficients at full
     scale, and for a WebP libwebp's buffers and the file read whole (`_WEBP_BYTES_PER_PIXEL`); for an array, its uint8
     copy and PIL image; nothing for a decoded PIL image. Then the RGB result (unless the image is RGB and not
-    reduced), its rotated copy (when the EXIF orientation may ask for one) and one band of the conversion."""
+    reduced), its rotated copy (when the EXIF orientation may ask for one), one band of the conversion, and what the
+    image processor takes to resize the result (`resized`)."""
     image = opened.image
     if isinstance(image, np.ndarray):
         channels = image.shape[2] if image.ndim == 3 else 1
@@ -384,10 +388,11 @@ def _decode_bytes(opened: _OpenedImage) -> int:
         columns, rows = -(-full_width // (8 * most_h)), -(-full_height // (8 * most_v))
         source += _JPEG_BLOCK_BYTES * sum(columns * h * rows * v for h, v in layers)
     factor = max(_reduction_factor((width, height), opened.target), 1)
-    result = 4 * -(-width // factor) * -(-height // factor)
+    result = -(-width // factor) * -(-height // factor)
     converted = mode != "RGB" or factor >= 2
     band = _BAND_BYTES_PER_PIXEL * min(width * height, max(_BAND_PIXELS, width * factor)) if converted else 0
-    return source + result * (converted + opened.may_rotate) + band
+    resize = _RESIZE_BYTES_PER_PIXEL * result if resized else 0
+    return source + 4 * result * (converted + opened.may_rotate) + band + resize
 
 
 def _check_budget(opened: list[_OpenedImage], max_pixels: int, where: str | None) -> None:
@@ -405,9 +410,10 @@ def _check_budget(opened: list[_OpenedImage], max_pixels: int, where: str | None
     )
 
 
-def _check_decode_bytes(opened: list[_OpenedImage], where: str | None) -> None:
-    """Refuses the images of one post when decoding them would take more than `MAX_DECODE_BYTES` together."""
-    costs = [_decode_bytes(item) for item in opened]
+def _check_decode_bytes(opened: list[_OpenedImage], where: str | None, resized: bool = True) -> None:
+    """Refuses the images of one post when decoding them (and, with `resized`, resizing them with the image
+    processor) would take more than `MAX_DECODE_BYTES` together."""
+    costs = [_decode_bytes(item, resized) for item in opened]
     total = sum(costs)
     if total <= MAX_DECODE_BYTES:
         return
@@ -485,7 +491,7 @@ def load_image(image: Any, max_pixels: int | None = None, target: int | None = N
         opened = _open(image, None, target, files)
         if max_pixels is not None:
             _check_budget([opened], max_pixels, None)
-        _check_decode_bytes([opened], None)
+        _check_decode_bytes([opened], None, resized=False)
         return _decode(opened)
 
 

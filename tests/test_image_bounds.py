@@ -226,26 +226,33 @@ def test_images_far_longer_than_wide_are_refused_in_every_form(processor, tmp_pa
         assert processor.load_image(image).size in ((1, 20), (20, 1))
 
 
-def decode_cost(pixels: int, bytes_per_pixel: int, width: int, height: int, target: int, file_bytes: int = 0) -> int:
+def decode_cost(
+    pixels: int, bytes_per_pixel: int, width: int, height: int, target: int, file_bytes: int = 0, resized: bool = True
+) -> int:
     """The memory `_decode_bytes` allows a file of `width` x `height` pixels for a resize to `target`: the decoder's
-    pixels and working memory (and a WebP read whole, twice), the RGB result of the reduction and one band of it."""
+    pixels and working memory (and a WebP read whole, twice), the RGB result of the reduction (4 bytes a pixel), one
+    band of it (24 bytes a pixel) and, when it is `resized`, the image processor's float32 copy of the result (12
+    bytes a pixel)."""
     factor = min(width, height) // (2 * target)
-    result = 4 * -(-width // factor) * -(-height // factor)
+    result = -(-width // factor) * -(-height // factor)
     band = 24 * min(pixels, max(1 << 18, width * factor))
-    return pixels * bytes_per_pixel + 2 * file_bytes + 4 * 2**20 + result + band
+    return pixels * bytes_per_pixel + 2 * file_bytes + 4 * 2**20 + 4 * result + band + 12 * result * resized
 
 
 def test_decoding_may_take_at_most_max_decode_bytes(processor, monkeypatch, decodes):
     """A 58-byte WebP declaring 4938 x 4938 pixels within the pixel budget decoded to +372 MB (libwebp's buffers and
     Pillow's copies take 16 bytes a pixel): the memory decoding takes is estimated from the header and bounded."""
     webp = hostile.webp_declaring(4938, 4938)
-    cost = decode_cost(4938 * 4938, 16, 4938, 4938, 32, len(webp)) / 2**20
+    cost = decode_cost(4938 * 4938, 16, 4938, 4938, 32, len(webp), resized=False) / 2**20
     with pytest.raises(ValueError) as refusal:
         processor.load_image(webp, max_image_pixels=2 * 4032 * 3024, reduce_for="image")
     assert str(refusal.value) == (
         f"The image would take {cost:.1f} MiB to decode (4938x4938 WEBP {cost:.1f} MiB), more than "
         "MAX_DECODE_BYTES=128 MiB."
     )
+    cost = decode_cost(4938 * 4938, 16, 4938, 4938, 32, len(webp)) / 2**20
+    with pytest.raises(ValueError, match=rf"^The image would take {cost:.1f} MiB to decode \(`image` 4938x4938 WEBP"):
+        processor(images=webp, max_image_pixels=2 * 4032 * 3024)
     assert decodes == []
 
     png = encoded(random_image(np.random.default_rng(0), 600, 600), "PNG")

@@ -26,6 +26,8 @@ from modeling_hvformer.pipeline_hvformer import (
     HVFormerRelationExtractionPipeline,
     decode_image,
 )
+from processing.image_files import ACCEPTED_FORMATS
+from processing.image_loading import MAX_ASPECT_RATIO, MAX_DECODE_BYTES
 from processing.mnre import read_mnre_file
 from processing.mnre_dataset import load_mnre
 from processing.processing_hvformer import HVFormerProcessor
@@ -627,8 +629,11 @@ def test_the_limits_and_the_robustness_table_are_documented():
     for document in ("README.md", "model_card.md"):
         text = (ROOT / document).read_text(encoding="utf-8")
         limits = text[text.index("Limits\n") :]
-        for figure in (f"{MAX_IMAGE_PIXELS:,}", f"{MAX_TEXT_LENGTH:,}", f"at most {MAX_ERROR_LENGTH} characters"):
+        figures = [f"{MAX_IMAGE_PIXELS:,}", f"{MAX_TEXT_LENGTH:,}", f"at most {MAX_ERROR_LENGTH} characters"]
+        figures += [f"{MAX_DECODE_BYTES // 2**20} MiB", f"{MAX_ASPECT_RATIO} times the other", "JPEG, PNG, WebP"]
+        for figure in figures:
             assert figure in limits, (document, figure)
+    assert ACCEPTED_FORMATS == ("JPEG", "PNG", "WEBP", "GIF")  # as the documents name them
     table = (ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
     for name in requests(num_object_crops=3):  # the main job's model
         assert f"| {name} |" in table, name

@@ -465,9 +465,10 @@ def load_image(image: Any, max_pixels: int | None = None, target: int | None = N
             An encoded image (the bytes of a JPEG, PNG, WebP or GIF file, see `ACCEPTED_FORMATS`), the path of such a
             file, a PIL image, or an `(H, W)` or `(H, W, C)` array (C = 1, 3 or 4) of uint8, uint16 (scaled to 8
             bits), bool or float values. A PIL image opened and not loaded yet (`Image.open(path)`) is decoded from
-            its file exactly as the path would be; a decoded one (loaded, converted, made in memory) is taken as it
-            is, reduced like any large image but without the reduced-scale decoding of a JPEG file, so its pixels
-            may differ slightly from the file's. Float arrays and float ('F' mode) PIL images must
+            its file exactly as the path would be (its bytes are read; the image itself is left unloaded and open,
+            for its owner to close); a decoded one (loaded, converted, made in memory) is taken as it is, reduced
+            like any large image but without the reduced-scale decoding of a JPEG file, so its pixels may differ
+            slightly from the file's. Float arrays and float ('F' mode) PIL images must
             hold values in [0, 1], which are scaled by 255.
         max_pixels (`int`, *optional*):
             Refuse an image with more pixels than this, read from a file's header before decoding it.

@@ -249,7 +249,8 @@ class FileCheck:
     scans: int = 1
     """The start-of-scan markers of a JPEG."""
     late_exif: bool = False
-    """Whether an EXIF block may turn up only while the pixels are decoded (a PNG's EXIF chunk after them)."""
+    """Whether the file has an EXIF block that Pillow may read only while decoding the pixels (a PNG's EXIF chunk,
+    which may follow them)."""
 
 
 def check_file(fp: IO[bytes], file_format: str) -> FileCheck:

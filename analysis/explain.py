@@ -42,9 +42,14 @@ DISPLAY_SIZE = 224
 def display_image(processor: Any, image: Any, size: int = DISPLAY_SIZE) -> np.ndarray:
     """The main image as the model sees it (resized / cropped by the processor), enlarged smoothly to `size` x `size`
     for drawing; `(size, size, 3)` uint8."""
+    return _enlarged(processor.resize_images(image)["pixel_values"][0], size)
+
+
+def _enlarged(pixel_values: torch.Tensor, size: int = DISPLAY_SIZE) -> np.ndarray:
+    """uint8 `(3, H, W)` pixels enlarged smoothly to `size` x `size` for drawing; `(size, size, 3)` uint8."""
     from PIL import Image
 
-    pixels = processor.resize_images(image)["pixel_values"][0].permute(1, 2, 0).numpy()  # (H, W, 3) uint8
+    pixels = pixel_values.permute(1, 2, 0).numpy()  # (H, W, 3) uint8
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC))
 
 
@@ -172,7 +177,9 @@ def explain(
         text (`str` or `list[str]`): the post; a word list with `is_split_into_words=True`.
         entity_spans (*optional*): `[subject_span, object_span]` (character offsets, or word indices for a word list).
         entities (*optional*): `[subject, object]` strings found in the text, instead of `entity_spans`.
-        image: the post's image (PIL image, array or path; see `HVFormerProcessor.load_image`).
+        image: the post's image (a path, the file's bytes, a PIL image or an array; see
+            `HVFormerProcessor.load_image`): a path, bytes or `Image.open(path)` is decoded as the pipeline and the
+            training cache decode it.
         object_crops (*optional*): the image's object crops (a list of images).
         is_split_into_words (`bool`, *optional*, defaults to `False`): whether `text` is a word list.
         output_path (`str` or `os.PathLike`, *optional*): where to save the figure as PNG.
@@ -195,17 +202,21 @@ def explain(
         raise ValueError("HVFormer reads the post's image: pass `image`.")
     config = model.config
     markers = marker_names(config)
-    image = processor.load_image(image, max_image_pixels=max_image_pixels)
     inputs = processor(
         text=text,
         entity_spans=None if entity_spans is None else list(entity_spans),
         entities=None if entities is None else list(entities),
-        images=image,
-        object_crops=None if object_crops is None else list(object_crops),
         is_split_into_words=is_split_into_words,
         max_text_length=max_text_length,
-        max_image_pixels=max_image_pixels,
     )
+    # Decoded once, as the pipeline and the training cache decode it (a large JPEG at a reduced scale), for the model
+    # and for the picture drawn.
+    pixels = processor.resize_images(
+        image, object_crops=None if object_crops is None else list(object_crops), max_image_pixels=max_image_pixels
+    )
+    inputs["pixel_values"] = processor.normalize_pixels(pixels["pixel_values"])
+    inputs["object_pixel_values"] = processor.normalize_crops(pixels["object_pixel_values"], pixels["object_mask"])
+    inputs["object_mask"] = pixels["object_mask"]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -249,15 +260,15 @@ def explain(
             "cls": rows[:, 0].tolist() if layout.cls_tokens else None,
         }
 
-    pixels = display_image(processor, image)
+    drawn = _enlarged(pixels["pixel_values"][0])
     relative = {level: relative_to_even(grid) for level, grid in grids.items()}
     norm = map_norm(list(relative.values()))
-    result["image"] = pixels
+    result["image"] = drawn
     result["overlays"] = {
-        level: {marker: overlay(pixels, grid[row], norm) for row, marker in enumerate(markers)}
+        level: {marker: overlay(drawn, grid[row], norm) for row, marker in enumerate(markers)}
         for level, grid in relative.items()
     }
-    figure = _draw(result, pixels, relative, markers)
+    figure = _draw(result, drawn, relative, markers)
     result["output_path"] = None if output_path is None else str(output_path)
     if output_path is not None:
         save_figure(figure, output_path)

@@ -30,9 +30,7 @@ import io
 import json
 import re
 import statistics
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +38,8 @@ import torch
 from PIL import Image
 
 from benchmarks import common
+from benchmarks import hostile_images as hostile
+from benchmarks.hostile_images import blank_png
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 DEFAULT_MODEL = common.PROJECT / SAMPLE_RUN_DIR / MODEL_FOLDER
@@ -50,29 +50,21 @@ REMOTE_CODE = {
     "entity_marking.py": "processing/entity_marking.py",
     "entity_search.py": "processing/entity_search.py",
     "image_loading.py": "processing/image_loading.py",
+    "image_files.py": "processing/image_files.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""
 BOMB_SIDE = 9000
 """Side of the issue's bomb: a 9000 x 9000 blank 1-bit PNG, 14 KB as base64."""
+LARGE_SIDE = 4938
+"""Side of the largest square image within the default pixel budget (4938 x 4938 = 24,383,844 pixels)."""
+STRIP = (1, 2 * 4032 * 3024)
+"""A strip of as many pixels as the default pixel budget."""
 PHOTO_SIZE = (4032, 3024)
 """A 12-megapixel phone photo."""
 TEXT = "Quillon met Alden in Paris"
 REPEATS = 3
-COLUMNS = ["request", "answer", "peak_rss_growth_mb", "median_seconds"]
+COLUMNS = ["request", "request_kb", "answer", "peak_rss_growth_mb", "median_seconds"]
 _M_MMAP_THRESHOLD = -3
-
-
-def blank_png(width: int, height: int) -> bytes:
-    """A blank (white) 1-bit PNG of `width` x `height` pixels, compressed row by row (it never exists decoded)."""
-    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte, then 8 pixels a byte
-    compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def photo(size: tuple[int, int], image_format: str) -> bytes:
@@ -92,8 +84,8 @@ def encoded(data: bytes) -> str:
 
 
 def requests(num_object_crops: int) -> dict[str, dict[str, Any]]:
-    """The requests, by name: the hostile ones of issue 15 (items 1 to 8) and valid ones, for a model taking
-    `num_object_crops` crops."""
+    """The requests, by name: the hostile ones of issue 15 (items 1 to 8), valid ones, and the hostile image files of
+    [`hostile_images`], for a model taking `num_object_crops` crops."""
     small = Image.new("RGB", (64, 48), (90, 120, 160))
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")
@@ -134,6 +126,34 @@ def requests(num_object_crops: int) -> dict[str, dict[str, Any]]:
         "7. batch [ok, ok, bad]": {"inputs": [post, post, {**post, "object": "Rome"}]},
         "8. bytes that are not an image": {"inputs": {**post, "image": encoded(b"plain text, not an image")}},
         "valid inputs + unknown request key": {"inputs": post, "options": {"wait_for_model": True}},
+        **{name: {"inputs": {**post, "image": encoded(make())}} for name, make in hostile_images().items()},
+    }
+
+
+def hostile_images() -> dict[str, Callable[[], bytes]]:
+    """The hostile image files as `image`, by name (each made when called): decoders doing unbounded work for small
+    files, formats whose header lies or that run another program, images decoding to far more memory than they take
+    (and valid ones at the bounds), corrupt files of formats Pillow reads."""
+    large = (LARGE_SIDE, LARGE_SIDE)
+    return {
+        "progressive JPEG 6000x4000 + 20,000 empty scans": lambda: hostile.progressive_jpeg((6000, 4000), 20_000),
+        "valid: progressive JPEG 6000x4000 of 100 scans": lambda: hostile.progressive_jpeg((6000, 4000), 100),
+        "FLI animation of 65,535 BLACK chunks": hostile.fli_black_chunks,
+        "16x16 PNG, EXIF directory of 65,535 entries pointing at 1 MB": hostile.png_with_exif_entries,
+        "16x16 JPEG, EXIF directory of 2,700 entries pointing at 32 KB": hostile.jpeg_with_exif_entries,
+        "16x16 PNG, 70 zTXt chunks inflating to 1 MB each": hostile.png_with_compressed_texts,
+        "8x8 GIF with 2 MB of comments": hostile.gif_with_comments,
+        "BLP declaring 1x1, a 13000x13000 JPEG inside": hostile.blp_declaring_1x1,
+        "ICO declaring 16x16, a 9459x9459 PNG inside": hostile.ico_declaring_16,
+        "ICNS declaring 128x128, a 13000x13000 PNG inside": hostile.icns_declaring_128,
+        "EPS (PostScript, for Ghostscript)": hostile.eps,
+        "1 x 24,385,536 palette PNG with transparency": lambda: hostile.palette_png_with_transparency(*STRIP),
+        "1 x 24,385,536 16-bit PNG": lambda: hostile.png(*STRIP, bit_depth=16, fill=0x80),
+        "4938x4938 WebP (a 1x1 bitstream)": lambda: hostile.webp_declaring(*large),
+        "valid: 4938x4938 16-bit PNG": lambda: hostile.png(*large, bit_depth=16, fill=0x80),
+        "valid: 4938x4938 RGBA PNG": lambda: hostile.png(*large, bit_depth=8, colour_type=6, fill=0x80),
+        "valid: 4938x4938 GIF": lambda: hostile.gif(*large),
+        **{f"corrupt {kind}": (lambda data=data: data) for kind, data in hostile.CORRUPT.items()},
     }
 
 
@@ -218,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(
             {
                 "request": name,
+                "request_kb": len(json.dumps(request)) / 1024,
                 "answer": summary(runs[0][0]),
                 "peak_rss_growth_mb": max(growth for _, growth, _ in runs),
                 "median_seconds": statistics.median(seconds for _, _, seconds in runs),

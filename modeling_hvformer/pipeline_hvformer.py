@@ -94,8 +94,10 @@ class HVFormerRelationExtractionPipeline(Pipeline):
     - `text` (`str`): the post.
     - `subject` and `object` (`str`): the two entities, each found exactly once in the text (case-sensitive), or
       `entity_spans`: `[[subject_start, subject_end], [object_start, object_end]]`, character offsets, end exclusive.
-    - `image`: a PIL image, a numpy array, the bytes or the path of an image file, or a base64-encoded image (also as
-      a `data:image/...;base64,` URL).
+    - `image`: the bytes or the path of a JPEG, PNG, WebP or GIF file, a base64-encoded one (also as a
+      `data:image/...;base64,` URL), a PIL image or a numpy array. A file, its bytes and `Image.open(path)` give the
+      pixels the model was trained on (a large JPEG decoded at a reduced scale); a decoded PIL image (loaded,
+      converted) or an array is taken as it is, without that reduced-scale decoding.
     - `object_crops` (optional): a list of up to `num_object_crops` crops of the same kinds.
 
     A list of such dicts gives a list of results (`batch_size=` batches them through the model); an error then names
@@ -117,7 +119,8 @@ class HVFormerRelationExtractionPipeline(Pipeline):
     - `max_text_length` (`int` or `None`, defaults to `MAX_TEXT_LENGTH`, 10,000): the most characters of a text.
 
     Every refused input raises a `ValueError` naming the field. Images are decoded no larger than the model needs (a
-    JPEG at a reduced scale).
+    JPEG at a reduced scale), within the processor's bounds on every image (`image_loading.py`: the accepted formats,
+    the aspect ratio, the metadata, at most `MAX_DECODE_BYTES` to decode a post's images).
 
     Returns per input a list `[{"label": str, "score": float}, ...]` of `top_k` relations (labels from
     `model.config.id2label`); with `return_expert_weights=True`, a dict `{"relations": that list, "subject": str,

@@ -3,7 +3,7 @@ caching, collation, and the built-in sample with its encoders. Only the processo
 are imported by name.
 
 The processor is a remote-code unit: `processing_hvformer.py` with its siblings `entity_search.py`,
-`entity_marking.py`, `image_loading.py` and `saved_processor.py` travel to the Hub together."""
+`entity_marking.py`, `image_loading.py`, `image_files.py` and `saved_processor.py` travel to the Hub together."""
 
 from .processing_hvformer import HVFormerProcessor
 

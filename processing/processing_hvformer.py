@@ -15,10 +15,10 @@
 processor.
 
 This file travels to the Hugging Face Hub as remote code with its siblings `entity_search.py` (finding the entities),
-`entity_marking.py` (markers, truncation, padding), `image_loading.py` (decoding, resizing, normalising) and
-`saved_processor.py` (saved files, model checks), which `save_pretrained` copies along; none of them imports anything
-from the hvformer project. The file is over 400 lines only for the documentation of the public API (about 190
-docstring lines); the logic lives in the siblings.
+`entity_marking.py` (markers, truncation, padding), `image_loading.py` (decoding, resizing, normalising) with
+`image_files.py` (the accepted formats and files) and `saved_processor.py` (saved files, model checks), which
+`save_pretrained` copies along; none of them imports anything from the hvformer project. The file is over 400 lines
+only for the documentation of the public API (about 200 docstring lines); the logic lives in the siblings.
 """
 
 from __future__ import annotations
@@ -299,8 +299,8 @@ class HVFormerProcessor(ProcessorMixin):
                 the text: as a substring not glued to a longer word for strings, as a run of words (the string split
                 on whitespace) for word lists.
             images (*optional*):
-                One image per sample (a PIL image, a uint8, uint16, bool or float `(H, W[, C])` array, the bytes of
-                an image file or a file path); a single image for a single text. See [`resize_images`].
+                One image per sample (the bytes or the path of a JPEG, PNG, WebP or GIF file, a PIL image, a uint8,
+                uint16, bool or float `(H, W[, C])` array); a single image for a single text. See [`resize_images`].
             object_crops (*optional*):
                 Per sample, a list of 0 to `num_object_crops` object crops (same types as `images`); for a single
                 text, one such list. Missing crops are zero images with `object_mask` 0. Requires `images`.
@@ -528,10 +528,11 @@ class HVFormerProcessor(ProcessorMixin):
     def load_image(
         self, image: Any, max_image_pixels: int | None = None, reduce_for: str | None = None
     ) -> Image.Image:
-        """Loads one image (PIL image, array, image file bytes or file path) as an RGB PIL image, refusing one of
-        more than `max_image_pixels` pixels before decoding it; see `image_loading.load_image`. At full size, or with
-        `reduce_for="image"` (`"object_crop"`) at the reduced scale [`resize_images`] decodes a main image (an object
-        crop) at, so that resizing the result gives the pixels `resize_images` gives for the file."""
+        """Loads one image (image file bytes or file path, PIL image, array) as an RGB PIL image, refusing one of
+        more than `max_image_pixels` pixels, or that [`resize_images`] refuses, before decoding it; see
+        `image_loading.load_image`. At full size, or with `reduce_for="image"` (`"object_crop"`) at the reduced scale
+        `resize_images` decodes a main image (an object crop) at, so that resizing the result gives the pixels
+        `resize_images` gives for the file."""
         targets = {None: None, "image": resize_target(self.image_processor), "object_crop": self.object_image_size}
         if reduce_for not in targets:
             raise ValueError(f"`reduce_for` must be None, 'image' or 'object_crop', got {reduce_for!r}.")
@@ -545,10 +546,18 @@ class HVFormerProcessor(ProcessorMixin):
         (crops resized to `object_image_size` squares the way the main image is made, zeros for absent ones) and
         `object_mask`.
 
+        Every image a post brings meets the same bounds, whatever form it comes in (see `image_loading`): a file
+        must be a JPEG, PNG, WebP or GIF (`ACCEPTED_FORMATS`; the first frame of an animation), no side may be more
+        than `MAX_ASPECT_RATIO` times the other, the metadata Pillow parses while opening a file is bounded, and
+        decoding the images of a sample may take at most `MAX_DECODE_BYTES`.
+
         The crops are counted, then every image is opened and sized from its header, and the images of a sample
-        holding more than `max_image_pixels` pixels together are refused, before any is decoded. A large JPEG is
-        decoded at a reduced scale (`draft`), another large image is reduced (`reduce`), to no less than twice the
-        resize target. See `image_loading.resize_batch`."""
+        holding more than `max_image_pixels` pixels together, or taking more than `MAX_DECODE_BYTES` to decode, are
+        refused before any is decoded. A large JPEG is decoded at a reduced scale (`draft`), another large image is
+        reduced (`reduce`), to no less than twice the resize target. A path, bytes, and a PIL image opened and not
+        loaded yet (`Image.open(path)`) give the same pixels, those of the training cache; a decoded PIL image
+        (loaded, converted, made in memory) or an array is taken as it is: reduced like any large image, but without
+        the reduced-scale decoding of a JPEG file. See `image_loading.resize_batch`."""
         is_batched = isinstance(images, (list, tuple))
         images = list(images) if is_batched else [images]
         if object_crops is None:

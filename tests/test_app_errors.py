@@ -47,13 +47,13 @@ def test_the_demo_shows_a_message_for_every_refused_input(model_and_processor, p
     (tmp_path / "bomb.png").write_bytes(blank_png(9000, 9000))
     (tmp_path / "text.png").write_text("not an image")
     assert refusal(model_and_processor, str(tmp_path / "bomb.png")) == (
-        "The image holds 81,000,000 pixels (9000x9000), more than max_image_pixels=24,385,536."
+        "The image holds 81,000,000 pixels (`image` 9000x9000), more than max_image_pixels=24,385,536."
     )
     assert refusal(model_and_processor, str(tmp_path / "text.png")) == (
-        f"Cannot read the image {str(tmp_path / 'text.png')!r}: not an image in a format Pillow reads."
+        f"`image`: cannot read the image {str(tmp_path / 'text.png')!r}: not a JPEG, PNG, WEBP or GIF file."
     )
     assert refusal(model_and_processor, str(tmp_path / "missing.png")) == (
-        f"Cannot read the image {str(tmp_path / 'missing.png')!r}: No such file or directory."
+        f"`image`: cannot read the image {str(tmp_path / 'missing.png')!r}: No such file or directory."
     )
     assert refusal(model_and_processor, picture, text="Photo : Alden \ud800 with Corra Vane") == (
         "The text holds a lone surrogate (U+D800) at character 14: a text must be valid Unicode."

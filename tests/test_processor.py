@@ -556,6 +556,10 @@ MODES += ["array-HW", "array-HWC", "array-HWA", "array-uint16", "array-float"]
 )
 def test_property_image_modes_and_sizes(processor, mode, width, height, seed, num_crops):
     image = make_image(mode, width, height, seed)
+    if max(width, height) > image_loading.MAX_ASPECT_RATIO * min(width, height):
+        with pytest.raises(ValueError, match=rf"^The image is {width}x{height} pixels, one side more than"):
+            processor.load_image(image)
+        return
     loaded = processor.load_image(image)
     assert loaded.mode == "RGB" and loaded.size == (width, height)
     encoding = processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=image, object_crops=[image] * num_crops)
@@ -625,10 +629,10 @@ def test_float_images_outside_zero_one_are_refused(processor, image):
         processor.load_image(image)
 
 
-def test_image_files_png_jpeg_and_palette(processor, tmp_path):
+def test_image_files_png_jpeg_webp_and_palette(processor, tmp_path):
     rng = np.random.default_rng(1)
     image = random_image(rng, 9, 7)
-    for name, saved in [("a.png", image), ("b.jpg", image), ("c.gif", image.convert("P")), ("d.tif", image)]:
+    for name, saved in [("a.png", image), ("b.jpg", image), ("c.gif", image.convert("P")), ("d.webp", image)]:
         saved.save(tmp_path / name)
         loaded = processor.load_image(tmp_path / name)
         assert loaded.mode == "RGB" and loaded.size == (9, 7)
@@ -746,7 +750,14 @@ def test_images_only_and_normalize_pixels_contract(processor):
 def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
     processor = build(tmp_path_factory, max_length=40, num_object_crops=2)
     processor.save_pretrained(tmp_path)
-    for module in ("processing_hvformer", "entity_search", "entity_marking", "image_loading", "saved_processor"):
+    for module in (
+        "processing_hvformer",
+        "entity_search",
+        "entity_marking",
+        "image_loading",
+        "image_files",
+        "saved_processor",
+    ):
         assert (tmp_path / f"{module}.py").is_file(), module  # the whole remote-code unit travels
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}
@@ -1199,7 +1210,7 @@ def test_errors_name_the_sample_only_in_a_batch(processor):
     with pytest.raises(ValueError, match=r"^The object entity 'b' is absent from the text\.$"):
         processor(text=texts[2], entities=pairs[2])
     not_an_image = b"plain text, not an image"
-    unreadable = r"cannot read the image: not an image in a format Pillow reads\.$"
+    unreadable = r"cannot read the image: not a JPEG, PNG, WEBP or GIF file\.$"
     with pytest.raises(ValueError, match=rf"^`image`: {unreadable}"):
         processor(images=not_an_image)
     with pytest.raises(ValueError, match=rf"^`object_crops\[1\]`: {unreadable}"):

@@ -241,6 +241,7 @@ MODEL_REPOSITORY_FILES = {
     "entity_marking.py",
     "entity_search.py",
     "image_loading.py",
+    "image_files.py",
     "saved_processor.py",
     "tokenizer.json",
     "tokenizer_config.json",

@@ -654,11 +654,11 @@ def test_model_folder_is_written_whole_or_not_at_all(full_run, tmp_path, monkeyp
 
 
 def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):
-    """A run interrupted after its first checkpoint (its recorded arguments those of the rerun), with three later checkpoints left broken (one without trainer
-    state, one with truncated weights, as a kill -9 while saving leaves them, one whose optimizer state is a pickle
-    that `weights_only` refuses), resumes from the first one with a warning naming each broken one, and ends
-    bit-identical to the uninterrupted run: metrics, train_loss, predictions and the expert-weight history (kept in
-    the checkpoints)."""
+    """A run interrupted after its first checkpoint (its recorded arguments those of the rerun), with three later
+    checkpoints left broken (one without trainer state, one with truncated weights, as a kill -9 while saving leaves
+    them, one whose optimizer state is a pickle that `weights_only` refuses), resumes from the first one with a
+    warning naming each broken one, and ends bit-identical to the uninterrupted run: metrics, train_loss, predictions
+    and the expert-weight history (kept in the checkpoints)."""
     common = ["--max_train_samples", "64", "--max_eval_samples", "32", "--num_train_epochs", "3", *FAST]
     common += ["--save_total_limit", "3", "--load_best_model_at_end", "false", "--keep_checkpoints", "true"]
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"

@@ -1,4 +1,4 @@
-"""Hostile requests against the Inference Endpoints handler of a saved model (issue 15): what each one gets, the peak
+"""Hostile requests against the Inference Endpoints handler of a saved model: what each one gets, the peak
 memory it adds to the warmed handler and its time (`docs/robustness.md`).
 
 The handler is loaded from the model folder's own `handler.py`, as Inference Endpoints do, in this (fresh) process,
@@ -84,7 +84,7 @@ def encoded(data: bytes) -> str:
 
 
 def requests(num_object_crops: int) -> dict[str, dict[str, Any]]:
-    """The requests, by name: the hostile ones of issue 15 (items 1 to 8), valid ones, and the hostile image files of
+    """The requests, by name: the hostile ones (oversized, malformed or slow-to-parse fields), valid ones, and the hostile image files of
     [`hostile_images`], for a model taking `num_object_crops` crops."""
     small = Image.new("RGB", (64, 48), (90, 120, 160))
     buffer = io.BytesIO()

@@ -84,8 +84,8 @@ def encoded(data: bytes) -> str:
 
 
 def requests(num_object_crops: int) -> dict[str, dict[str, Any]]:
-    """The requests, by name: the hostile ones (oversized, malformed or slow-to-parse fields), valid ones, and the hostile image files of
-    [`hostile_images`], for a model taking `num_object_crops` crops."""
+    """The requests, by name: the hostile ones (oversized, malformed or slow-to-parse fields), valid ones, and the
+    hostile image files of [`hostile_images`], for a model taking `num_object_crops` crops."""
     small = Image.new("RGB", (64, 48), (90, 120, 160))
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")

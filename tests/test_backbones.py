@@ -1,4 +1,4 @@
-"""Hub backbones (issue 18): text encoders with WordPiece, byte-level BPE and unigram tokenizers (BERT, RoBERTa,
+"""Hub backbones: text encoders with WordPiece, byte-level BPE and unigram tokenizers (BERT, RoBERTa,
 DeBERTa-v2), their entity markers and word boundaries; the vision families' configuration (levels, image and crop
 sizes, refusals), their levels (the backbone's own hidden states) and crop tokens, the level's [CLS] of encoders
 without one, DINOv2's interpolated positions, and the pipeline with each vision family."""

@@ -112,7 +112,7 @@ def test_input_pipeline_tiny(tmp_path, capsys):
 
 
 def test_targets_are_checked_against_hand_made_figures():
-    """Issue 11's targets on figures made up so that each side of each threshold is hit; a missing run is reported
+    """The speed targets on figures made up so that each side of each threshold is hit; a missing run is reported
     as not measured."""
 
     def step(what, batch, rate, mfu, ratio):

@@ -1,6 +1,6 @@
-"""The speed levers of issue 11 against the plain path: fusion at the marker rows only (Eq. 4-11), no host
+"""The speed levers against the plain path: fusion at the marker rows only (Eq. 4-11), no host
 synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one graph; the last two with
-the uint8 pixels of issue 16 too."""
+the uint8 pixels too."""
 
 from __future__ import annotations
 

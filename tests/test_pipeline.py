@@ -403,8 +403,8 @@ def assert_same_relations(answer, expected, name: str) -> None:
 
 
 def test_refused_requests_decode_no_image(extractor, decodes):
-    """Before issue 15, the pipeline decoded every image of a request first: 30 bomb crops took +2.4 GB and 8 s to be
-    refused for their number, three to be answered."""
+    """Images are counted and sized from their headers before any is decoded (decoding first, 30 bomb crops took
+    +2.4 GB and 8 s to be refused for their number, three to be answered)."""
     post = {"text": TEXT, "subject": "Obama", "object": "Paris", "image": blank_png(64, 48)}
     bomb = base64.b64encode(blank_png(9000, 9000)).decode()
     for crops in ([bomb] * 30, [bomb] * 2, [png_base64(Image.new("RGB", (8, 8)))] * 3):
@@ -589,10 +589,11 @@ STRESS_ANSWERED_IMAGES = ("16x16 PNG, EXIF directory of 65,535 entries pointing 
 """The hostile image files of `benchmarks.robustness.hostile_images` that the stress sends and the handler answers;
 it sends those of `STRESS_ERRORS` too."""
 STRESS_MAX_GROWTH_MB = 300
-"""Bound on the handler's peak memory growth over the whole stress run (four requests at a time). Before issue 15, one
-bomb as `image` alone added 1.2 GB, three as crops 2.4 GB."""
+"""Bound on the handler's peak memory growth over the whole stress run (four requests at a time). Without the bounds,
+one bomb as `image` alone added 1.2 GB, three as crops 2.4 GB."""
 STRESS_MAX_SECONDS = 5.0
-"""Bound on the time of each request, waiting for the three others included. Before issue 15, a bomb took 7 to 22 s."""
+"""Bound on the time of each request, waiting for the three others included (without the bounds, a bomb took 7 to
+22 s)."""
 
 
 def test_the_handler_answers_a_stress_of_hostile_and_valid_requests_from_four_threads(saved, extractor, tmp_path):

@@ -1010,7 +1010,7 @@ def test_entity_texts_keep_the_case_as_written(processor):
         processor.entity_texts(text, entities=("Obama", "Rome"))
 
 
-# Bounded work and clear errors (issue 15)
+# Bounded work and clear errors
 
 WORD_CHARS = set("ab_")
 """The word characters of the alphabet below: `奥` (Han) and the space never glue an entity to its neighbours."""

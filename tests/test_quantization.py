@@ -1,4 +1,4 @@
-"""Int8 inference on the CPU (issue 19): what is quantized, the switches (`quantization_config`, the pipeline's
+"""Int8 inference on the CPU: what is quantized, the switches (`quantization_config`, the pipeline's
 `model_kwargs`, `HVFORMER_QUANTIZE` for the endpoint handler) and the parity with float32 on trained models: the main
 job's model (labels agree on >= 95% of posts, every score within 0.05) and a paper-config model trained on the
 MNRE-shaped fixture (test F1 within 1 point)."""
@@ -44,7 +44,7 @@ PLACE_OR_PERSON = {True: "/per/loc/place_of_residence", False: "/per/per/peer"}
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread, as the benchmark and issue 19's check run the model (two threads on the machine's two shared
+    """One torch thread, as the benchmark runs the model (two threads on the machine's two shared
     cores also slow every test down)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""uint8 pixels to the device (issue 16): the model normalises uint8 `pixel_values` / `object_pixel_values` with the
+"""uint8 pixels to the device: the model normalises uint8 `pixel_values` / `object_pixel_values` with the
 config's `image_mean` / `image_std` as the processor does on the host, zeroes absent crops, and keeps reading the
 processor's float pixels as before; the processor checks the statistics against the model; saved models without
 them keep working."""

@@ -60,7 +60,13 @@ from processing.builtin_encoders import (
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.collator import ColumnBatches, HVFormerDataCollator, StaticShapes, static_text_lengths
+from processing.collator import (
+    TEXT_LENGTH_BUCKETS,
+    ColumnBatches,
+    HVFormerDataCollator,
+    StaticShapes,
+    static_text_lengths,
+)
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.mnre import find_split_file, folder_dataset, folder_words, hub_words
 from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub
@@ -235,10 +241,10 @@ class ExperimentArguments:
         default=None,
         metadata={
             "help": "Pad every batch to a few fixed shapes, so that a compiled step (--torch_compile, CUDA graphs) "
-            "is not compiled again for each new shape: the text to one of 4 lengths up to --max_seq_length (24 40 "
-            "64 80 for 80), the object crops to --num_object_crops, and a last, smaller batch with padding rows "
-            "that the loss, the metrics and the predictions leave out. Default: on with --torch_compile on a GPU, "
-            "else off."
+            f"is not compiled again for each new shape: the text to one of {TEXT_LENGTH_BUCKETS} lengths up to "
+            f"--max_seq_length ({' '.join(map(str, static_text_lengths(80)))} for 80), the object crops to "
+            "--num_object_crops, and a last, smaller batch with padding rows that the loss, the metrics and the "
+            "predictions leave out."
         },
     )
     overwrite_output_dir: bool = field(
@@ -254,6 +260,8 @@ class ExperimentArguments:
     )
 
 
+STATIC_SHAPES_DEFAULT = "on with --torch_compile on a GPU, else off"
+"""What `--static_shapes` defaults to (decided in `parse_args`, once the other options are known)."""
 ANALYSIS_PACKAGES: tuple[str, ...] = ("matplotlib", "sklearn")
 """What `--do_analysis` imports (the `analysis` extra)."""
 
@@ -380,7 +388,7 @@ def documented_defaults() -> dict[str, Any]:
             default = parameters[parameter].default
             if default is not None and default is not inspect.Parameter.empty:
                 defaults[option] = default
-    return defaults
+    return {**defaults, "static_shapes": STATIC_SHAPES_DEFAULT}
 
 
 def last_value(argv: list[str], option: str) -> str | None:
@@ -463,7 +471,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
         training_args.dataloader_num_workers = cores
     if training_args.dataloader_num_workers == 0:
         training_args.dataloader_persistent_workers = False  # no worker to keep (DataLoader refuses the pair)
-    if experiment_args.static_shapes is None:
+    if experiment_args.static_shapes is None:  # STATIC_SHAPES_DEFAULT
         experiment_args.static_shapes = training_args.torch_compile and torch.accelerator.is_available()
     missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))
     if missing:

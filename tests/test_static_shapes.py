@@ -95,3 +95,16 @@ def test_compiled_static_shape_run_compiles_one_graph_and_scores_as_a_plain_run(
             name: static[f"{split}_{name}"] for name in SCORES
         }
     assert_same_predictions(evaluated_predictions, static_predictions)
+
+
+def test_static_shapes_are_on_by_default_only_for_compiled_runs_on_an_accelerator(monkeypatch):
+    """Off on this CPU, compiled or not; on with --torch_compile where an accelerator is; an explicit value wins."""
+
+    def static_shapes(*arguments: str) -> bool:
+        return run_mre.parse_args(list(arguments))[2].static_shapes
+
+    assert static_shapes() is False and static_shapes("--torch_compile", "true") is False
+    assert static_shapes("--static_shapes", "true") is True
+    monkeypatch.setattr(run_mre.torch.accelerator, "is_available", lambda: True)
+    assert static_shapes("--torch_compile", "true") is True and static_shapes() is False
+    assert static_shapes("--torch_compile", "true", "--static_shapes", "false") is False

@@ -558,11 +558,12 @@ def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
     )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-    if len(probabilities) != len(dataset):  # e.g. padding rows left in: every row after them would be misread
-        raise ValueError(f"{len(probabilities)} predictions for the {len(dataset)} examples of {path.name}")
+    ids = list(dataset["id"])
+    if len(probabilities) != len(ids):  # e.g. padding rows left in: every row after them would be misread
+        raise ValueError(f"{len(probabilities)} predictions for the {len(ids)} examples of {path.name}")
     markers = (config.entity_markers[0], config.entity_markers[2])
     lines = []
-    for index, (example_id, gold) in enumerate(zip(dataset["id"], dataset["labels"], strict=True)):
+    for index, (example_id, gold) in enumerate(zip(ids, dataset["labels"], strict=True)):
         row = {
             "id": example_id,
             "gold": config.id2label[int(gold)],

@@ -20,7 +20,7 @@ COLLATED_COLUMNS: tuple[str, ...] = TEXT_INPUTS + PIXEL_INPUTS + ("object_mask",
 """Every column [`HVFormerDataCollator`] reads."""
 IGNORE_INDEX = -100
 """The label of a padding row of [`StaticShapes`]: PyTorch's cross-entropy leaves it out of the loss (its default
-`ignore_index`), and `Trainer` does not count it as a training item."""
+`ignore_index`)."""
 TEXT_LENGTH_BUCKETS = 4
 """How many text lengths [`static_text_lengths`] allows a run."""
 
@@ -246,7 +246,6 @@ class HVFormerDataCollator:
       tensors.
     - Every other field (`id`, `kind`, `token`, `image_status`, ...) is dropped: keep ids aside (e.g. from the
       dataset's `id` column in row order) to trace predictions.
-
     - With `static_shapes`, the text, the crops and the rows are padded to the few shapes of [`StaticShapes`].
 
     Args:

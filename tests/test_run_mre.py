@@ -922,3 +922,13 @@ def test_main_job_runs_from_an_installed_wheel_in_a_fresh_folder(tmp_path):
             timeout=120,
         ).stdout
     )
+
+
+def test_predictions_that_do_not_match_the_examples_are_refused(tmp_path):
+    """More predictions than examples (e.g. a padding row of static shapes left in) are refused, not written with
+    the extra rows silently dropped."""
+    config = type("Config", (), {"id2label": {0: "None", 1: "/per/per/peer"}, "entity_markers": ["<s>"] * 4})()
+    dataset = {"id": ["test-0", "test-1"], "labels": [0, 1]}
+    with pytest.raises(ValueError, match="^3 predictions for the 2 examples of predictions.jsonl$"):
+        run_mre.write_predictions(tmp_path / "predictions.jsonl", dataset, [[2.0, 0.0]] * 3, config)
+    assert not (tmp_path / "predictions.jsonl").exists()

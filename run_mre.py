@@ -35,6 +35,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,7 +60,13 @@ from processing.builtin_encoders import (
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.collator import ColumnBatches, HVFormerDataCollator
+from processing.collator import (
+    TEXT_LENGTH_BUCKETS,
+    ColumnBatches,
+    HVFormerDataCollator,
+    StaticShapes,
+    static_text_lengths,
+)
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.mnre import find_split_file, folder_dataset, folder_words, hub_words
 from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub, load_post_files
@@ -245,13 +252,23 @@ class DataArguments:
 
 @dataclass
 class ExperimentArguments:
-    """Several seeds, analysis, and starting over."""
+    """Several seeds, analysis, static shapes, and starting over."""
 
     seeds: list[int] | None = field(
         default=None, metadata={"help": "Run once per seed into output_dir/seed-N and report mean ± std."}
     )
     do_analysis: bool = field(default=False, metadata={"help": "Write the paper's analysis figures (§4.3)."})
     analysis_split: str = field(default="val", metadata={"help": "Split the analysis reads."})
+    static_shapes: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pad every batch to a few fixed shapes, so that a compiled step (--torch_compile, CUDA graphs) "
+            f"is not compiled again for each new shape: the text to one of {TEXT_LENGTH_BUCKETS} lengths up to "
+            f"--max_seq_length ({' '.join(map(str, static_text_lengths(80)))} for 80), the object crops to "
+            "--num_object_crops, and a last, smaller batch with padding rows that the loss, the metrics and the "
+            "predictions leave out."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train anew although output_dir holds a finished run or checkpoints (they are deleted)."},
@@ -267,7 +284,8 @@ class ExperimentArguments:
 
 DEFAULT_NONE_LABEL: str | None = inspect.signature(HVFormerConfig.__init__).parameters["none_label"].default
 """The "no relation" class of an MNRE folder, its export and the built-in sample: `HVFormerConfig`'s default."""
-
+STATIC_SHAPES_DEFAULT = "on with --torch_compile on a GPU, else off"
+"""What `--static_shapes` defaults to (decided in `parse_args`, once the other options are known)."""
 ANALYSIS_PACKAGES: tuple[str, ...] = ("matplotlib", "sklearn")
 """What `--do_analysis` imports (the `analysis` extra)."""
 
@@ -326,9 +344,22 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def data_collator(processor: HVFormerProcessor) -> HVFormerDataCollator:
-    """The run's collator: text padded to a multiple of 8 (tensor cores), uint8 pixels stacked as they are."""
+def data_collator(processor: HVFormerProcessor, static_shapes: StaticShapes | None = None) -> HVFormerDataCollator:
+    """The run's collator: text padded to a multiple of 8 (tensor cores), or to the shapes of `static_shapes`; uint8
+    pixels stacked as they are."""
+    if static_shapes is not None:
+        return HVFormerDataCollator(processor, static_shapes=static_shapes)
     return HVFormerDataCollator(processor, pad_to_multiple_of=8)
+
+
+def run_static_shapes(processor: HVFormerProcessor, training_args: TrainingArguments) -> StaticShapes:
+    """The shapes of a `--static_shapes` run: [`static_text_lengths`] of the processor's maximum length, its crops,
+    and the training and the evaluation batch sizes of one process."""
+    return StaticShapes(
+        text_lengths=static_text_lengths(processor.max_length),
+        batch_sizes=(training_args.train_batch_size, training_args.eval_batch_size),
+        num_object_crops=processor.num_object_crops,
+    )
 
 
 def check_launcher(environ: Mapping[str, str]) -> None:
@@ -381,7 +412,7 @@ def documented_defaults() -> dict[str, Any]:
             default = parameters[parameter].default
             if default is not None and default is not inspect.Parameter.empty:
                 defaults[option] = default
-    return defaults
+    return {**defaults, "static_shapes": STATIC_SHAPES_DEFAULT}
 
 
 def last_value(argv: list[str], option: str) -> str | None:
@@ -475,6 +506,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Experime
         training_args.dataloader_num_workers = cores
     if training_args.dataloader_num_workers == 0:
         training_args.dataloader_persistent_workers = False  # no worker to keep (DataLoader refuses the pair)
+    if experiment_args.static_shapes is None:  # STATIC_SHAPES_DEFAULT
+        experiment_args.static_shapes = training_args.torch_compile and torch.accelerator.is_available()
     missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))
     if missing:
         parser.error(
@@ -566,10 +599,13 @@ def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -
         (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
     )
     probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+    ids = list(dataset["id"])
+    if len(probabilities) != len(ids):  # e.g. padding rows left in: every row after them would be misread
+        raise ValueError(f"{len(probabilities)} predictions for the {len(ids)} examples of {path.name}")
     markers = (config.entity_markers[0], config.entity_markers[2])
-    golds = dataset["labels"] if "labels" in dataset.column_names else [None] * len(dataset)
+    golds = dataset["labels"] if "labels" in getattr(dataset, "column_names", dataset) else [None] * len(ids)
     lines = []
-    for index, (example_id, gold) in enumerate(zip(dataset["id"], golds, strict=True)):
+    for index, (example_id, gold) in enumerate(zip(ids, golds, strict=True)):
         row = {
             "id": example_id,
             **({"gold": config.id2label[int(gold)]} if gold is not None else {}),
@@ -925,12 +961,13 @@ def run(
     callbacks = [TrainingLossRecorder(), EpochReport()]
     if model.config.fusion == "mome":
         callbacks.append(ExpertWeightsRecorder())
+    static_shapes = run_static_shapes(processor, training_args) if experiment_args.static_shapes else None
     trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=batches.get("train"),
         eval_dataset=batches.get("val"),
-        data_collator=data_collator(processor),
+        data_collator=data_collator(processor, static_shapes),
         processing_class=processor,
         compute_metrics=compute_metrics_fn(model.config.none_label_id, model.config.id2label),
         preprocess_logits_for_metrics=marker_expert_weights_fn(model.config),
@@ -940,22 +977,26 @@ def run(
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ProgressBar)
 
-    # Training (resumed from the last complete checkpoint), evaluation, prediction.
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args, output_dir))
-        metrics.update(train_result.metrics)
-        metrics["train_loss"] = find_callback(trainer, TrainingLossRecorder).mean
-        trainer.save_state()
-        recorder = find_callback(trainer, ExpertWeightsRecorder)
-        if recorder is not None and trainer.is_world_process_zero():
-            recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
-    if "val" in data:
-        metrics.update(trainer.evaluate(eval_dataset=batches["val"], metric_key_prefix="eval"))
-    if training_args.do_predict:
-        prediction = trainer.predict(batches["test"], metric_key_prefix="test")
-        metrics.update(prediction.metrics)
-        if trainer.is_world_process_zero():
-            write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)
+    # Training (resumed from the last complete checkpoint), evaluation, prediction. With static shapes a compiled
+    # step is compiled once per shape, each with static sizes (what CUDA graphs and Inductor's kernels want), instead
+    # of once more with dynamic ones at the second shape it meets.
+    compiling_static_shapes = static_shapes is not None and training_args.torch_compile
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False) if compiling_static_shapes else nullcontext():
+        if training_args.do_train:
+            train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args, output_dir))
+            metrics.update(train_result.metrics)
+            metrics["train_loss"] = find_callback(trainer, TrainingLossRecorder).mean
+            trainer.save_state()
+            recorder = find_callback(trainer, ExpertWeightsRecorder)
+            if recorder is not None and trainer.is_world_process_zero():
+                recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
+        if "val" in data:
+            metrics.update(trainer.evaluate(eval_dataset=batches["val"], metric_key_prefix="eval"))
+        if training_args.do_predict:
+            prediction = trainer.predict(batches["test"], metric_key_prefix="test")
+            metrics.update(prediction.metrics)
+            if trainer.is_world_process_zero():
+                write_predictions(output_dir / PREDICTIONS_FILE, data["test"], prediction.predictions, model.config)
 
     # The model folder with its card, the checkpoints deleted, the results file, then the manifest of every file the
     # run wrote, which marks the run finished.
@@ -984,7 +1025,8 @@ def run(
         if push_to_hub:
             push(output_dir, training_args)
     if experiment_args.do_analysis and trainer.is_world_process_zero():
-        results = run_analysis(trainer, data[experiment_args.analysis_split], output_dir / "analysis")
+        split = data[experiment_args.analysis_split]
+        results = run_analysis(trainer, split, output_dir / "analysis", collator=data_collator(processor))
         print_analysis_summary(results, output_dir / "analysis")
     return metrics
 

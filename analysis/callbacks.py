@@ -11,6 +11,7 @@ import torch
 import transformers
 from transformers.trainer_callback import ExportableState
 
+from processing.collator import IGNORE_INDEX
 from training.run_files import write_text_atomic
 
 from .tokens import marker_names
@@ -35,7 +36,8 @@ class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
 
     At the first `on_epoch_begin` a forward hook goes on the model (unwrapped from DDP / `torch.compile`); in training
     mode it adds the model's `marker_expert_weights` (G at the markers; detached, float32, on the model's device: no
-    graph is kept and no device sync happens per step) to running sums. At the end of each epoch (`every="epoch"`) or
+    graph is kept and no device sync happens per step) to running sums, leaving out the padding rows of static
+    shapes (labelled `IGNORE_INDEX`). At the end of each epoch (`every="epoch"`) or
     at each logging step (`every="log"`) the means are appended to [`history`] as
     `{"epoch", "step", "count", "<s>": [E means], "<o>": [E means]}` (`count`: examples averaged, the markers named
     by `config.entity_markers`, experts in the order of `config.expert_names`) and the sums reset. `on_train_end`
@@ -63,19 +65,27 @@ class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._markers: tuple[str, str] | None = None
 
-    def _record(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+    @torch.compiler.disable  # bookkeeping beside a compiled model: run as it is, never traced or recompiled
+    def _record(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         marker_weights = getattr(output, "marker_expert_weights", None)  # G at <s>, <o>: (batch, 2, E)
         if not module.training or marker_weights is None:
             return
-        rows = marker_weights.detach().float().sum(dim=0)  # (2, E)
+        rows = marker_weights.detach().float()
+        labels = kwargs.get("labels")
+        if labels is None:
+            count = rows.shape[0]
+        else:  # static shapes' padding rows (labelled IGNORE_INDEX) are no examples; counted on the device
+            real = (labels != IGNORE_INDEX).to(rows)
+            rows, count = rows * real[:, None, None], real.sum()
+        rows = rows.sum(dim=0)  # (2, E)
         self._sums = rows if self._sums is None else self._sums + rows
-        self._count += marker_weights.shape[0]
+        self._count = self._count + count
 
     def _close_interval(self, state: transformers.TrainerState) -> None:
         if not self._count:
             return
         means = (self._sums / self._count).cpu().tolist()
-        entry = {"epoch": state.epoch, "step": state.global_step, "count": self._count}
+        entry = {"epoch": state.epoch, "step": state.global_step, "count": int(self._count)}
         self.history.append({**entry, **dict(zip(self._markers, means, strict=True))})
         self._sums, self._count = None, 0
 
@@ -93,7 +103,7 @@ class ExpertWeightsRecorder(transformers.TrainerCallback, ExportableState):
         if self._hook is None:
             model = _unwrap_model(model)
             self._markers = marker_names(model.config)
-            self._hook = model.register_forward_hook(self._record)
+            self._hook = model.register_forward_hook(self._record, with_kwargs=True)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.every == "epoch":

@@ -263,10 +263,12 @@ def run_analysis(
     dataset: datasets.Dataset,
     output_dir: Path,
     max_examples: int | None = None,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
     """
     [`analyse`] after training with a `Trainer` (`run_mre.py --do_analysis`): the trainer's model, data collator
-    and `per_device_eval_batch_size`, the training history `output_dir.parent / HISTORY_FILE`.
+    (or `collator`: the analysis reads every row of a batch, so not one that adds padding rows) and
+    `per_device_eval_batch_size`, the training history `output_dir.parent / HISTORY_FILE`.
 
     Runs on the main process only; the other processes of a distributed run return `{}` at once (no collective
     call is made, so they need not wait). The model must be whole on the main process: not sharded by FSDP or
@@ -278,7 +280,7 @@ def run_analysis(
     return analyse(
         trainer.model,
         dataset,
-        trainer.data_collator,
+        trainer.data_collator if collator is None else collator,
         output_dir,
         batch_size=trainer.args.per_device_eval_batch_size,
         max_examples=max_examples,

@@ -26,6 +26,27 @@ MARKER_IDS = [1, 2, 3, 4]
 """Entity-marker ids of the synthetic batches: BERT's `[unused0]`..`[unused3]`."""
 MARKER_POSITIONS = (2, 6)
 """Where the synthetic batches put `<s>` and `<o>` (`</s>` and `</o>` follow two tokens later)."""
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile`'s modes, for `--compile-mode` (Inductor's)."""
+CPU_INSTRUCTION_SETS: tuple[str, ...] = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "bf16",
+    "i8mm",
+)
+"""The CPU instruction sets that decide float32, bf16 and int8 speed on the CPU (x86 `flags` and Arm `Features` of
+`/proc/cpuinfo`), recorded with every figure."""
 
 
 def paper_config() -> HVFormerConfig:
@@ -145,18 +166,73 @@ def git_commit() -> str:
     return f"{commit}+changes" if changed else commit or "unknown"
 
 
-def environment(device: torch.device) -> dict[str, str]:
-    """Where and with what a figure was measured."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+def cpu_description(cpuinfo: str) -> dict[str, Any]:
+    """The CPU's model name and which of [`CPU_INSTRUCTION_SETS`] it has, from the text of `/proc/cpuinfo` (its first
+    processor's entry)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, separator, value = line.partition(":")
+        if separator:
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or fields.get("Model") or platform.processor() or "unknown"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu": name, "cpu_instruction_sets": [name for name in CPU_INSTRUCTION_SETS if name in flags]}
+
+
+def host_cpu() -> dict[str, Any]:
+    """[`cpu_description`] of this machine (`cpu_instruction_sets` empty where `/proc/cpuinfo` is not there)."""
+    try:
+        return cpu_description(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return cpu_description("")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and with what a figure was measured; the host CPU always (it runs the CPU figures, and feeds a GPU)."""
+    cpu = host_cpu()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu["cpu"]
     return {
         "device": name,
         "device_type": device.type,
+        **cpu,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--compile`, `--compile-mode` and `--compile-backend`, which [`compiled`] reads."""
+    parser.add_argument("--compile", action="store_true", help=f"torch.compile {what}.")
+    parser.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default=None,
+        help="torch.compile's mode (implies --compile); reduce-overhead replays CUDA graphs, for host-bound steps.",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile's backend (implies --compile when not inductor); aot_eager traces the graphs, forward "
+        "and backward, without generating kernels (run_all.py's --tiny smoke runs: Inductor takes minutes on a "
+        "loaded CPU). Its mode applies to Inductor only.",
+    )
+
+
+def compile_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Whether and how `args` ask to compile, for the figures' settings."""
+    on = args.compile or args.compile_mode is not None or args.compile_backend != "inductor"
+    return {"compile": on, "compile_mode": args.compile_mode, "compile_backend": args.compile_backend if on else None}
+
+
+def compiled(function: Callable, args: argparse.Namespace) -> Callable:
+    """`function` compiled as `args` ask, for static shapes (a graph per input shape), or as it is."""
+    if not compile_settings(args)["compile"]:
+        return function
+    mode = args.compile_mode if args.compile_backend == "inductor" else None
+    return torch.compile(function, backend=args.compile_backend, mode=mode, dynamic=False)
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:

@@ -5,9 +5,13 @@ float32 and in int8 (`quantization_hvformer.quantize_int8`, what `HVFORMER_QUANT
 The model runs in eval mode under `torch.inference_mode`, bf16 autocast on a GPU, inputs already on the device;
 the processor encodes one post (words, two entity spans, a 400x300 photo and its object crops) on the CPU. On the
 CPU everything runs on one thread, float32 and int8 are timed in turn within each repeat (so that a shared machine's
-load falls on both alike), and the evaluation batch is 8 (a GPU's 256 would take many minutes).
+load falls on both alike), and the evaluation batch is 8 (a GPU's 256 would take many minutes). Compiled
+(`--compile`, `--compile-mode`), the model is compiled for static shapes (a graph per batch size and fusion path;
+the CPU's int8 model is left out) and the first call of each, compilation included, is reported apart
+(`first_call_seconds`) and left out of the figures.
 
     python benchmarks/inference.py --output inference.json
+    python benchmarks/inference.py --compile-mode reduce-overhead    # compiled, CUDA graphs replayed on a GPU
     python benchmarks/inference.py --device cpu      # paper size, one CPU thread: float32 against int8
     python benchmarks/inference.py --tiny            # CPU smoke run
 """
@@ -40,7 +44,17 @@ TINY = {"text_length": 16, "eval_batch_size": 8, "latency_repeats": 5, "eval_bat
 POST = "Corra Vane and Tamsin Holt at Harbor Square today with the whole crew , great night".split()
 ENTITY_SPANS = [(0, 2), (3, 5)]
 """Word spans of the subject and the object in `POST`."""
-COLUMNS = ["what", "fusion_rows", "precision", "batch_size", "p50_ms", "p90_ms", "samples_per_second", "vs_float32"]
+COLUMNS = [
+    "what",
+    "fusion_rows",
+    "precision",
+    "batch_size",
+    "p50_ms",
+    "p90_ms",
+    "samples_per_second",
+    "vs_float32",
+    "first_call_seconds",
+]
 
 
 def processor_for(config: Any) -> HVFormerProcessor:
@@ -65,6 +79,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__.split("\n\n")[0])
+    common.add_compile_arguments(parser, "the model (not the CPU's int8 one)")
     args = parser.parse_args(argv)
     device = common.prepare(args)
     settings = TINY if args.tiny else PAPER_CPU if device.type == "cpu" else PAPER
@@ -75,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         models = {"float32": model, "int8": quantize_int8(copy.deepcopy(model))}
     else:
         models = {"bf16 autocast": model}
+    if common.compile_settings(args)["compile"]:  # dynamically quantized int8 Linear layers are eager-only
+        models = {
+            precision: common.compiled(model, args) for precision, model in models.items() if precision != "int8"
+        }
 
     processor = processor_for(model.config)
     rng = np.random.default_rng(0)
@@ -105,7 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         latencies: dict[str, list[float]] = {precision: [] for precision in models}
         evaluations: dict[str, list[float]] = {precision: [] for precision in models}
-        for _ in range(settings["warmup"]):
+        first_calls = {
+            (precision, size): common.timed(lambda p=precision, b=batch: forward(p, b), device, 1)[0]
+            for precision in models
+            for size, batch in ((1, single), (settings["eval_batch_size"], evaluation))
+        }
+        for _ in range(settings["warmup"] - 1):
             for precision in models:
                 forward(precision, single)
         for precision in models:
@@ -125,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "precision": precision,
                     "batch_size": 1,
                     **percentiles(latencies[precision]),
+                    "first_call_seconds": first_calls[precision, 1],
                 }
             )
         for precision in models:
@@ -137,13 +162,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "samples_per_second": settings["eval_batch_size"]
                     * settings["eval_batches"]
                     / sum(evaluations[precision]),
+                    "first_call_seconds": first_calls[precision, settings["eval_batch_size"]],
                 }
             )
     _compare_with_float32(rows)
     figures = {
         "benchmark": "inference",
         "environment": common.environment(device),
-        "settings": {**settings, "tiny": args.tiny, "threads": torch.get_num_threads()},
+        "settings": {
+            **settings,
+            "tiny": args.tiny,
+            "threads": torch.get_num_threads(),
+            **common.compile_settings(args),
+        },
         "rows": rows,
     }
     common.report(figures, rows, COLUMNS, args.output)

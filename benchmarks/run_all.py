@@ -1,14 +1,19 @@
-"""Every benchmark in one run, then the targets of issues 11 and 16 checked against what was measured.
+"""Every benchmark in one run, then the speed targets checked against what was measured.
 
 Runs, each in its own process with a time cap: `train_step.py`, `inference.py`, `end_to_end.py` at batch 32 and 64,
-`input_pipeline.py` (the host's feed, on the CPU) and `train_step.py --compile`. A run stopped at its cap counts with
-the rows it wrote before (`train_step.py` writes each batch size as it is done). Writes their JSON files
-and `targets.json` to `--output-dir` and prints one row per target: the threshold, the figure measured and whether
-it is met (`not measured` when its benchmark failed or did not measure it; a failed benchmark is reported with the
-tail of its output). `--cap NAME=SECONDS` gives one run its own time cap, so that the whole run fits a lease:
+`input_pipeline.py` (the host's feed, on the CPU), then the compiled variants: `train_step.py --compile`, and
+`train_step.py` and `inference.py` with `--compile-mode reduce-overhead` (CUDA graphs on a GPU). The compiled runs
+report each first step or call, compilation included, apart from their rates. A run stopped at its cap counts with
+the rows it wrote before (`train_step.py` writes each batch size as it is done). Writes their JSON files and
+`targets.json` to `--output-dir` and prints one row per target: the threshold, the figure measured (the best of the
+eager and compiled runs) and whether it is met (`not measured` when its benchmark failed or did not measure it; a
+failed benchmark is reported with the tail of its output).
 
-    python benchmarks/run_all.py --output-dir bench            # on the GPU machine
-    python benchmarks/run_all.py --output-dir bench --cap train_step_compiled=120 --end-to-end-train-size 2048
+The default caps ([`DEFAULT_CAPS`]) add up to 14 minutes, so that the whole run fits a 15-minute lease of one GPU
+machine; `--timeout SECONDS` gives every run the same cap, `--cap NAME=SECONDS` one run its own:
+
+    python benchmarks/run_all.py --output-dir bench --end-to-end-train-size 2048     # on the GPU machine
+    python benchmarks/run_all.py --output-dir bench --cap train_step_graphs=240      # a longer compile
     python benchmarks/run_all.py --tiny --output-dir /tmp/b    # CPU smoke run (the targets are not meaningful there)
 """
 
@@ -36,11 +41,29 @@ RUNS: dict[str, list[str]] = {
     "end_to_end_b64": ["end_to_end.py", "--batch-size", "64"],
     "input_pipeline": ["input_pipeline.py"],
     "train_step_compiled": ["train_step.py", "--compile"],
+    "train_step_graphs": ["train_step.py", "--compile-mode", "reduce-overhead"],
+    "inference_graphs": ["inference.py", "--compile-mode", "reduce-overhead"],
 }
 """The benchmark runs, by the name of their JSON file, in the order they run (compilation, the slowest, last)."""
+COMPILED_RUNS = ("train_step_compiled", "train_step_graphs", "inference_graphs")
+"""The runs whose arguments are compile options only."""
+TINY_COMPILE = ("--compile-backend", "aot_eager")
+"""How `--tiny` compiles: the graphs traced, forward and backward, without Inductor's kernels (minutes on a loaded
+CPU), so that a smoke run checks the compiled runs' code within its caps."""
+DEFAULT_CAPS: dict[str, int] = {
+    "train_step": 80,
+    "inference": 50,
+    "end_to_end_b32": 130,
+    "end_to_end_b64": 120,
+    "input_pipeline": 50,
+    "train_step_compiled": 150,
+    "train_step_graphs": 160,
+    "inference_graphs": 100,
+}
+"""Seconds each run may take by default: 840 in all, 14 minutes."""
 END_TO_END_BATCHES: dict[str, int] = {"end_to_end_b32": 32, "end_to_end_b64": 64}
-TINY_RUNS = ("train_step", "inference", "end_to_end_b32", "input_pipeline")
-"""The runs of `--tiny` (no compilation, one end-to-end batch size: a smoke run)."""
+TINY_RUNS = ("train_step", "inference", "end_to_end_b32", "input_pipeline", "train_step_graphs", "inference_graphs")
+"""The runs of `--tiny` (one end-to-end batch size, one compiled variant of each model benchmark: a smoke run)."""
 
 
 def run_capped(command: list[str], cap: int) -> subprocess.CompletedProcess:
@@ -61,13 +84,13 @@ def run_capped(command: list[str], cap: int) -> subprocess.CompletedProcess:
 def run_benchmarks(
     output_dir: Path,
     tiny: bool,
-    timeout: int,
+    timeout: int | None = None,
     caps: dict[str, int] | None = None,
     end_to_end_train_size: int | None = None,
 ) -> dict[str, dict[str, Any] | None]:
-    """Runs the benchmarks, each within `caps[name]` seconds or else `timeout` (the end-to-end ones on
-    `end_to_end_train_size` generated posts when given), and returns their figures by run name (`None` for a run
-    that failed or timed out)."""
+    """Runs the benchmarks, each within `caps[name]` seconds, else `timeout`, else its [`DEFAULT_CAPS`] (the
+    end-to-end ones on `end_to_end_train_size` generated posts when given), and returns their figures by run name
+    (`None` for a run that failed or timed out)."""
     caps = caps or {}
     output_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, dict[str, Any] | None] = {}
@@ -76,12 +99,12 @@ def run_benchmarks(
             continue
         output = output_dir / f"{name}.json"
         script, *arguments = command
-        if tiny:
-            arguments = ["--tiny"]
+        if tiny:  # the tiny model and inputs; a compiled run keeps its options and only traces (no kernels made)
+            arguments = ["--tiny", *arguments, *TINY_COMPILE] if name in COMPILED_RUNS else ["--tiny"]
         if name in END_TO_END_BATCHES and end_to_end_train_size is not None:
             arguments = [*arguments, "--train-size", str(end_to_end_train_size)]
         full = [sys.executable, str(Path(__file__).with_name(script)), *arguments, "--output", str(output)]
-        cap = caps.get(name, timeout)
+        cap = caps.get(name, timeout or DEFAULT_CAPS[name])
         print(f"== {name} (at most {cap} s): {' '.join(full[1:])}", flush=True)
         output.unlink(missing_ok=True)  # a stopped run must not be credited with an earlier run's figures
         try:
@@ -108,8 +131,11 @@ def _rows(figures: dict[str, Any] | None, **match: Any) -> list[dict[str, Any]]:
 def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
     """One row per target of issues 11 and 16: `target`, `threshold`, `measured` (`None` when not measured) and
     `met`."""
-    steps = [*_rows(figures.get("train_step"), what="hvformer_marker_rows")]
-    steps += _rows(figures.get("train_step_compiled"), what="hvformer_marker_rows")
+    steps = [
+        row
+        for run in ("train_step", "train_step_compiled", "train_step_graphs")
+        for row in _rows(figures.get(run), what="hvformer_marker_rows")
+    ]
     largest = max((row["batch_size"] for row in steps), default=None)
     step_rate = {}  # the fastest training step per batch size
     for row in steps:
@@ -137,11 +163,15 @@ def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, A
         if nominal == 32:
             absolute = rate if batch == 32 else None
             checks.append(("run_mre.py train samples/s at batch 32", 1500.0, absolute, True))
-    latency = _rows(figures.get("inference"), what="model latency", fusion_rows="markers")
-    throughput = _rows(figures.get("inference"), what="evaluation throughput", fusion_rows="markers")
-    checks.append(("model batch-1 latency p50, ms", 8.0, latency[0]["p50_ms"] if latency else None, False))
-    rate = throughput[0]["samples_per_second"] if throughput else None
-    checks.append(("evaluation samples/s at the evaluation batch", 6000.0, rate, True))
+    inference = [figures.get("inference"), figures.get("inference_graphs")]  # eager, and CUDA graphs replayed
+    latency = [row["p50_ms"] for run in inference for row in _rows(run, what="model latency", fusion_rows="markers")]
+    throughput = [
+        row["samples_per_second"]
+        for run in inference
+        for row in _rows(run, what="evaluation throughput", fusion_rows="markers")
+    ]
+    checks.append(("model batch-1 latency p50, ms", 8.0, min(latency, default=None), False))
+    checks.append(("evaluation samples/s at the evaluation batch", 6000.0, max(throughput, default=None), True))
     feed = _rows(figures.get("input_pipeline"), what="host feed, one worker")
     transfer = _rows(figures.get("input_pipeline"), what="bytes to the device per sample")
     rate = feed[0]["samples_per_second"] if feed else None
@@ -172,7 +202,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="Tiny CPU smoke runs of the benchmarks.")
     parser.add_argument("--output-dir", type=Path, required=True, help="Where the JSON files go.")
-    parser.add_argument("--timeout", type=int, default=1200, help="Seconds each benchmark may take (default 1200).")
+    parser.add_argument(
+        "--timeout", type=int, default=None, help="Seconds every run may take (default: each its own, DEFAULT_CAPS)."
+    )
     parser.add_argument(
         "--cap",
         type=_cap,

@@ -3,7 +3,9 @@
 MFU = samples/s x FLOP per sample / the bf16 matmul rate measured in the same run (a loop of large matmuls);
 FLOP per sample are counted with `torch.utils.flop_counter.FlopCounterMode` over one forward and backward. Paper
 size: BERT-base, CLIP ViT-B/32, levels 0/6/12, 3 crops of 128 px, sequence 80, random weights (no download), bf16
-autocast, fused AdamW, inputs already on the device.
+autocast, fused AdamW, inputs already on the device. Compiled (`--compile`, `--compile-mode`), each loss function is
+compiled for static shapes (one graph per batch size, as `run_mre.py --static_shapes` gives it); the first step of
+each row, compilation included, is reported apart (`first_step_seconds`) and left out of the rates.
 
     python benchmarks/train_step.py --output train_step.json [--compile] [--compile-mode reduce-overhead]
     python benchmarks/train_step.py --tiny            # CPU smoke run
@@ -27,7 +29,15 @@ from benchmarks import common
 
 PAPER = {"batch_sizes": [32, 64, 256], "text_length": 80, "warmup": 5, "steps": 20, "matmul_size": 8192}
 TINY = {"batch_sizes": [2, 4], "text_length": 16, "warmup": 1, "steps": 2, "matmul_size": 256}
-COLUMNS = ["what", "batch_size", "samples_per_second", "mfu", "flops_per_sample", "peak_memory_gib"]
+COLUMNS = [
+    "what",
+    "batch_size",
+    "samples_per_second",
+    "mfu",
+    "flops_per_sample",
+    "peak_memory_gib",
+    "first_step_seconds",
+]
 
 
 def matmul_peak_flops(device: torch.device, size: int, repeats: int = 20) -> float:
@@ -69,17 +79,20 @@ def flops_per_sample(loss: Callable, batch: dict[str, torch.Tensor], device: tor
 def measure(
     step: Callable[[], None], batch_size: int, device: torch.device, warmup: int, steps: int
 ) -> dict[str, float | None]:
-    """Samples/s and ms per step over `steps` steps after `warmup` ones, and the peak GPU memory (GiB)."""
+    """Samples/s and ms per step over `steps` steps after `warmup` ones, the peak GPU memory (GiB), and the seconds
+    of the first warm-up step (where a compiled step compiles)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    common.timed(step, device, repeats=warmup)
+    (first,) = common.timed(step, device, repeats=1)
+    common.timed(step, device, repeats=max(warmup - 1, 0))
     (seconds,) = common.timed(lambda: [step() for _ in range(steps)], device, repeats=1)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
         "samples_per_second": batch_size * steps / seconds,
         "step_ms": 1000 * seconds / steps,
         "peak_memory_gib": peak,
+        "first_step_seconds": first,
     }
 
 
@@ -87,13 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="Default 32 64 256 (tiny: 2 4).")
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per measurement (default 20).")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each loss function.")
-    parser.add_argument(
-        "--compile-mode",
-        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-        default=None,
-        help="torch.compile's mode (implies --compile); reduce-overhead replays CUDA graphs, for host-bound steps.",
-    )
+    common.add_compile_arguments(parser, "each loss function")
     args = parser.parse_args(argv)
     settings = dict(TINY if args.tiny else PAPER)
     settings["batch_sizes"] = args.batch_sizes or settings["batch_sizes"]
@@ -107,15 +114,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counting_batch = common.synthetic_batch(model.config, settings["batch_sizes"][0], settings["text_length"], device)
     flops = {name: flops_per_sample(loss, counting_batch, device) for name, loss in functions.items()}
     model.zero_grad(set_to_none=True)
-    compiled = args.compile or args.compile_mode is not None
-    if compiled:
-        functions = {name: torch.compile(loss, mode=args.compile_mode) for name, loss in functions.items()}
+    functions = {name: common.compiled(loss, args) for name, loss in functions.items()}
 
     rows: list[dict[str, Any]] = []
     figures = {
         "benchmark": "train_step",
         "environment": common.environment(device),
-        "settings": {**settings, "compile": compiled, "compile_mode": args.compile_mode, "tiny": args.tiny},
+        "settings": {**settings, **common.compile_settings(args), "tiny": args.tiny},
         "matmul_peak_flops": peak,
         "rows": rows,
         "finished": False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -17,6 +18,75 @@ TEXT_INPUTS: tuple[str, ...] = ("input_ids", "marker_positions")
 PIXEL_INPUTS: tuple[str, ...] = ("pixel_values", "object_pixel_values")
 COLLATED_COLUMNS: tuple[str, ...] = TEXT_INPUTS + PIXEL_INPUTS + ("object_mask", "labels")
 """Every column [`HVFormerDataCollator`] reads."""
+IGNORE_INDEX = -100
+"""The label of a padding row of [`StaticShapes`]: PyTorch's cross-entropy leaves it out of the loss (its default
+`ignore_index`)."""
+TEXT_LENGTH_BUCKETS = 4
+"""How many text lengths [`static_text_lengths`] allows a run."""
+
+
+def static_text_lengths(max_length: int, buckets: int = TEXT_LENGTH_BUCKETS, multiple: int = 8) -> tuple[int, ...]:
+    """The text lengths of a static-shape run: `buckets` evenly spaced lengths up to `max_length`, each rounded up to
+    a multiple of `multiple` (tensor cores) but never past `max_length`, which is always one of them (the text
+    encoder may have no position beyond it). For `max_length=80`: `(24, 40, 64, 80)`."""
+    if max_length < 1 or buckets < 1 or multiple < 1:
+        raise ValueError(f"max_length, buckets and multiple must be >= 1, got {max_length}, {buckets}, {multiple}")
+    lengths = {max_length}
+    for k in range(1, buckets):
+        evenly_spaced = -(-max_length * k // buckets)  # ceil(max_length * k / buckets)
+        lengths.add(min(-(-evenly_spaced // multiple) * multiple, max_length))
+    return tuple(sorted(lengths))
+
+
+@dataclass(frozen=True)
+class StaticShapes:
+    """
+    The few batch shapes of a static-shape run, so that a compiled step (`torch.compile`, CUDA graphs) meets a
+    handful of shapes in a whole run instead of one per text length and a last, smaller batch per epoch:
+
+    - the text is padded to the smallest of `text_lengths` that holds the batch's longest row (see
+      [`static_text_lengths`]);
+    - the object crops are padded with absent crops (zeros, `object_mask` 0) to `num_object_crops`;
+    - a batch with fewer rows than the smallest of `batch_sizes` that holds it (the last batch of an epoch or an
+      evaluation) is filled with padding rows: copies of its first row (valid inputs, so no NaN can reach the
+      gradients through them) labelled [`IGNORE_INDEX`], which the loss leaves out. Whoever reads outputs drops them:
+      accelerate's `gather_for_metrics`, which `Trainer` uses, keeps only the real rows of an evaluation's last batch.
+
+    Args:
+        text_lengths (`Sequence[int]`): the text lengths allowed.
+        batch_sizes (`Sequence[int]`): the batch sizes allowed (e.g. the training and the evaluation batch sizes).
+        num_object_crops (`int`): the object crops per row.
+    """
+
+    text_lengths: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    num_object_crops: int
+
+    def __post_init__(self) -> None:
+        for name in ("text_lengths", "batch_sizes"):
+            values = tuple(sorted(set(getattr(self, name))))
+            if not values or any(
+                isinstance(value, bool) or not isinstance(value, int) or value < 1 for value in values
+            ):
+                raise ValueError(f"StaticShapes.{name} must be integers >= 1, got {getattr(self, name)!r}"[:300])
+            object.__setattr__(self, name, values)
+        if self.num_object_crops < 0:
+            raise ValueError(f"StaticShapes.num_object_crops must be >= 0, got {self.num_object_crops}")
+
+    def text_length(self, longest: int) -> int:
+        """The text length of a batch whose longest row has `longest` tokens."""
+        return _smallest_holding(self.text_lengths, longest, "a row has {} tokens, more than the longest text length")
+
+    def batch_size(self, rows: int) -> int:
+        """The batch size of a batch of `rows` rows."""
+        return _smallest_holding(self.batch_sizes, rows, "a batch has {} rows, more than the largest batch size")
+
+
+def _smallest_holding(allowed: tuple[int, ...], needed: int, message: str) -> int:
+    for value in allowed:
+        if value >= needed:
+            return value
+    raise ValueError(f"{message.format(needed)} of the static shapes, {allowed[-1]}")
 
 
 def _fixed_shape_chunks(column: pa.ChunkedArray) -> list[np.ndarray]:
@@ -176,21 +246,30 @@ class HVFormerDataCollator:
       tensors.
     - Every other field (`id`, `kind`, `token`, `image_status`, ...) is dropped: keep ids aside (e.g. from the
       dataset's `id` column in row order) to trace predictions.
+    - With `static_shapes`, the text, the crops and the rows are padded to the few shapes of [`StaticShapes`].
 
     Args:
         processor ([`HVFormerProcessor`]):
             Gives `pad`.
         pad_to_multiple_of (`int`, *optional*):
             Pad the text length to a multiple of this (e.g. 8 for tensor cores).
+        static_shapes ([`StaticShapes`], *optional*):
+            Pad every batch to one of these shapes (instead of `pad_to_multiple_of`); the rows must have `labels`,
+            which mark the padding rows.
 
     Call it with a batch as columns (a mapping of column names to per-example values, what
     [`ColumnBatches.__getitems__`] returns) or with a list of rows (mappings of column names to values, e.g. rows of
     a `load_mnre` dataset as numpy arrays, tensors or plain lists).
     """
 
-    def __init__(self, processor: Any, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(
+        self, processor: Any, pad_to_multiple_of: int | None = None, static_shapes: StaticShapes | None = None
+    ) -> None:
+        if pad_to_multiple_of is not None and static_shapes is not None:
+            raise ValueError("pass `pad_to_multiple_of` or `static_shapes`, not both: static shapes fix the length")
         self.processor = processor
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.static_shapes = static_shapes
 
     def __call__(self, batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not batch:
@@ -203,12 +282,13 @@ class HVFormerDataCollator:
         if missing:
             raise KeyError(f"rows lack {missing}: collate rows of a dataset made by load_mnre")
 
+        input_ids = _token_lists(columns["input_ids"])
+        padding: dict[str, Any] = {"pad_to_multiple_of": self.pad_to_multiple_of}
+        if self.static_shapes is not None:
+            length = self.static_shapes.text_length(max(len(ids) for ids in input_ids))
+            padding = {"padding": "max_length", "max_length": length}
         collated: dict[str, torch.Tensor] = dict(
-            self.processor.pad(
-                _token_lists(columns["input_ids"]),
-                _token_lists(columns["marker_positions"]),
-                pad_to_multiple_of=self.pad_to_multiple_of,
-            )
+            self.processor.pad(input_ids, _token_lists(columns["marker_positions"]), **padding)
         )
         for name in PIXEL_INPUTS:
             if name in columns:
@@ -216,4 +296,34 @@ class HVFormerDataCollator:
         for name in ("object_mask", "labels"):
             if name in columns:
                 collated[name] = _long(columns[name])
+        if self.static_shapes is not None:
+            collated = _pad_to_static_shapes(collated, self.static_shapes)
         return collated
+
+
+def _pad_to_static_shapes(batch: dict[str, torch.Tensor], shapes: StaticShapes) -> dict[str, torch.Tensor]:
+    """`batch` with its crops padded to `shapes.num_object_crops` and its rows to one of `shapes.batch_sizes`."""
+    if "object_pixel_values" in batch:
+        pixels = batch["object_pixel_values"]
+        mask = batch.get("object_mask", torch.ones(pixels.shape[:2], dtype=torch.long))  # none given: all present
+        missing = shapes.num_object_crops - pixels.shape[1]
+        if missing < 0:
+            raise ValueError(
+                f"rows have {pixels.shape[1]} object crops, more than the {shapes.num_object_crops} of the static "
+                "shapes (the processor's num_object_crops)"
+            )
+        if missing:
+            batch["object_pixel_values"] = torch.cat(
+                [pixels, pixels.new_zeros(len(pixels), missing, *pixels.shape[2:])], 1
+            )
+            batch["object_mask"] = torch.cat([mask, mask.new_zeros(len(mask), missing)], 1)
+    rows = len(batch["input_ids"])
+    missing = shapes.batch_size(rows) - rows
+    if missing:
+        if "labels" not in batch:
+            raise ValueError("static shapes pad a batch with rows labelled IGNORE_INDEX: the rows need `labels`")
+        batch = {
+            name: torch.cat([value, value[:1].expand(missing, *value.shape[1:])]) for name, value in batch.items()
+        }
+        batch["labels"][rows:] = IGNORE_INDEX
+    return batch

@@ -19,7 +19,7 @@ from tiny_models import tiny_model_for
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
-from processing.collator import HVFormerDataCollator
+from processing.collator import IGNORE_INDEX, HVFormerDataCollator, StaticShapes, static_text_lengths
 
 pytest_plugins = ["_analysis_fixtures"]
 
@@ -129,3 +129,31 @@ def test_history_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         recorder.save(path, ["text", "level_6"])
     assert path.read_text() == before and json.loads(before)["history"][0]["<o>"] == [0.25, 0.75]
+
+
+def test_expert_weights_recorder_leaves_the_padding_rows_of_static_shapes_out(processor, data):
+    """Three rows padded to a batch of 8 (five copies of the first, labelled IGNORE_INDEX): the count and the means
+    are those of the three rows alone."""
+    model = tiny_model_for(processor)
+    model.training = True  # what the recorder reads; the layers stay in eval mode, so no dropout tells the runs apart
+    rows = [data["train"][i] for i in range(3)]
+    shapes = StaticShapes(
+        static_text_lengths(processor.max_length), batch_sizes=(8,), num_object_crops=processor.num_object_crops
+    )
+    padded = HVFormerDataCollator(processor, static_shapes=shapes)(rows)
+    assert padded["labels"].tolist()[3:] == [IGNORE_INDEX] * 5
+    means = []
+    for batch in (HVFormerDataCollator(processor)(rows), padded):
+        recorder = ExpertWeightsRecorder(every="log")
+        args, state, control = (
+            TrainingArguments(output_dir="unused", report_to="none"),
+            TrainerState(),
+            TrainerControl(),
+        )
+        recorder.on_epoch_begin(args, state, control, model=model)
+        model(**batch)
+        recorder.on_log(args, state, control, logs={})
+        recorder.on_train_end(args, state, control)
+        assert recorder.history[0]["count"] == 3
+        means.append([recorder.history[0]["<s>"], recorder.history[0]["<o>"]])
+    np.testing.assert_allclose(means[1], means[0], atol=1e-6)

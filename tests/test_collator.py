@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import datasets
 import numpy as np
 import pytest
 import torch
 from _data_fixtures import NUM_CROPS, build_small_sample, make_processor
-from tiny_models import CROP_SIZE, IMAGE_SIZE
+from tiny_models import CROP_SIZE, IMAGE_SIZE, tiny_model_for
 
-from processing.collator import COLLATED_COLUMNS, ColumnBatches, HVFormerDataCollator
+from processing.collator import (
+    COLLATED_COLUMNS,
+    IGNORE_INDEX,
+    ColumnBatches,
+    HVFormerDataCollator,
+    StaticShapes,
+    static_text_lengths,
+)
 from processing.mnre_dataset import load_mnre
 
 MODEL_KEYS = {
@@ -91,6 +100,96 @@ def test_pad_to_multiple_of():
             assert batch["attention_mask"].tolist() == [[0] * 7 + masks[0], [0] * 11 + masks[1]]
         assert batch["token_type_ids"].tolist() == [[0] * 16] * 2
         assert batch["marker_positions"].tolist() == [[1 + shifts[0], 4 + shifts[0]], [3 + shifts[1], 1 + shifts[1]]]
+
+
+@pytest.mark.parametrize(
+    ("max_length", "expected"),
+    [(80, (24, 40, 64, 80)), (512, (128, 256, 384, 512)), (55, (16, 32, 48, 55)), (16, (8, 16)), (5, (5,))],
+)
+def test_static_text_lengths_are_four_multiples_of_8_up_to_the_maximum(max_length, expected):
+    """ceil(max_length * k / 4) rounded up to a multiple of 8, never past the maximum, which is always one."""
+    assert static_text_lengths(max_length) == expected
+
+
+def _small_rows(crops: int) -> list[dict]:
+    """Two rows of 9 and 5 tokens with 2x2 pixels and `crops` object crops, labelled 4 and 7."""
+    return [
+        {
+            "input_ids": np.arange(10, 10 + length),
+            "marker_positions": np.array([1, 3]),
+            "pixel_values": np.full((3, 2, 2), value, np.uint8),
+            "object_pixel_values": np.full((crops, 3, 2, 2), value, np.uint8),
+            "object_mask": np.ones(crops, int),
+            "labels": label,
+        }
+        for length, value, label in ((9, 1, 4), (5, 2, 7))
+    ]
+
+
+def test_static_shapes_pad_the_text_the_crops_and_the_rows():
+    """Two rows (9 and 5 tokens, 2 crops) become 4 rows of 16 tokens and 3 crops: the text to the smallest length
+    holding 9, an absent third crop, and two copies of the first row labelled IGNORE_INDEX."""
+    processor = make_processor()
+    pad = processor.tokenizer.pad_token_id
+    shapes = StaticShapes(text_lengths=(32, 8, 16), batch_sizes=(16, 4), num_object_crops=3)
+    assert shapes.text_lengths == (8, 16, 32) and shapes.batch_sizes == (4, 16)  # sorted
+    batch = HVFormerDataCollator(processor, static_shapes=shapes)(_small_rows(crops=2))
+    first, second = [*range(10, 19)] + [pad] * 7, [*range(10, 15)] + [pad] * 11
+    assert batch["input_ids"].tolist() == [first, second, first, first]
+    assert batch["attention_mask"].tolist() == [[1] * 9 + [0] * 7, [1] * 5 + [0] * 11, *[[1] * 9 + [0] * 7] * 2]
+    assert batch["token_type_ids"].shape == (4, 16) and batch["marker_positions"].tolist() == [[1, 3]] * 4
+    assert batch["labels"].tolist() == [4, 7, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch["object_mask"].tolist() == [[1, 1, 0]] * 4
+    assert batch["object_pixel_values"].shape == (4, 3, 3, 2, 2) and batch["pixel_values"].shape == (4, 3, 2, 2)
+    assert batch["object_pixel_values"][:, :2].flatten(1).tolist() == [[1] * 24, [2] * 24, [1] * 24, [1] * 24]
+    assert not batch["object_pixel_values"][:, 2].any()
+    assert batch["pixel_values"].flatten(1).tolist() == [[1] * 12, [2] * 12, [1] * 12, [1] * 12]
+    full = HVFormerDataCollator(processor, static_shapes=shapes)(_small_rows(crops=3) * 2)  # 4 rows: none added
+    assert full["labels"].tolist() == [4, 7, 4, 7] and full["input_ids"].shape == (4, 16)
+
+
+def test_static_shapes_refuse_what_does_not_fit():
+    processor = make_processor()
+    shapes = StaticShapes(text_lengths=(8,), batch_sizes=(1,), num_object_crops=1)
+    without_labels = [{name: value for name, value in row.items() if name != "labels"} for row in _small_rows(1)]
+    cases = [
+        (shapes, _small_rows(1)[:1], "a row has 9 tokens, more than the longest text length of the static shapes, 8"),
+        (StaticShapes((16,), (1,), 1), _small_rows(1), "a batch has 2 rows, more than the largest batch size"),
+        (StaticShapes((16,), (2,), 1), _small_rows(3), "rows have 3 object crops, more than the 1 of the static"),
+        (StaticShapes((16,), (4,), 1), without_labels, "pad a batch with rows labelled IGNORE_INDEX: the rows need"),
+    ]
+    for static_shapes, rows, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            HVFormerDataCollator(processor, static_shapes=static_shapes)(rows)
+    with pytest.raises(ValueError, match="pass `pad_to_multiple_of` or `static_shapes`, not both"):
+        HVFormerDataCollator(processor, pad_to_multiple_of=8, static_shapes=shapes)
+    with pytest.raises(ValueError, match=re.escape("StaticShapes.batch_sizes must be integers >= 1, got (4, 0)")):
+        StaticShapes(text_lengths=(8,), batch_sizes=(4, 0), num_object_crops=1)
+
+
+def test_padding_rows_change_neither_the_loss_nor_the_gradients_nor_the_real_rows(train, processor):
+    """Three rows padded to a batch of 8 and the longest text length: the same loss (cross-entropy leaves the
+    IGNORE_INDEX rows out), the same gradients and the same logits of the three rows as the plain batch."""
+    model = tiny_model_for(make_processor(relation_labels=train.features["labels"].names))
+    rows = _rows_of_different_lengths(train, count=3)
+    shapes = StaticShapes(static_text_lengths(processor.max_length), batch_sizes=(8,), num_object_crops=NUM_CROPS)
+    results = []
+    for collator in (HVFormerDataCollator(processor), HVFormerDataCollator(processor, static_shapes=shapes)):
+        batch = collator(rows)
+        model.zero_grad()
+        outputs = model(**batch)
+        outputs.loss.backward()
+        gradients = {
+            name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None
+        }
+        results.append((batch["input_ids"].shape, outputs.loss.detach(), outputs.logits.detach()[:3], gradients))
+    (plain_shape, plain_loss, plain_logits, plain_grads), (static_shape, loss, logits, grads) = results
+    assert plain_shape[0] == 3 and plain_shape[1] < 24 and static_shape == (8, 24)  # 24: the shortest length
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == plain_grads.keys()
+    for name, gradient in grads.items():
+        torch.testing.assert_close(gradient, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_batch_equals_the_processor_called_directly(train, processor):

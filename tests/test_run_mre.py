@@ -936,3 +936,13 @@ def test_a_folder_holding_a_run_of_unknown_arguments_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="holds a run whose arguments were not recorded\nStart over there with"):
         run_mre.main(["--output_dir", str(tmp_path), *TINY])
     assert (tmp_path / "checkpoint-8").is_dir()
+
+
+def test_predictions_that_do_not_match_the_examples_are_refused(tmp_path):
+    """More predictions than examples (e.g. a padding row of static shapes left in) are refused, not written with
+    the extra rows silently dropped."""
+    config = type("Config", (), {"id2label": {0: "None", 1: "/per/per/peer"}, "entity_markers": ["<s>"] * 4})()
+    dataset = {"id": ["test-0", "test-1"], "labels": [0, 1]}
+    with pytest.raises(ValueError, match="^3 predictions for the 2 examples of predictions.jsonl$"):
+        run_mre.write_predictions(tmp_path / "predictions.jsonl", dataset, [[2.0, 0.0]] * 3, config)
+    assert not (tmp_path / "predictions.jsonl").exists()

@@ -107,6 +107,7 @@ class TrainingLossRecorder(TrainerCallback, ExportableState):
         self._pending_count = 0
         self._hook: torch.utils.hooks.RemovableHandle | None = None
 
+    @torch.compiler.disable  # bookkeeping beside a compiled model: run as it is, never traced or recompiled
     def _record(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         loss = getattr(output, "loss", None)
         if not module.training or loss is None:

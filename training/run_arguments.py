@@ -13,8 +13,10 @@ from .run_files import file_problem, write_text_atomic
 
 RUN_ARGUMENTS_FILE = "run_arguments.json"
 """The recorded arguments of the run in a folder, written before it trains."""
-NOT_SHAPING: frozenset[str] = frozenset({"preprocessing_num_workers", "cache_dir"})
-"""Fields of the script's own argument groups that change how a run goes, never its result."""
+NOT_SHAPING: frozenset[str] = frozenset({"preprocessing_num_workers", "cache_dir", "static_shapes"})
+"""Fields of the script's own argument groups that change how a run goes, never its result (`static_shapes` pads
+with what the model and the loss leave out: it changes only float rounding and the shapes of dropout's draws, as
+`torch_compile` changes rounding)."""
 SHAPING_TRAINING_ARGUMENTS: tuple[str, ...] = (
     "do_train",
     "do_eval",

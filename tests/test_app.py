@@ -51,10 +51,13 @@ RESULT_TIMEOUT = 45.0
 TEXT = "Photo : Alden with Corra Vane"
 SUBJECT, OBJECT = "Alden", "Corra Vane"
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-    reason="Debian's chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
-)
+pytestmark = [
+    pytest.mark.slow,  # starts the demo server and drives a browser
+    pytest.mark.skipif(
+        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+        reason="Debian's chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

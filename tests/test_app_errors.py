@@ -115,6 +115,7 @@ def test_the_answer_is_a_named_api_endpoint(model_and_processor):
     assert "predict" in names
 
 
+@pytest.mark.slow
 def test_a_space_installing_requirements_gets_every_package_the_page_imports():
     """A Space installs `requirements.txt` (this project with its demo extra), then runs app.py: every distribution
     that the project's modules loaded by `import app` import is among what that installs (the project's

@@ -178,6 +178,7 @@ def test_targets_are_checked_against_hand_made_figures():
     }
 
 
+@pytest.mark.slow
 def test_a_run_stopped_at_its_cap_is_killed_with_its_children(tmp_path):
     """`run_all`'s time cap kills the benchmark's whole process group: a child it started (as `end_to_end.py` starts
     `run_mre.py` and its workers) must not run on into the next benchmark."""
@@ -227,6 +228,7 @@ def test_caps_name_a_run():
             run_all._cap(bad)
 
 
+@pytest.mark.slow
 def test_the_commit_recorded_says_when_the_tree_differs_from_it(tmp_path, monkeypatch):
     from benchmarks import common
 

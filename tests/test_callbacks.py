@@ -85,6 +85,7 @@ def test_expert_weights_recorder_keeps_no_graph_and_logs(processor, data):
     assert len(recorder.history) == 1 and not model._forward_hooks
 
 
+@pytest.mark.slow
 def test_recorder_imports_without_the_analysis_extra(tmp_path):
     """`run_mre.py` imports this package: without matplotlib and scikit-learn (the `analysis` extra) the recorder
     works and only drawing fails, naming the extra."""

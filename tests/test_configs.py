@@ -153,6 +153,7 @@ def test_config_runs_end_to_end(workspace, name):
         assert figures and list((output_dir / "analysis").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(workspace):
     """`torchrun --nproc_per_node 2` (gloo, 8 posts a process) against one process with the same global batch of 16.
 
@@ -242,6 +243,7 @@ BACKBONES = {
 its crops are 126 px; the SigLIP run takes 64-px crops, 16 tokens each instead of 64, to keep CI short)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_paper_config_with_other_hub_encoders(workspace, name):
     """A RoBERTa (byte-level BPE, its own `<s>`) + DINOv2 and a DeBERTa-v2 (unigram, no token types) + SigLIP (no

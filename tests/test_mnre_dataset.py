@@ -157,6 +157,7 @@ FORKED_WORKERS_TIMEOUT_S = 60
 """A healthy run takes 10-20 s on 2 busy CPU cores, imports included; a hung one is killed at this limit."""
 
 
+@pytest.mark.slow
 def test_forked_workers_do_not_hang_after_a_parallel_op_in_the_parent(small_sample, tmp_path):
     """`Dataset.map(num_proc=2)` forks image-decoding workers from a process whose OpenMP threads exist (a parallel
     torch op ran, as building the model does). Without the single-threaded setting in the workers, their first

@@ -574,6 +574,7 @@ ISOLATED_LOAD = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_remote_code_round_trip_in_isolated_process(tmp_path):
     """A model of each vision family, saved, loads as remote code where the project cannot be imported (one process
     for all, to keep CI short) and gives the logits of the project's own classes."""

@@ -113,6 +113,7 @@ Path(sys.argv[2]).write_text(json.dumps(results))
 )
 
 
+@pytest.mark.slow
 def test_pipeline_in_an_isolated_process(saved, tmp_path):
     model, processor, folder, images = saved
     run_isolated(ISOLATED_PIPELINE, str(folder), str(tmp_path / "out.json"), cwd=tmp_path)
@@ -247,6 +248,7 @@ Path(output_file).write_text(json.dumps(answers))
 )
 
 
+@pytest.mark.slow
 def test_endpoint_handler_in_an_isolated_process(saved, tmp_path):
     model, processor, folder, images = saved
     encoded = png_base64(images[0])
@@ -596,6 +598,7 @@ STRESS_MAX_SECONDS = 5.0
 22 s)."""
 
 
+@pytest.mark.slow
 def test_the_handler_answers_a_stress_of_hostile_and_valid_requests_from_four_threads(saved, extractor, tmp_path):
     _, _, folder, _ = saved
     cases = requests(num_object_crops=2)

@@ -804,6 +804,7 @@ np.savez(output_file, **{key: value.numpy() for key, value in encoding.items()})
 )
 
 
+@pytest.mark.slow
 def test_auto_processor_round_trip_in_isolated_process(tmp_path, tmp_path_factory):
     processor = build(tmp_path_factory, num_object_crops=2)
     processor.save_pretrained(tmp_path / "saved")
@@ -977,6 +978,7 @@ print(type(processor.tokenizer).__name__, processor.marker_token_ids())
 """
 
 
+@pytest.mark.slow
 def test_from_pretrained_of_a_model_folder_asks_no_trust_remote_code(tmp_path, processor):
     """The model's config.json names remote code; loading the processor with its own class must not read it through
     AutoConfig, which would prompt (here: fail, as stdin is closed) in a process that has not registered HVFormer."""

@@ -275,6 +275,7 @@ Path(output_file).write_text(json.dumps(answer))
 )
 
 
+@pytest.mark.slow
 def test_endpoint_handler_serves_int8_with_hvformer_quantize(main_job, tmp_path):
     """HVFORMER_QUANTIZE=int8 in an isolated process (the model's remote code only): the handler quantizes the model
     and answers as float32 does within the tolerance, printing no deprecation warning; an unknown value is refused."""

@@ -82,6 +82,7 @@ def test_visual_path_carries_the_relation_end_to_end(full_run, text_only_run):
     assert metrics["test_images_disabled"] == 100 and metrics["test_images_loaded"] == 0
 
 
+@pytest.mark.slow
 def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path):
     output_dir, metrics = full_run
     saved = json.loads((output_dir / "all_results.json").read_text())
@@ -190,6 +191,7 @@ def test_model_card_carries_the_measured_results(full_run):
     assert "trust_remote_code=True" in body and "$" not in card
 
 
+@pytest.mark.slow
 def test_model_card_snippet_runs_without_a_warning(full_run, tmp_path):
     """The card's "Model and processor" snippet, pointed at the model folder and a picture, runs in a process that
     cannot import the project and prints no warning."""
@@ -548,6 +550,7 @@ def test_every_config_file_parses():
         assert training_args.output_dir == expected["output_dir"], path
 
 
+@pytest.mark.slow
 def test_main_job_console_is_quiet(tmp_path):
     """The main job as a newcomer runs it (fresh output and image cache): stdout has one line per epoch and the
     closing summary; stderr has Trainer's progress bar and the data-preparation bars, and no warning."""

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -42,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 import yaml
 from transformers import HfArgumentParser, IntervalStrategy, Trainer, TrainingArguments, set_seed
@@ -94,9 +92,7 @@ from training.model_card import (
 )
 from training.run_arguments import (
     RUN_ARGUMENTS_FILE,
-    differences,
     record_arguments,
-    recorded_arguments,
     shaping_arguments,
 )
 from training.run_files import (
@@ -104,20 +100,22 @@ from training.run_files import (
     brief,
     file_problem,
     manifest_files,
-    manifest_problem,
     write_manifest,
     write_text_atomic,
+)
+from training.run_folder import (
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    RUN_FILES,
+    check_same_run,
+    clear_run,
+    finished_run_results,
+    remove_checkpoints,
+    write_predictions,
 )
 from training.seed_sweep import seed_output_dir, summarize_seeds
 
 logger = logging.getLogger("run_mre")
-
-RESULTS_FILE = "all_results.json"
-"""The run's scores; written last, it marks the run finished."""
-PREDICTIONS_FILE = "predictions.jsonl"
-TRAINER_STATE_FILE = "trainer_state.json"
-RUN_FILES: tuple[str, ...] = (RESULTS_FILE, PREDICTIONS_FILE, TRAINER_STATE_FILE, HISTORY_FILE, CARD_FACTS_FILE)
-"""The files a run writes beside its model folder (each when it applies)."""
 
 
 @dataclass
@@ -592,35 +590,6 @@ def marker_expert_weights_fn(config: Any) -> Callable[[Any, torch.Tensor], Any]:
     return preprocess
 
 
-def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -> None:
-    """One JSON line per example, in the dataset's order: id, gold (for labelled examples) and predicted relation,
-    probabilities, expert weights at `<s>`/`<o>`; the file is written atomically."""
-    logits, marker_weights = (
-        (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
-    )
-    probabilities = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-    ids = list(dataset["id"])
-    if len(probabilities) != len(ids):  # e.g. padding rows left in: every row after them would be misread
-        raise ValueError(f"{len(probabilities)} predictions for the {len(ids)} examples of {path.name}")
-    markers = (config.entity_markers[0], config.entity_markers[2])
-    golds = dataset["labels"] if "labels" in getattr(dataset, "column_names", dataset) else [None] * len(ids)
-    lines = []
-    for index, (example_id, gold) in enumerate(zip(ids, golds, strict=True)):
-        row = {
-            "id": example_id,
-            **({"gold": config.id2label[int(gold)]} if gold is not None else {}),
-            "predicted": config.id2label[int(probabilities[index].argmax())],
-            "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
-        }
-        if marker_weights is not None:
-            row["expert_weights"] = {
-                marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
-                for k, marker in enumerate(markers)
-            }
-        lines.append(json.dumps(row) + "\n")
-    write_text_atomic(path, "".join(lines))
-
-
 def card_encoder(name_or_path: str, modality: str) -> str:
     """How the model card names the run's `modality` ("text" or "vision") encoder."""
     if name_or_path == BUILTIN:
@@ -635,55 +604,6 @@ def base_model_names(model_args: ModelArguments) -> list[str]:
     else:
         names = [model_args.text_model_name_or_path, model_args.vision_model_name_or_path]
     return hub_ids([name for name in names if name != BUILTIN])
-
-
-def finished_run_results(output_dir: Path) -> dict[str, Any] | None:
-    """The results of a run that finished in `output_dir`, or `None`.
-
-    Finished means a manifest ([`MANIFEST_FILE`], written last) whose every file (results, predictions, trainer state,
-    recorded arguments, each file of the model folder) is there with the size and hash recorded when the run
-    finished. Anything less (a kill or a full disk, a file cut short, deleted or changed) is not a finished run: a
-    warning names the damaged file and why.
-    """
-    if not (output_dir / MANIFEST_FILE).exists() and not (output_dir / RESULTS_FILE).exists():
-        return None
-    problem = manifest_problem(output_dir)
-    if problem is None and RESULTS_FILE not in manifest_files(output_dir):
-        problem = f"{output_dir / MANIFEST_FILE} does not list {RESULTS_FILE}"
-    if problem is not None:
-        logger.warning("%s holds no finished run (%s): running it again.", output_dir, problem)
-        return None
-    return json.loads((output_dir / RESULTS_FILE).read_text(encoding="utf-8"))
-
-
-def check_same_run(output_dir: Path, arguments: dict[str, Any], finished: bool) -> None:
-    """Refuses to go on with a run folder that holds a run (finished, checkpointed, or started) of other arguments,
-    naming each difference and the two ways out."""
-    recorded = recorded_arguments(output_dir)
-    started = recorded is not None or finished or any(output_dir.glob("checkpoint-*"))
-    if not started or recorded == arguments:
-        return
-    if recorded is None:
-        what = "a run whose arguments were not recorded"
-    else:
-        what = "a run of other arguments:\n  " + "\n  ".join(differences(recorded, arguments, limit=5))
-    raise SystemExit(
-        f"{output_dir} holds {what}\nStart over there with --overwrite_output_dir, or choose another --output_dir."
-    )
-
-
-def remove_checkpoints(output_dir: Path) -> None:
-    """Deletes the `checkpoint-*` folders of `output_dir`."""
-    for path in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def clear_run(output_dir: Path) -> None:
-    """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
-    remove_checkpoints(output_dir)
-    shutil.rmtree(output_dir / MODEL_FOLDER, ignore_errors=True)
-    for name in (*RUN_FILES, MANIFEST_FILE, RUN_ARGUMENTS_FILE):
-        (output_dir / name).unlink(missing_ok=True)
 
 
 def resume_checkpoint(training_args: TrainingArguments, output_dir: Path) -> str | None:

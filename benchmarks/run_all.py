@@ -129,7 +129,7 @@ def _rows(figures: dict[str, Any] | None, **match: Any) -> list[dict[str, Any]]:
 
 
 def check_targets(figures: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """One row per target of issues 11 and 16: `target`, `threshold`, `measured` (`None` when not measured) and
+    """One row per speed target: `target`, `threshold`, `measured` (`None` when not measured) and
     `met`."""
     steps = [
         row

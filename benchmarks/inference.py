@@ -1,18 +1,19 @@
 """HVFormer inference: batch-1 latency (p50/p90) of the model, the processor's own time per post beside it, and the
 evaluation throughput; with the fusion at the marker rows (what the pipeline runs) and per token, and on the CPU in
-float32 and in int8 (`quantization_hvformer.quantize_int8`, what `HVFORMER_QUANTIZE=int8` serves).
+float32, in int8 (`quantization_hvformer.quantize_int8`, what `HVFORMER_QUANTIZE=int8` serves) and under bf16
+autocast (fast on CPUs with AVX-512 BF16 or AMX; emulated, and slow, elsewhere).
 
 The model runs in eval mode under `torch.inference_mode`, bf16 autocast on a GPU, inputs already on the device;
 the processor encodes one post (words, two entity spans, a 400x300 photo and its object crops) on the CPU. On the
-CPU everything runs on one thread, float32 and int8 are timed in turn within each repeat (so that a shared machine's
-load falls on both alike), and the evaluation batch is 8 (a GPU's 256 would take many minutes). Compiled
+CPU everything runs on one thread, the precisions are timed in turn within each repeat (so that a shared machine's
+load falls on each alike), and the evaluation batch is 8 (a GPU's 256 would take many minutes). Compiled
 (`--compile`, `--compile-mode`), the model is compiled for static shapes (a graph per batch size and fusion path;
 the CPU's int8 model is left out) and the first call of each, compilation included, is reported apart
 (`first_call_seconds`) and left out of the figures.
 
     python benchmarks/inference.py --output inference.json
     python benchmarks/inference.py --compile-mode reduce-overhead    # compiled, CUDA graphs replayed on a GPU
-    python benchmarks/inference.py --device cpu      # paper size, one CPU thread: float32 against int8
+    python benchmarks/inference.py --device cpu      # paper size, one CPU thread: float32, int8, bf16 autocast
     python benchmarks/inference.py --tiny            # CPU smoke run
 """
 
@@ -72,6 +73,10 @@ def processor_for(config: Any) -> HVFormerProcessor:
     )
 
 
+CPU_BF16 = "bf16 autocast (CPU)"
+"""The CPU precision that runs the float32 model under `torch.autocast("cpu", torch.bfloat16)`."""
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     milliseconds = sorted(1000 * value for value in seconds)
     return {"p50_ms": statistics.median(milliseconds), "p90_ms": float(np.percentile(milliseconds, 90))}
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(1)
     model = common.build_model(args.tiny, device).eval()
     if device.type == "cpu":
-        models = {"float32": model, "int8": quantize_int8(copy.deepcopy(model))}
+        models = {"float32": model, "int8": quantize_int8(copy.deepcopy(model)), CPU_BF16: model}
     else:
         models = {"bf16 autocast": model}
     if common.compile_settings(args)["compile"]:  # dynamically quantized int8 Linear layers are eager-only
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fusion_rows = "markers" if marker_rows else "all"
 
         def forward(precision: str, batch: dict[str, torch.Tensor], marker_rows: bool = marker_rows) -> None:
-            with torch.inference_mode(), common.autocast(device):
+            mixed = torch.autocast("cpu", torch.bfloat16) if precision == CPU_BF16 else common.autocast(device)
+            with torch.inference_mode(), mixed:
                 models[precision](**batch, output_expert_weights=not marker_rows)
 
         latencies: dict[str, list[float]] = {precision: [] for precision in models}
@@ -182,11 +188,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _compare_with_float32(rows: list[dict[str, Any]]) -> None:
-    """Adds `vs_float32` to each int8 row: the float32 p50 / the int8 p50, or the int8 / float32 samples/s (the
-    speed-up, > 1 when int8 is faster)."""
+    """Adds `vs_float32` to each CPU int8 and bf16 row: the float32 p50 / its p50, or its / float32 samples/s (the
+    speed-up, > 1 when it is faster)."""
     float32 = {(row["what"], row["fusion_rows"]): row for row in rows if row.get("precision") == "float32"}
     for row in rows:
-        if row.get("precision") == "int8":
+        if row.get("precision") in ("int8", CPU_BF16):
             reference = float32[row["what"], row["fusion_rows"]]
             if "p50_ms" in row:
                 row["vs_float32"] = reference["p50_ms"] / row["p50_ms"]

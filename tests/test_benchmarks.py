@@ -72,7 +72,7 @@ def test_inference_tiny(tmp_path, capsys):
             (what, fusion_rows, precision)
             for fusion_rows in ("markers", "all")
             for what in ("model latency", "evaluation throughput")
-            for precision in ("float32", "int8")
+            for precision in ("float32", "int8", inference.CPU_BF16)
         ],
     ]
     for row in rows:
@@ -80,10 +80,10 @@ def test_inference_tiny(tmp_path, capsys):
             assert positive(row["p50_ms"]) and row["p90_ms"] >= row["p50_ms"]
         else:
             assert positive(row["samples_per_second"]) and row["batch_size"] == 8
-        assert ("vs_float32" in row) == (row.get("precision") == "int8")
+        assert ("vs_float32" in row) == (row.get("precision") in ("int8", inference.CPU_BF16))
     latency = {(row["fusion_rows"], row["precision"]): row["p50_ms"] for row in rows if row["what"] == "model latency"}
     for row in rows:
-        if row.get("precision") == "int8" and row["what"] == "model latency":
+        if row.get("precision") in ("int8", inference.CPU_BF16) and row["what"] == "model latency":
             assert row["vs_float32"] == latency[row["fusion_rows"], "float32"] / row["p50_ms"]
     assert figures["settings"]["threads"] == 1
     assert (

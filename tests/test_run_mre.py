@@ -759,7 +759,7 @@ def test_abbreviated_or_misspelt_options_are_refused(tmp_path, capsys):
             ["--fusion", "mixture"],
             "argument --fusion: invalid choice: 'mixture' (choose from 'mome', 'concat', 'text')",
         ),
-        (["--visual_context", "cross"], "argument --visual_context: invalid choice: 'cross'"),
+        (["--visual_context", "cross"], "invalid choice: 'cross' (choose from 'tva', 'cls')"),
     ],
 )
 def test_bad_choices_are_usage_errors(arguments, expected, capsys):
@@ -769,9 +769,10 @@ def test_bad_choices_are_usage_errors(arguments, expected, capsys):
 
 
 def test_an_unsupported_vision_encoder_is_a_usage_error(tmp_path):
-    from transformers import SwinConfig, SwinModel
+    from transformers import SwinConfig, SwinModel, ViTImageProcessorPil
 
     swin = tmp_path / "swin"
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(swin)
     SwinModel(
         SwinConfig(embed_dim=8, depths=[1], num_heads=[1], image_size=32, patch_size=4, window_size=2)
     ).save_pretrained(swin)
@@ -833,6 +834,8 @@ def test_predicting_a_test_file_with_a_saved_model_reads_only_the_test_split(ful
     data.mkdir()
     shutil.copy(build_sample_dataset() / "mnre_test.txt", data)
     shutil.copytree(build_sample_dataset() / "img_org" / "test", data / "img_org" / "test")
+    shutil.copytree(build_sample_dataset() / "img_vg" / "test", data / "img_vg" / "test")
+    shutil.copy(build_sample_dataset() / "mre_test_dict.json", data)
     scores = run_mre.main(
         ["--model_name_or_path", str(output_dir / run_mre.MODEL_FOLDER), "--data_dir", str(data)]
         + ["--output_dir", str(tmp_path / "predicted"), "--do_train", "false", "--do_eval", "false", *FAST]

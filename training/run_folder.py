@@ -78,11 +78,13 @@ def finished_run_results(output_dir: Path) -> dict[str, Any] | None:
 
 
 def check_same_run(output_dir: Path, arguments: dict[str, Any], finished: bool) -> None:
-    """Refuses to go on with a run folder that holds a run (finished, checkpointed, or started) of other arguments,
-    naming each difference and the two ways out."""
+    """Refuses to go on with a run folder that holds a run (finished, or with checkpoints to resume) of other
+    arguments, naming each difference and the two ways out. A folder whose last attempt left nothing to keep (it
+    stopped before its first checkpoint, e.g. on a data error) takes the new arguments."""
+    if not finished and not any(output_dir.glob("checkpoint-*")):
+        return
     recorded = recorded_arguments(output_dir)
-    started = recorded is not None or finished or any(output_dir.glob("checkpoint-*"))
-    if not started or recorded == arguments:
+    if recorded == arguments:
         return
     if recorded is None:
         what = "a run whose arguments were not recorded"

@@ -66,9 +66,18 @@ from processing.collator import (
     static_text_lengths,
 )
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import find_split_file, folder_dataset, folder_words, hub_words
-from processing.mnre_dataset import image_report, load_mnre, load_mnre_hub, load_post_files
-from processing.post_files import post_relations, post_words, read_post_file
+from processing.mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
+from processing.mnre_dataset import (
+    dataset_relations,
+    image_report,
+    is_post_dataset,
+    load_mnre,
+    load_mnre_hub,
+    load_post_dataset,
+    load_post_files,
+    read_post_dataset,
+)
+from processing.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
 from processing.processing_hvformer import HVFormerProcessor
 from processing.sample_data import build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
@@ -204,7 +213,18 @@ class DataArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "A Hub dataset id or folder written by processing.export_mnre, read instead of --data_dir."},
+        metadata={
+            "help": "A Hub dataset id or a folder datasets.load_dataset reads, instead of --data_dir: posts in a post "
+            "file's columns (image a datasets.Image column; see README, 'Your own data') or processing.export_mnre's "
+            "layout (a 'token' column)."
+        },
+    )
+    column_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "With --dataset_name: the dataset's names of the post columns, as COLUMN=NAME pairs "
+            "(e.g. text=body image=picture)."
+        },
     )
     image_dir: str | None = field(default=None, metadata={"help": "Images: {image_dir}/{split}/{img_id}."})
     crops_dir: str | None = field(default=None, metadata={"help": "Object crops: {crops_dir}/{split}/crops/..."})
@@ -684,6 +704,54 @@ def post_file_source(data_args: DataArguments) -> DataSource:
     )
 
 
+def rename_columns(dataset: datasets.DatasetDict, pairs: list[str] | None) -> datasets.DatasetDict:
+    """`dataset` with the columns `--column_names` maps (`COLUMN=NAME`: the post column `COLUMN` is named `NAME`
+    there) given their post names."""
+    renames: dict[str, str] = {}
+    for pair in pairs or []:
+        column, _, name = pair.partition("=")
+        if column not in POST_COLUMNS or not name:
+            raise ValueError(
+                f"--column_names {pair!r:.80}: expected COLUMN=NAME with COLUMN one of {', '.join(POST_COLUMNS)}"
+            )
+        for split, rows in dataset.items():
+            if name not in rows.column_names:
+                raise ValueError(
+                    f"--column_names {pair!r:.80}: split '{split}' has no column {name!r:.80} (it has "
+                    f"{', '.join(rows.column_names)[:200]})"
+                )
+        renames[name] = column
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def post_dataset_source(dataset: datasets.DatasetDict, data_args: DataArguments, dataset_id: str | None) -> DataSource:
+    """A dataset of posts (`--dataset_name` with a post file's columns). The relations are the training split's: its
+    `relation` ClassLabel's names in their order, or, for strings, as post files give them (`--none_label` first,
+    then sorted); without a training split (predicting with a trained model), the model's."""
+    name = str(data_args.dataset_name)
+    train = dataset.get(HUB_SPLITS["train"])
+    relation_labels: list[str] = []
+    train_records: list[dict[str, Any]] = []
+    if train is not None:
+        source = f"{name}[{HUB_SPLITS['train']}]"
+        train_records = read_post_dataset(train, source, num_object_crops=0)
+        relation_labels = dataset_relations(train) or post_relations(train_records, data_args.none_label, source)
+        if data_args.none_label is not None and data_args.none_label not in relation_labels:
+            raise ValueError(
+                f"{source}: --none_label {data_args.none_label!r} is not one of its relations "
+                f"({', '.join(relation_labels)[:200]})"
+            )
+    first = f"{name}[{next(iter(dataset))}]"
+    return DataSource(
+        relation_labels=relation_labels,
+        words=lambda: post_words(train_records or read_post_dataset(next(iter(dataset.values())), first, 0)),
+        load_splits=partial(load_post_dataset, dataset, name),
+        dataset_name=dataset_id or Path(name).resolve().name,
+        dataset_id=dataset_id,
+        none_label=data_args.none_label,
+    )
+
+
 def data_source(data_args: DataArguments, training_args: TrainingArguments) -> DataSource:
     """The user's post files, a dataset in export_mnre's layout, an MNRE folder, or the built-in sample (made on first
     use)."""
@@ -698,6 +766,17 @@ def data_source(data_args: DataArguments, training_args: TrainingArguments) -> D
         with training_args.main_process_first(desc="loading the dataset"):
             hub_dataset = datasets.load_dataset(data_args.dataset_name)
         dataset_id = next(iter(hub_ids([data_args.dataset_name])), None)  # a local folder is named, not linked
+        try:
+            hub_dataset = rename_columns(hub_dataset, data_args.column_names)
+            if is_post_dataset(hub_dataset):
+                return post_dataset_source(hub_dataset, data_args, dataset_id)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"run_mre.py: error: {brief(error)}") from error
+        if data_args.none_label is not None:
+            raise SystemExit(
+                f"run_mre.py: error: --none_label goes with posts; {data_args.dataset_name} is in export_mnre's "
+                f"layout, whose none label is {DEFAULT_NONE_LABEL!r}."
+            )
         return DataSource(
             relation_labels=next(iter(hub_dataset.values())).features["relation"].names,
             words=partial(hub_words, hub_dataset),
@@ -748,9 +827,11 @@ def check_data_folder(data_args: DataArguments, splits: list[str]) -> None:
                 "the model; --do_train false --do_eval false predicts --test_file with --model_name_or_path)."
             )
         return
-    if data_args.none_label is not None:
+    if data_args.column_names and data_args.dataset_name is None:
+        raise SystemExit("run_mre.py: error: --column_names goes with --dataset_name (a dataset's column names).")
+    if data_args.none_label is not None and data_args.dataset_name is None:
         raise SystemExit(
-            "run_mre.py: error: --none_label goes with post files (--train_file ...); an MNRE folder or export "
+            "run_mre.py: error: --none_label goes with posts (--train_file ... or --dataset_name); an MNRE folder "
             f"has {DEFAULT_NONE_LABEL!r}."
         )
     if data_args.dataset_name is not None or data_args.data_dir is None:

@@ -40,7 +40,7 @@ from .mnre import (
     read_hub_split,
     read_mnre_file,
 )
-from .post_files import PostFormatError, read_post_file
+from .post_files import REQUIRED_POST_COLUMNS, PostFormatError, parse_posts, read_post_file
 
 logger = logging.getLogger(__name__)
 
@@ -836,6 +836,100 @@ def load_post_files(
     return datasets.DatasetDict({split: loader.load_posts(split, Path(files[split])) for split in splits})
 
 
+def is_post_dataset(dataset: datasets.DatasetDict) -> bool:
+    """Whether `dataset` holds posts (a `text` column, as a post file) rather than export_mnre's layout (`token`)."""
+    return "token" not in next(iter(dataset.values())).column_names
+
+
+def read_post_dataset(raw: datasets.Dataset, source: str, num_object_crops: int) -> list[dict[str, Any]]:
+    """
+    The records of a split of posts in a dataset: the columns of a post file (`processing.post_files`), with `image`
+    a `datasets.Image` column and `object_crops` a list of them, and `relation` strings or a `ClassLabel` (its
+    names). Validated as a post file's rows ([`parse_posts`]); a row is named `source[row]`. The images are not
+    read (see [`raise_for_image_paths`]): `image_path` and `crop_paths` only name them.
+
+    Raises:
+        [`PostFormatError`]: a missing column, an `image` (or `object_crops`) column that does not hold images, or a
+        row as [`parse_posts`] refuses it.
+    """
+    features = raw.features
+    missing = [column for column in REQUIRED_POST_COLUMNS if column not in features]
+    if missing:
+        raise PostFormatError(
+            f"{source}: missing column(s) {missing}; a dataset of posts has a post file's columns (or export_mnre's, "
+            "with 'token')"
+        )
+    if not isinstance(features["image"], datasets.Image):
+        raise PostFormatError(
+            f"{source}: column 'image' must be a datasets.Image column (its images embedded), got {features['image']}"
+        )
+    crops_feature = features.get("object_crops")
+    if crops_feature is not None and not (
+        isinstance(crops_feature, datasets.List | datasets.Sequence)
+        and isinstance(crops_feature.feature, datasets.Image)
+    ):
+        raise PostFormatError(f"{source}: column 'object_crops' must be a list of datasets.Image, got {crops_feature}")
+    image_columns = ["image", *(["object_crops"] if crops_feature is not None else [])]
+    table = raw.select_columns(image_columns).with_format("arrow")[:]
+    has_image = table["image"].is_valid().to_pylist()
+    crop_counts = [None] * len(raw)
+    if crops_feature is not None:
+        crop_counts = pyarrow.compute.list_value_length(table["object_crops"]).to_pylist()
+    rows = raw.remove_columns(image_columns).to_list()
+    relation = features.get("relation")
+    names = relation.names if isinstance(relation, datasets.ClassLabel) else None
+    for row, present, count in zip(rows, has_image, crop_counts, strict=True):
+        row["image"] = "embedded" if present else None
+        row["object_crops"] = None if count is None else [None] * count
+        if names is not None and row.get("relation") is not None:
+            row["relation"] = names[row["relation"]]
+    located = [(f"{source}[{index}]", row) for index, row in enumerate(rows)]
+    return parse_posts(located, None, "relation" in features, num_object_crops, source)
+
+
+def dataset_relations(raw: datasets.Dataset) -> list[str] | None:
+    """The names of a split's `relation` `ClassLabel`, in its order; `None` for string relations."""
+    relation = raw.features.get("relation")
+    return list(relation.names) if isinstance(relation, datasets.ClassLabel) else None
+
+
+def load_post_dataset(
+    dataset: datasets.DatasetDict,
+    dataset_name: str,
+    processor: Any,
+    *,
+    splits: Sequence[str] | None = None,
+    relation_labels: Sequence[str] | None = None,
+    use_images: bool = True,
+    missing_images: Literal["error", "blank"] = "error",
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.DatasetDict:
+    """
+    [`load_post_files`] for a dataset of posts ([`read_post_dataset`]) as `datasets.load_dataset(dataset_name)`
+    returns it, under the MNRE split names (`train`, `val`, `test` from its `train`, `validation`, `test`).
+
+    The same cached splits as the equivalent post files give, with the images decoded from the bytes the rows embed.
+    A row whose image (or crop) holds a path but no bytes is an [`MNREFormatError`] naming the split, the row and the
+    column: a dataset's images come from its own bytes only. A split where no post has object crops goes without
+    them, as for post files.
+    """
+    available = [split for split in MNRE_SPLITS if HUB_SPLITS[split] in dataset]
+    splits = list(splits) if splits is not None else available
+    for split in splits:
+        if split not in available:
+            raise FileNotFoundError(f"{dataset_name} has no '{HUB_SPLITS[split]}' split (it has {sorted(dataset)})")
+    if relation_labels is None:
+        relation_labels = processor.relation_labels
+    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, "none", num_proc, cache_dir)
+    return datasets.DatasetDict(
+        {
+            split: loader.load_post_rows(split, dataset[HUB_SPLITS[split]], f"{dataset_name}[{HUB_SPLITS[split]}]")
+            for split in splits
+        }
+    )
+
+
 @dataclass
 class _SplitLoader:
     """Loads one split at a time with the settings [`load_mnre`] shares between splits."""
@@ -898,18 +992,7 @@ class _SplitLoader:
     def load_posts(self, split: str, path: Path) -> datasets.Dataset:
         """The split of a post file (`processing.post_files`): its validated rows, their image files."""
         records = read_post_file(path, self.processor.num_object_crops)
-        for record in records:
-            if "relation" in record and record["relation"] not in self.relation_labels:
-                raise PostFormatError(
-                    f"{record['location']}: column 'relation': {record['relation']!r:.100} is not a relation of the "
-                    f"training data ({', '.join(self.relation_labels)[:200]})"
-                )
-        with_crops = self.use_images and bool(self.processor.num_object_crops)
-        crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
-        if crops_unavailable:
-            logger.warning("%s: no post has object crops: going without (counted as 'crops_unavailable')", path)
-        for record in records:
-            record["crops_unavailable"] = crops_unavailable
+        self._check_posts(records, str(path))
         signatures: dict[str, str | None] = {}
         first_location: dict[str, str] = {}
         if self.use_images:
@@ -938,6 +1021,38 @@ class _SplitLoader:
             image_inputs=_sha256(image_inputs, signatures),
             first_error=first_error,
         )
+
+    def load_post_rows(self, split: str, raw: datasets.Dataset, source: str) -> datasets.Dataset:
+        """The split of a dataset of posts ([`read_post_dataset`]): its validated rows, the images they embed."""
+        records = read_post_dataset(raw, source, self.processor.num_object_crops)
+        crops_unavailable = self._check_posts(records, source)
+        images = None
+        with_crops = self.use_images and bool(self.processor.num_object_crops) and not crops_unavailable
+        if self.use_images:
+            columns = ["image", *(["object_crops"] if with_crops else [])]
+            images = raw.select_columns(columns).cast_column("image", datasets.Image(decode=False))
+            if with_crops:
+                images = images.cast_column("object_crops", datasets.List(datasets.Image(decode=False)))
+            raise_for_image_paths(images, source)
+        image_inputs = f"{raw._fingerprint} with crops: {with_crops}" if self.use_images else ""
+        return self._cache(split, records, f"{source}[{{row}}]", images, image_inputs, first_error=None)
+
+    def _check_posts(self, records: list[dict[str, Any]], source: str) -> bool:
+        """Refuses a post whose relation is not one of the run's; marks and returns whether the split goes without
+        object crops (no post has any, while the processor takes them)."""
+        for record in records:
+            if "relation" in record and record["relation"] not in self.relation_labels:
+                raise PostFormatError(
+                    f"{record['location']}: column 'relation': {record['relation']!r:.100} is not a relation of the "
+                    f"training data ({', '.join(self.relation_labels)[:200]})"
+                )
+        with_crops = self.use_images and bool(self.processor.num_object_crops)
+        crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
+        if crops_unavailable:
+            logger.warning("%s: no post has object crops: going without (counted as 'crops_unavailable')", source)
+        for record in records:
+            record["crops_unavailable"] = crops_unavailable
+        return crops_unavailable
 
     def load_hub(self, split: str, raw: datasets.Dataset, source: str, with_crops: bool) -> datasets.Dataset:
         """The split of a dataset in `export_mnre`'s layout: its rows' records, the images its rows embed (and, when

@@ -196,11 +196,13 @@ def resolve_post_path(value: Any, folder: Path, column: str, where: str) -> str:
 
 
 def parse_post(
-    row: Mapping[str, Any], where: str, index: int, folder: Path, labelled: bool, num_object_crops: int
+    row: Mapping[str, Any], where: str, index: int, folder: Path | None, labelled: bool, num_object_crops: int
 ) -> dict[str, Any]:
     """One validated post as a record of the cached splits: `id`, `line_index` (the row index), `location` (`where`),
     `text`, `h` / `t` (`{"name", "pos"}`, character spans), `img_id` (the `image` cell), `relation` (when
-    `labelled`), `image_path` and `crop_paths` (the first `num_object_crops` crops)."""
+    `labelled`), `image_path` and `crop_paths` (the first `num_object_crops` crops). With `folder` `None` the row is a
+    dataset's, whose `image` and `object_crops` embed their images: `image_path` and `crop_paths` then only name them
+    (`where` and the column) in reports."""
     for column in (*REQUIRED_POST_COLUMNS, *(["relation"] * labelled)):
         if row.get(column) is None:
             raise PostFormatError(f"{where}: column '{column}' is missing")
@@ -210,7 +212,7 @@ def parse_post(
     if crops is None:
         crops = []
     if not isinstance(crops, list | tuple):
-        raise PostFormatError(f"{where}: column 'object_crops' must be a list of file paths, got {crops!r:.80}")
+        raise PostFormatError(f"{where}: column 'object_crops' must be a list of images, got {crops!r:.80}")
     example_id = row.get("id")
     if example_id is not None and not (isinstance(example_id, str) and example_id or _is_int(example_id)):
         raise PostFormatError(f"{where}: column 'id' must be a non-empty string or an integer, got {example_id!r:.80}")
@@ -222,12 +224,16 @@ def parse_post(
         "h": {"name": row["subject"], "pos": subject},
         "t": {"name": row["object"], "pos": obj},
         "img_id": row["image"] if isinstance(row["image"], str) else "",
-        "image_path": resolve_post_path(row["image"], folder, "image", where),
-        "crop_paths": [
+    }
+    if folder is None:
+        record["image_path"] = f"{where} image"
+        record["crop_paths"] = [f"{where} object_crops[{slot}]" for slot in range(min(len(crops), num_object_crops))]
+    else:
+        record["image_path"] = resolve_post_path(row["image"], folder, "image", where)
+        record["crop_paths"] = [
             resolve_post_path(crop, folder, f"object_crops[{slot}]", where)
             for slot, crop in enumerate(crops[:num_object_crops])
-        ],
-    }
+        ]
     if labelled:
         record["relation"] = _string(row, "relation", where)
     return record
@@ -255,9 +261,21 @@ def read_post_file(path: str | os.PathLike, num_object_crops: int, labelled: boo
         raise PostFormatError(f"{path}: missing column(s) {missing}; a post file has {list(POST_COLUMNS)}")
     if labelled is None:
         labelled = "relation" in columns
+    return parse_posts(rows, path.parent, labelled, num_object_crops, str(path))
+
+
+def parse_posts(
+    rows: Sequence[tuple[str, Mapping[str, Any]]],
+    folder: Path | None,
+    labelled: bool,
+    num_object_crops: int,
+    source: str,
+) -> list[dict]:
+    """The records of `rows` (each with where it is) validated by [`parse_post`], their ids distinct; `source` names
+    them in the log."""
     records, first_row, extra_crops = [], {}, 0
     for index, (where, row) in enumerate(rows):
-        record = parse_post(row, where, index, path.parent, labelled, num_object_crops)
+        record = parse_post(row, where, index, folder, labelled, num_object_crops)
         extra_crops += max(0, len(row.get("object_crops") or []) - num_object_crops)
         if record["id"] in first_row:
             raise PostFormatError(
@@ -267,7 +285,10 @@ def read_post_file(path: str | os.PathLike, num_object_crops: int, labelled: boo
         records.append(record)
     if extra_crops and num_object_crops:
         logger.warning(
-            "%s: %d object crops beyond the first %d of their posts are not used", path, extra_crops, num_object_crops
+            "%s: %d object crops beyond the first %d of their posts are not used",
+            source,
+            extra_crops,
+            num_object_crops,
         )
     return records
 

@@ -888,7 +888,6 @@ def run(
     splits = requested_splits(training_args)
     check_data_folder(data_args, splits)
     arguments = shaping_arguments([model_args, data_args], training_args)
-    source = data_source(data_args, training_args)
 
     # A finished run of the same arguments is not repeated: its results are returned, checkpoints a kill left
     # deleted, its model pushed or analysed. A folder holding a run of other arguments is refused.
@@ -905,7 +904,7 @@ def run(
                 if experiment_args.do_analysis:
                     analyse_finished_run(
                         output_dir,
-                        source,
+                        data_source(data_args, training_args),
                         data_args,
                         experiment_args.analysis_split,
                         training_args.per_device_eval_batch_size,
@@ -918,6 +917,7 @@ def run(
             (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
         record_arguments(output_dir, arguments)
     set_seed(training_args.seed)
+    source = data_source(data_args, training_args)  # a finished run returned above reads no data
 
     # Model and processor (a bad option or encoder is a usage error, not a traceback).
     if not source.relation_labels and not model_args.model_name_or_path:

@@ -32,8 +32,8 @@ from analysis import expert_label
 from analysis.explain import explain, figure_pixels, load
 from modeling_hvformer.handler import QUANTIZATION_CONFIGS, QUANTIZE_ENV, quantization_config_from_env, shorten_error
 from modeling_hvformer.pipeline_hvformer import MAX_IMAGE_PIXELS, MAX_TEXT_LENGTH
-from processing.mnre import read_mnre_file
-from processing.sample_data import build_sample_dataset
+from mre_data.mnre import read_mnre_file
+from mre_data.sample_data import build_sample_dataset
 from training.hub import MODEL_FOLDER, SAMPLE_RUN_DIR
 
 MODEL_ENV = "HVFORMER_MODEL"

@@ -51,23 +51,22 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from analysis import HISTORY_FILE, ExpertWeightsRecorder, analyse, run_analysis
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 from modeling_hvformer.configuration_hvformer import FUSION_MODES, VISUAL_CONTEXT_MODES
-from processing.builtin_encoders import (
+from mre_data.builtin_encoders import (
     BUILTIN,
     BUILTIN_DESCRIPTIONS,
     BUILTIN_VISION_DEFAULTS,
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.collator import (
+from mre_data.collator import (
     TEXT_LENGTH_BUCKETS,
     ColumnBatches,
     HVFormerDataCollator,
     StaticShapes,
     static_text_lengths,
 )
-from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
-from processing.mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
-from processing.mnre_dataset import (
+from mre_data.mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
+from mre_data.mnre_dataset import (
     dataset_relations,
     image_report,
     is_post_dataset,
@@ -77,9 +76,10 @@ from processing.mnre_dataset import (
     load_post_files,
     read_post_dataset,
 )
-from processing.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
+from mre_data.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
+from mre_data.sample_data import build_sample_dataset
+from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import build_sample_dataset
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import (
     EpochReport,
@@ -215,7 +215,7 @@ class DataArguments:
         default=None,
         metadata={
             "help": "A Hub dataset id or a folder datasets.load_dataset reads, instead of --data_dir: posts in a post "
-            "file's columns (image a datasets.Image column; see README, 'Your own data') or processing.export_mnre's "
+            "file's columns (image a datasets.Image column; see README, 'Your own data') or mre_data.export_mnre's "
             "layout (a 'token' column)."
         },
     )
@@ -789,7 +789,7 @@ def data_source(data_args: DataArguments, training_args: TrainingArguments) -> D
             data_dir = build_sample_dataset()
     else:
         data_dir = Path(data_args.data_dir)
-    dataset_name, relation_labels = folder_dataset(data_dir)  # as processing.export_mnre labels the folder
+    dataset_name, relation_labels = folder_dataset(data_dir)  # as mre_data.export_mnre labels the folder
     return DataSource(
         relation_labels=relation_labels,
         words=partial(folder_words, data_dir),

@@ -11,7 +11,7 @@ import torch
 import transformers
 from transformers.trainer_callback import ExportableState
 
-from processing.collator import IGNORE_INDEX
+from mre_data.collator import IGNORE_INDEX
 from training.run_files import write_text_atomic
 
 from .tokens import marker_names

@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.level_runs:
         return plot_level_f1(args.level_runs, output_dir / "fig4_level_f1.png")
 
-    from processing.collator import HVFormerDataCollator
-    from processing.mnre_dataset import load_mnre
-    from processing.sample_data import build_sample_dataset
+    from mre_data.collator import HVFormerDataCollator
+    from mre_data.mnre_dataset import load_mnre
+    from mre_data.sample_data import build_sample_dataset
 
     from .explain import load
 

@@ -39,8 +39,8 @@ import torch
 from benchmarks.common import argument_parser, environment, report
 from benchmarks.end_to_end import load_mnre_folder_module
 from modeling_hvformer import MNRE_RELATIONS
-from processing.collator import ColumnBatches
-from processing.mnre_dataset import load_mnre
+from mre_data.collator import ColumnBatches
+from mre_data.mnre_dataset import load_mnre
 from processing.processing_hvformer import HVFormerProcessor
 from run_mre import data_collator
 

@@ -14,10 +14,10 @@ from tiny_models import tiny_model_for, tiny_text_config
 
 from analysis import HISTORY_FILE, analyse
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.collator import HVFormerDataCollator
-from processing.mnre_dataset import load_mnre
+from mre_data.collator import HVFormerDataCollator
+from mre_data.mnre_dataset import load_mnre
+from mre_data.sample_data import build_sample_dataset
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import build_sample_dataset
 
 
 @pytest.fixture(scope="module")

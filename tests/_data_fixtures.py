@@ -12,8 +12,8 @@ from tiny_models import CROP_SIZE, IMAGE_SIZE
 from transformers import BertTokenizer, ViTImageProcessor, ViTImageProcessorPil
 from transformers.utils import is_torchvision_available
 
+from mre_data.sample_data import NAMES, NEUTRAL_TEMPLATES, TEXT_TEMPLATES, build_sample_dataset
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import NAMES, NEUTRAL_TEMPLATES, TEXT_TEMPLATES, build_sample_dataset
 
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
 """The real MNRE text files (train/val), when this checkout sits beside `shared/`."""

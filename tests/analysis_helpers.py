@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from processing.sample_data import SAMPLE_RELATIONS
+from mre_data.sample_data import SAMPLE_RELATIONS
 
 RELATIONS = ["None", *SAMPLE_RELATIONS]
 NUM_CROPS = 2

@@ -39,7 +39,7 @@ from transformers import (
 )
 from transformers.utils import is_torchvision_available
 
-from processing.builtin_encoders import save_tiny_text_encoder
+from mre_data.builtin_encoders import save_tiny_text_encoder
 
 IMAGE_SIZE = 112
 """Side of the main images the tiny vision encoders' processors make."""

@@ -35,7 +35,7 @@ from transformers import (
 from transformers.utils import is_torchvision_available
 
 from modeling_hvformer import MNRE_RELATIONS
-from processing.builtin_encoders import save_tiny_text_encoder
+from mre_data.builtin_encoders import save_tiny_text_encoder
 
 DEFAULT_SPLIT_SIZES = {"train": 48, "val": 24, "test": 24}
 IMAGE_SHAPES = [(320, 240), (240, 320), (400, 300), (256, 256), (500, 200)]

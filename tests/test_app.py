@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from tiny_models import tiny_model_for, tiny_text_config
 
 from analysis.explain import load
-from processing.sample_data import SAMPLE_RELATIONS
+from mre_data.sample_data import SAMPLE_RELATIONS
 
 pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium: pip install selenium")

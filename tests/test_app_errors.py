@@ -10,7 +10,7 @@ from tiny_models import tiny_model_for, tiny_text_config
 
 from benchmarks.robustness import blank_png
 from modeling_hvformer.handler import MAX_ERROR_LENGTH
-from processing.sample_data import SAMPLE_RELATIONS
+from mre_data.sample_data import SAMPLE_RELATIONS
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
 app = pytest.importorskip("app")

@@ -12,13 +12,13 @@ from _data_fixtures import build_small_sample
 from interruptions import Killed, kill_at_replace
 from transformers import AutoImageProcessor, AutoTokenizer, BertModel, ViTModel
 
-from processing.builtin_encoders import (
+from mre_data.builtin_encoders import (
     TEXT_ENCODER_FILES,
     VISION_ENCODER_FILES,
     build_builtin_text_encoder,
     build_builtin_vision_encoder,
 )
-from processing.mnre import folder_words
+from mre_data.mnre import folder_words
 from training.run_files import PARTIAL, folder_problem
 
 
@@ -55,13 +55,13 @@ def test_damaged_encoder_is_built_again_with_a_warning(data_dir, tmp_path, caplo
     required = TEXT_ENCODER_FILES if kind == "text" else VISION_ENCODER_FILES
     assert sorted(path.name for path in folder.iterdir()) == sorted(required)
     whole = {path.name: path.read_bytes() for path in folder.iterdir()}
-    with caplog.at_level(logging.WARNING, logger="processing.builtin_encoders"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.builtin_encoders"):
         assert build(kind, folder, data_dir) == folder  # reused, untouched
     assert caplog.messages == [] and {path.name: path.read_bytes() for path in folder.iterdir()} == whole
 
     damaged = folder / name
     damaged.write_bytes(whole[name][: int(len(whole[name]) * keep)])
-    with caplog.at_level(logging.WARNING, logger="processing.builtin_encoders"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.builtin_encoders"):
         build(kind, folder, data_dir)
     (message,) = caplog.messages
     assert message.startswith(f"{damaged} ") and message.endswith(": building the built-in encoder again")

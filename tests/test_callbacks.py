@@ -19,7 +19,7 @@ from tiny_models import tiny_model_for
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from analysis import HISTORY_FILE, ExpertWeightsRecorder, run_analysis
-from processing.collator import IGNORE_INDEX, HVFormerDataCollator, StaticShapes, static_text_lengths
+from mre_data.collator import IGNORE_INDEX, HVFormerDataCollator, StaticShapes, static_text_lengths
 
 pytest_plugins = ["_analysis_fixtures"]
 

@@ -11,7 +11,7 @@ import torch
 from _data_fixtures import NUM_CROPS, build_small_sample, make_processor
 from tiny_models import CROP_SIZE, IMAGE_SIZE, tiny_model_for
 
-from processing.collator import (
+from mre_data.collator import (
     COLLATED_COLUMNS,
     IGNORE_INDEX,
     ColumnBatches,
@@ -19,7 +19,7 @@ from processing.collator import (
     StaticShapes,
     static_text_lengths,
 )
-from processing.mnre_dataset import load_mnre
+from mre_data.mnre_dataset import load_mnre
 
 MODEL_KEYS = {
     "input_ids",

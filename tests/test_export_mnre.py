@@ -1,4 +1,4 @@
-"""`python -m processing.export_mnre`: an MNRE-shaped folder (real JPEGs, crops, `.pth` and `.json` mappings) as a
+"""`python -m mre_data.export_mnre`: an MNRE-shaped folder (real JPEGs, crops, `.pth` and `.json` mappings) as a
 Hub dataset repository that `datasets.load_dataset` reads with `Image` features, one row per line."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from mnre_folder import write_mnre_folder
 
 import run_mre
 from modeling_hvformer import MNRE_RELATIONS
-from processing import export_mnre as export_module
-from processing.export_mnre import ExportDestinationError, export_mnre, main
-from processing.mnre import MNREFormatError
-from processing.mnre_dataset import MNRECropsError, MNREImageError
-from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from mre_data import export_mnre as export_module
+from mre_data.export_mnre import ExportDestinationError, export_mnre, main
+from mre_data.mnre import MNREFormatError
+from mre_data.mnre_dataset import MNRECropsError, MNREImageError
+from mre_data.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 
 SIZES = {"train": 10, "val": 5, "test": 5}
 

@@ -18,7 +18,7 @@ from _data_fixtures import (
     write_lines,
 )
 
-from processing.mnre import (
+from mre_data.mnre import (
     MNRE_RELATIONS,
     MNREFormatError,
     folder_dataset,
@@ -27,7 +27,7 @@ from processing.mnre import (
     read_hub_split,
     read_mnre_file,
 )
-from processing.sample_data import SAMPLE_DATASET_NAME, SAMPLE_RELATIONS
+from mre_data.sample_data import SAMPLE_DATASET_NAME, SAMPLE_RELATIONS
 
 # ------------------------------------------------------------------------------------------------------------------
 # Labels and the real data
@@ -131,7 +131,7 @@ def test_repeated_lines_are_kept_and_reported(tmp_path, caplog):
     lines = [mnre_line(), mnre_line(relation="None"), mnre_line(), mnre_line(img_id="b.jpg"), mnre_line()]
     lines += [mnre_line(relation="None"), mnre_line(img_id="b.jpg"), mnre_line()]
     path = write_lines(tmp_path / "mnre_train.txt", lines)
-    with caplog.at_level(logging.WARNING, logger="processing.mnre"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.mnre"):
         records = read_mnre_file(path)
     assert [record["id"] for record in records] == [f"mnre_train-{index}" for index in range(8)]
     assert caplog.messages == [
@@ -145,7 +145,7 @@ def test_repeated_lines_are_kept_and_reported(tmp_path, caplog):
 
 def test_entity_names_that_differ_from_their_span_are_logged(tmp_path, caplog):
     path = write_lines(tmp_path / "mnre_train.txt", [mnre_line(h={"name": "Corra", "pos": [3, 5]})])
-    with caplog.at_level(logging.WARNING, logger="processing.mnre"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.mnre"):
         assert read_mnre_file(path)[0]["h"]["pos"] == [3, 5]
     assert f"{path}:1 ('h')" in caplog.text
 
@@ -237,7 +237,7 @@ def test_hub_rows_repeating_an_earlier_row_or_its_id_are_kept_and_reported(caplo
     """As a folder's repeated lines: kept, and a warning with the count and the first rows (0-based, as `[row]` in
     errors), for rows repeating another word for word and for rows with another's id."""
     split = _hub_split([0, 11, 0, 11, 0], ids=["a", "a", "c", "d", "a"], img_id=["x", "y", "x", "y", "z"])
-    with caplog.at_level(logging.WARNING, logger="processing.mnre"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.mnre"):
         records = read_hub_split(split, "train", "user/mnre[train]")
     assert [record["id"] for record in records] == ["a", "a", "c", "d", "a"]
     assert caplog.messages == [

@@ -22,9 +22,9 @@ from _data_fixtures import NUM_CROPS, DecodeCounter, build_small_sample, make_pr
 from PIL import Image
 from tiny_models import CROP_SIZE, IMAGE_SIZE
 
-from processing.mnre import MNRE_RELATIONS, MNREFormatError, load_crops_mapping
-from processing.mnre_dataset import MNRECropsError, MNREImageError, image_report, load_mnre, load_mnre_hub
-from processing.sample_data import build_sample_dataset
+from mre_data.mnre import MNRE_RELATIONS, MNREFormatError, load_crops_mapping
+from mre_data.mnre_dataset import MNRECropsError, MNREImageError, image_report, load_mnre, load_mnre_hub
+from mre_data.sample_data import build_sample_dataset
 
 # ------------------------------------------------------------------------------------------------------------------
 # Loading the sample dataset; the cache
@@ -135,7 +135,7 @@ FORKED_WORKERS_SCRIPT = textwrap.dedent(
     import torch
     from _data_fixtures import make_processor
     from transformers import ViTImageProcessorPil
-    from processing.mnre_dataset import load_mnre
+    from mre_data.mnre_dataset import load_mnre
 
     class FloatPixels(ViTImageProcessorPil):
         \"""Float pixels, as transformers' torchvision backend gives: the workers run parallel torch ops on them.\"""
@@ -195,7 +195,7 @@ def test_images_switched_off(small_sample, tmp_path, monkeypatch, caplog):
     processor = make_processor()
     counter = DecodeCounter(processor)
     monkeypatch.setattr(processor, "load_image", counter)
-    with caplog.at_level(logging.INFO, logger="processing.mnre_dataset"):
+    with caplog.at_level(logging.INFO, logger="mre_data.mnre_dataset"):
         dataset = load_mnre(small_sample, processor, use_images=False, image_dir=tmp_path / "nowhere")["train"]
     assert counter.paths == []
     assert image_report(dataset)["images_disabled"] == image_report(dataset)["images_blank"] == len(dataset)
@@ -220,7 +220,7 @@ def test_missing_images_raise_with_count_and_paths(small_sample, tmp_path):
 def test_missing_images_blank_are_reported(small_sample, tmp_path, caplog):
     lines = _lines(small_sample / "mnre_train.txt")
     (small_sample / "img_org" / "train" / lines[4]["img_id"]).unlink()
-    with caplog.at_level(logging.WARNING, logger="processing.mnre_dataset"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.mnre_dataset"):
         dataset_dict = load_mnre(small_sample, make_processor(), missing_images="blank", cache_dir=tmp_path / "cache")
     report = image_report(dataset_dict)
     assert report["train"]["images_missing"] == report["train"]["images_blank"] == 1
@@ -342,7 +342,7 @@ def test_a_folder_without_crops_is_refused_unless_told_to_go_without(small_sampl
         "beside the text files): pass crops_dir, or pass missing_crops='none' to go without object crops (counted as "
         "'crops_unavailable' in image_report())"
     )
-    with caplog.at_level(logging.WARNING, logger="processing.mnre_dataset"):
+    with caplog.at_level(logging.WARNING, logger="mre_data.mnre_dataset"):
         dataset = load_mnre(
             small_sample, make_processor(), splits=["train"], missing_crops="none", cache_dir=tmp_path / "cache"
         )["train"]
@@ -460,7 +460,7 @@ def test_a_hub_image_that_is_a_path_is_never_read(tmp_path, field):
         load_mnre_hub(hub, "user/mnre", make_processor(), cache_dir=tmp_path / "cache")
     assert str(error.value) == (
         f"user/mnre[train][1]: field '{field}' holds a path ({str(secret)!r}) but no bytes: a dataset's images are "
-        "read from the bytes it embeds, never from a path (python -m processing.export_mnre embeds them)"
+        "read from the bytes it embeds, never from a path (python -m mre_data.export_mnre embeds them)"
     )
 
 

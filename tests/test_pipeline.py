@@ -26,12 +26,12 @@ from modeling_hvformer.pipeline_hvformer import (
     HVFormerRelationExtractionPipeline,
     decode_image,
 )
+from mre_data.mnre import read_mnre_file
+from mre_data.mnre_dataset import load_mnre
+from mre_data.sample_data import build_sample_dataset
 from processing.image_files import ACCEPTED_FORMATS
 from processing.image_loading import MAX_ASPECT_RATIO, MAX_DECODE_BYTES
-from processing.mnre import read_mnre_file
-from processing.mnre_dataset import load_mnre
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import build_sample_dataset
 
 TEXT = "Barack Obama visited Paris"
 ROOT = Path(__file__).resolve().parents[1]

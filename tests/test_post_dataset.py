@@ -15,9 +15,9 @@ from _data_fixtures import make_processor
 from _post_fixtures import OWN_RELATIONS, own_posts, write_posts
 
 import run_mre
-from processing.mnre import MNREFormatError
-from processing.mnre_dataset import load_post_dataset, load_post_files
-from processing.post_files import PostFormatError
+from mre_data.mnre import MNREFormatError
+from mre_data.mnre_dataset import load_post_dataset, load_post_files
+from mre_data.post_files import PostFormatError
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
 SPLITS = {"train": ("train", 6), "validation": ("val", 3), "test": ("test", 3)}

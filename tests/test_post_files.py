@@ -17,8 +17,8 @@ from _post_fixtures import OWN_RELATIONS, own_posts, unlabelled, write_posts
 
 import run_mre
 from modeling_hvformer import HVFormerConfig
-from processing.mnre_dataset import MNREImageError, image_report, load_post_files
-from processing.post_files import PostFormatError, post_relations, read_post_file
+from mre_data.mnre_dataset import MNREImageError, image_report, load_post_files
+from mre_data.post_files import PostFormatError, post_relations, read_post_file
 from training.metrics import mre_scores
 
 PROJECT = Path(__file__).resolve().parents[1]

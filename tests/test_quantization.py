@@ -30,8 +30,8 @@ from modeling_hvformer import HVFormerForRelationExtraction
 from modeling_hvformer.handler import QUANTIZATION_CONFIGS, QUANTIZE_ENV
 from modeling_hvformer.pipeline_hvformer import PIPELINE_TASK
 from modeling_hvformer.quantization_hvformer import QUANT_METHOD, QUANTIZED_MODULES
-from processing.mnre import find_crops_mapping, load_crops_mapping, lookup_crops, read_mnre_file
-from processing.sample_data import build_sample_dataset
+from mre_data.mnre import find_crops_mapping, load_crops_mapping, lookup_crops, read_mnre_file
+from mre_data.sample_data import build_sample_dataset
 from training.metrics import mre_scores
 
 INT8 = {"quant_method": QUANT_METHOD}

@@ -14,7 +14,7 @@ from tiny_models import PREFIX_TOKENS, tiny_model_for, tiny_vision_config
 from analysis import VisualTokenLayout, analyse
 from analysis.report import _patch_patch_results
 from analysis.statistics import SplitStatistics
-from processing.collator import HVFormerDataCollator
+from mre_data.collator import HVFormerDataCollator
 
 pytest_plugins = ["_analysis_fixtures"]
 

@@ -24,11 +24,11 @@ from transformers.integrations import get_available_reporting_integrations
 
 import run_mre
 from modeling_hvformer import HVFormerForRelationExtraction
-from processing.collator import HVFormerDataCollator
-from processing.mnre import read_mnre_file
-from processing.mnre_dataset import load_mnre
+from mre_data.collator import HVFormerDataCollator
+from mre_data.mnre import read_mnre_file
+from mre_data.mnre_dataset import load_mnre
+from mre_data.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from processing.processing_hvformer import HVFormerProcessor
-from processing.sample_data import SAMPLE_RELATIONS, build_sample_dataset
 from training import hub
 from training.console import print_seed_summary
 from training.metrics import mre_scores

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processing.mnre import MNRE_RELATIONS, read_mnre_file
-from processing.sample_data import (
+from mre_data.mnre import MNRE_RELATIONS, read_mnre_file
+from mre_data.sample_data import (
     DEFAULT_SIZES,
     NEUTRAL_TEMPLATES,
     RELATION_COLOURS,

@@ -16,7 +16,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import run_mre
-from processing import builtin_encoders
+from mre_data import builtin_encoders
 
 SMALL_RUN = [
     *("--num_train_epochs", "2", "--max_train_samples", "20", "--max_eval_samples", "24"),

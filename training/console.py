@@ -37,7 +37,7 @@ def set_up_logging(training_args: TrainingArguments) -> None:
     the [`MISLEADING_MESSAGES`]."""
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stderr)])
-    for name in ("run_mre", "processing", "training"):
+    for name in ("run_mre", "mre_data", "processing", "training"):
         logging.getLogger(name).setLevel(level)
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.disable_progress_bar()

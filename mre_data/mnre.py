@@ -1,6 +1,6 @@
 """Reading MNRE (multimodal neural relation extraction, Zheng et al. 2021) files: the text lines, validated, with
 errors naming `file:line` and the field; the object-crop mappings; where each split's files are; and the same
-records from a dataset in the Hub layout that `python -m processing.export_mnre` writes.
+records from a dataset in the Hub layout that `python -m mre_data.export_mnre` writes.
 
 Layout (the one of the MNRE and MKGformer/HVPNeT downloads; [`build_sample_dataset`] writes the same one)::
 
@@ -23,8 +23,8 @@ A line looks like (single quotes: a Python literal, not JSON)::
 `pos` is a `[start, end)` range of word indices. The built-in sample dataset adds a `kind` field (a string).
 [`load_mnre`] turns the splits into cached `datasets`.
 
-[`build_sample_dataset`]: processing.sample_data.build_sample_dataset
-[`load_mnre`]: processing.mnre_dataset.load_mnre
+[`build_sample_dataset`]: mre_data.sample_data.build_sample_dataset
+[`load_mnre`]: mre_data.mnre_dataset.load_mnre
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 MNRE_SPLITS: tuple[str, ...] = ("train", "val", "test")
 HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
-"""The name of each MNRE split in a Hub dataset repository (`python -m processing.export_mnre`)."""
+"""The name of each MNRE split in a Hub dataset repository (`python -m mre_data.export_mnre`)."""
 HUB_COLUMNS: tuple[str, ...] = ("token", "h", "t", "relation", "image")
 """The columns every split of such a repository has (besides `id`, `img_id`, `object_crops` and `kind`)."""
 _REQUIRED_FIELDS: tuple[str, ...] = ("token", "h", "t", "img_id", "relation")
@@ -251,7 +251,7 @@ def read_mnre_file(
 
 def read_hub_split(dataset: datasets.Dataset, split: str, source: str) -> list[dict[str, Any]]:
     """
-    Reads and validates one split of a dataset in the layout `python -m processing.export_mnre` writes (a local
+    Reads and validates one split of a dataset in the layout `python -m mre_data.export_mnre` writes (a local
     folder or a Hub repository loaded with `datasets.load_dataset`): the same records as [`read_mnre_file`] gives for
     the file it was exported from, without decoding any image.
 
@@ -276,7 +276,7 @@ def read_hub_split(dataset: datasets.Dataset, split: str, source: str) -> list[d
     missing = [column for column in HUB_COLUMNS if column not in dataset.column_names]
     if missing:
         raise MNREFormatError(
-            f"{source}: missing columns {missing}; a dataset written by `python -m processing.export_mnre` has "
+            f"{source}: missing columns {missing}; a dataset written by `python -m mre_data.export_mnre` has "
             f"{list(HUB_COLUMNS)}"
         )
     relation = dataset.features["relation"]
@@ -331,7 +331,7 @@ def folder_words(data_dir: str | os.PathLike) -> list[str]:
 def folder_dataset(data_dir: str | os.PathLike) -> tuple[str, list[str]]:
     """
     The name and the relation labels (in id order) of an MNRE-format folder: what a run from the folder and its export
-    (`python -m processing.export_mnre`) both use.
+    (`python -m mre_data.export_mnre`) both use.
 
     - The built-in sample (its `sample_info.json` declares its relations): `"hvformer built-in sample"` and its
       declared labels, `None` first.

@@ -1,7 +1,7 @@
 """Exports an MNRE-format folder as a Hugging Face dataset repository: parquet shards per split with the images and
 object crops embedded, and a dataset card, written locally and optionally pushed to the Hub.
 
-    python -m processing.export_mnre --data_dir data/mnre --output_dir mnre-hub [--push_to_hub USER/mnre --private]
+    python -m mre_data.export_mnre --data_dir data/mnre --output_dir mnre-hub [--push_to_hub USER/mnre --private]
 
 The folder is read as [`load_mnre`] reads it (the same text files, image folder, crops folder and crops mappings, and
 the same `--missing_images` and `--missing_crops` policies) and streamed: one row group of posts at a time, so memory
@@ -14,8 +14,8 @@ does not exist or is empty, or, with `--overwrite`, replaces a previous export (
 [`MANIFEST_FILE`] it writes, listing its files, and by holding nothing else); it never replaces any other folder, nor
 one inside the data it reads or holding it.
 
-[`load_mnre`]: processing.mnre_dataset.load_mnre
-[`folder_dataset`]: processing.mnre.folder_dataset
+[`load_mnre`]: mre_data.mnre_dataset.load_mnre
+[`folder_dataset`]: mre_data.mnre.folder_dataset
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ DATASET_CARD = """\
 {description}
 
 ```bash
-python -m processing.export_mnre --data_dir DATA_DIR --output_dir OUTPUT_DIR
+python -m mre_data.export_mnre --data_dir DATA_DIR --output_dir OUTPUT_DIR
 ```
 
 ```python
@@ -479,7 +479,7 @@ def push_dataset_to_hub(folder: str | os.PathLike, repo_id: str, private: bool, 
 
 def main(argv: Sequence[str] | None = None) -> list[SplitExport]:
     parser = argparse.ArgumentParser(
-        prog="python -m processing.export_mnre", description=__doc__.split("\n\n")[0].replace("\n", " ")
+        prog="python -m mre_data.export_mnre", description=__doc__.split("\n\n")[0].replace("\n", " ")
     )
     parser.add_argument("--data_dir", required=True, help="MNRE folder (mnre_{train,val,test}.txt, img_org, img_vg)")
     parser.add_argument(

@@ -5,7 +5,7 @@ Normalisation happens later, in the model, on the device ([`HVFormerDataCollator
 lines for a reason: this is one pipeline whose `Dataset.map` functions must live at module level (so `num_proc`
 workers can pickle them) next to the features and fingerprints they must agree with.
 
-[`HVFormerDataCollator`]: processing.collator.HVFormerDataCollator
+[`HVFormerDataCollator`]: mre_data.collator.HVFormerDataCollator
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def _base_features(relation_labels: Sequence[str], with_kind: bool) -> datasets.
 
 
 def _post_features(relation_labels: Sequence[str], labelled: bool) -> datasets.Features:
-    """The record columns of a post file's split (see `processing.post_files.parse_post`); `relation` and `labels`
+    """The record columns of a post file's split (see `mre_data.post_files.parse_post`); `relation` and `labels`
     only for labelled posts."""
 
     def entity() -> dict[str, Any]:
@@ -423,7 +423,7 @@ def raise_for_image_paths(images: datasets.Dataset, source: str) -> None:
         row, field, path = min(found)
         raise MNREFormatError(
             f"{source}[{row}]: field '{field}' holds a path ({path!r:.120}) but no bytes: a dataset's images are read "
-            "from the bytes it embeds, never from a path (python -m processing.export_mnre embeds them)"
+            "from the bytes it embeds, never from a path (python -m mre_data.export_mnre embeds them)"
         )
 
 
@@ -698,7 +698,7 @@ def load_mnre(
           `crops_unavailable` (the split has no crops: `missing_crops="none"`).
         The model columns are formatted as numpy arrays of their own dtypes (the pixels uint8: `dtype=None` keeps
         `datasets` from widening integer arrays to int64, 8 times the bytes) and `output_all_columns=True` returns
-        the others as Python objects. For training, `processing.collator.ColumnBatches` reads whole batches straight
+        the others as Python objects. For training, `mre_data.collator.ColumnBatches` reads whole batches straight
         from the cached Arrow data.
 
     Caching: each split goes through two `Dataset.map` calls written under `cache_dir` with explicit fingerprints.
@@ -766,7 +766,7 @@ def load_mnre_hub(
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
     """
-    [`load_mnre`] for `dataset`, a dataset in the layout `python -m processing.export_mnre` writes as
+    [`load_mnre`] for `dataset`, a dataset in the layout `python -m mre_data.export_mnre` writes as
     `datasets.load_dataset(dataset_name)` returns it (`dataset_name` a local folder or a Hub repository, public or
     private; it names the dataset in messages).
 
@@ -815,7 +815,7 @@ def load_post_files(
     cache_dir: str | os.PathLike | None = None,
 ) -> datasets.DatasetDict:
     """
-    [`load_mnre`] for a user's own post files (`processing.post_files`: JSON Lines, CSV or Parquet, one row a post):
+    [`load_mnre`] for a user's own post files (`mre_data.post_files`: JSON Lines, CSV or Parquet, one row a post):
     `files` maps the MNRE split names (`train`, `val`, `test`) to a file each; `splits` picks some (default: all).
 
     The same cache, columns and guarantees as an MNRE folder, with `text` (and `location`, the row's `file:line`) in
@@ -843,7 +843,7 @@ def is_post_dataset(dataset: datasets.DatasetDict) -> bool:
 
 def read_post_dataset(raw: datasets.Dataset, source: str, num_object_crops: int) -> list[dict[str, Any]]:
     """
-    The records of a split of posts in a dataset: the columns of a post file (`processing.post_files`), with `image`
+    The records of a split of posts in a dataset: the columns of a post file (`mre_data.post_files`), with `image`
     a `datasets.Image` column and `object_crops` a list of them, and `relation` strings or a `ClassLabel` (its
     names). Validated as a post file's rows ([`parse_posts`]); a row is named `source[row]`. The images are not
     read (see [`raise_for_image_paths`]): `image_path` and `crop_paths` only name them.
@@ -990,7 +990,7 @@ class _SplitLoader:
         )
 
     def load_posts(self, split: str, path: Path) -> datasets.Dataset:
-        """The split of a post file (`processing.post_files`): its validated rows, their image files."""
+        """The split of a post file (`mre_data.post_files`): its validated rows, their image files."""
         records = read_post_file(path, self.processor.num_object_crops)
         self._check_posts(records, str(path))
         signatures: dict[str, str | None] = {}

@@ -18,7 +18,7 @@ In a CSV file the spans and `object_crops` are JSON lists (`"[3, 8]"`, `"[""a.jp
 is an absent value. Absolute image paths are taken as the user wrote them (the file is theirs); a relative one that
 leads outside the file's folder (through `..` or a symbolic link) is refused.
 
-[`load_post_files`]: processing.mnre_dataset.load_post_files
+[`load_post_files`]: mre_data.mnre_dataset.load_post_files
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from typing import Any
 
 import pyarrow.parquet
 
-from .entity_search import find_occurrences, short_repr
+from processing.entity_search import find_occurrences, short_repr
+
 from .mnre import MNREFormatError, _is_int, _read_lines
 
 logger = logging.getLogger(__name__)

@@ -933,7 +933,6 @@ def run(
         except (ValueError, OSError) as error:
             raise SystemExit(f"run_mre.py: error: {error}") from error
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    model.config.output_expert_weights = False  # the fusion at the <s>, <o> rows only, while the run lasts
 
     # Preprocessing: tokenised posts and decoded images, cached; only the splits the run reads.
     with training_args.main_process_first(desc="reading and caching the data"):
@@ -1015,9 +1014,7 @@ def run(
         )
         facts.save(output_dir / CARD_FACTS_FILE)
         card = render_model_card(facts, model.config, training_args.hub_model_id)
-        trainer.model.config.output_expert_weights = True  # a saved model returns the per-token weights by default
         export_model_folder(trainer.model, processor, model_dir, card)
-        trainer.model.config.output_expert_weights = False
         if not experiment_args.keep_checkpoints:  # a finished run is not resumed; its model folder is what remains
             remove_checkpoints(output_dir)
         write_text_atomic(output_dir / RESULTS_FILE, json.dumps(metrics, indent=4, sort_keys=True) + "\n")

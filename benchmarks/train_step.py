@@ -59,7 +59,7 @@ def losses(model: torch.nn.Module) -> dict[str, Callable[[dict[str, torch.Tensor
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
         ).last_hidden_state
-        levels, _, _ = model.vision_encoder(batch["pixel_values"], batch["object_pixel_values"], batch["object_mask"])
+        levels, _ = model.vision_encoder(batch["pixel_values"], batch["object_pixel_values"], batch["object_mask"])
         return text.float().mean() + levels[-1].float().mean()
 
     return {

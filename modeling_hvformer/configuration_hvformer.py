@@ -8,9 +8,12 @@ from typing import Any
 from transformers import AutoConfig, BertConfig, CLIPVisionConfig, PreTrainedConfig
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import logging
 
 from .quantization_hvformer import check_quantization_config
 from .vision_families import VISION_FAMILIES, supported_families
+
+logger = logging.get_logger(__name__)
 
 MNRE_RELATIONS: tuple[str, ...] = (
     "None",
@@ -141,10 +144,6 @@ class HVFormerConfig(PreTrainedConfig):
             as) means not recorded: the model then takes float pixels only.
         image_std (`list[float]`, *optional*, defaults to CLIP's `[0.2686, 0.2613, 0.2758]`):
             Per-channel standard deviation of that normalisation; `None` together with `image_mean`.
-        output_expert_weights (`bool`, *optional*, defaults to `True`):
-            Whether `forward` returns the router's weights G of every text token, which needs the fusion (Eq. 4-10)
-            at every token. `False` computes it at the `<s>` and `<o>` rows only, the rows the classifier reads
-            (same logits, a fraction of the work; G at those rows is still returned as `marker_expert_weights`).
         entity_markers (`list[str]`, *optional*):
             The four entity-marker tokens (Eq. 1: subject start, subject end, object start, object end) of the
             processor the model was built with; set by [`HVFormerForRelationExtraction.from_text_vision_pretrained`].
@@ -193,7 +192,6 @@ class HVFormerConfig(PreTrainedConfig):
         freeze_vision_encoder: bool = False,
         image_mean: Sequence[float] | None = tuple(OPENAI_CLIP_MEAN),
         image_std: Sequence[float] | None = tuple(OPENAI_CLIP_STD),
-        output_expert_weights: bool = True,
         entity_markers: list[str] | tuple[str, ...] | None = None,
         entity_marker_token_ids: list[int] | None = None,
         none_label: str | None = "None",
@@ -223,7 +221,6 @@ class HVFormerConfig(PreTrainedConfig):
         self.freeze_vision_encoder = freeze_vision_encoder
         self.image_mean = None if image_mean is None else [float(value) for value in image_mean]
         self.image_std = None if image_std is None else [float(value) for value in image_std]
-        self.output_expert_weights = output_expert_weights
         self.entity_markers = None if entity_markers is None else list(entity_markers)
         self.entity_marker_token_ids = None if entity_marker_token_ids is None else list(entity_marker_token_ids)
         self.none_label = none_label
@@ -236,6 +233,12 @@ class HVFormerConfig(PreTrainedConfig):
         id2label = {int(index): label for index, label in id2label.items()}
         if label2id is None:
             label2id = {label: index for index, label in id2label.items()}
+        if kwargs.pop("output_expert_weights", None) is not None:
+            logger.warning_once(
+                "`output_expert_weights` in an HVFormer config (a config.json saved by an earlier version) is "
+                "ignored: the model returns the router's weights of every token when "
+                "`forward(output_expert_weights=True)` asks for them."
+            )
         super().__init__(id2label=id2label, label2id=label2id, **kwargs)
         self._validate()
 

@@ -2,8 +2,7 @@
 
 Implements §3.2-3.5 of "Multimodal Relation Extraction via a Mixture of Hierarchical Visual Context Learners"
 (WWW 2024); equation numbers below refer to that paper. One module per paper concept, in one file as transformers'
-model files are (the Hub loads it as remote code with its config and tracking-map siblings), which is why it runs
-past 400 lines.
+model files are (the Hub loads it as remote code with its config and tracking-map siblings).
 """
 
 from __future__ import annotations
@@ -11,15 +10,15 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -29,6 +28,7 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
 from transformers.models.vit.modeling_vit import ViTEmbeddings
 from transformers.utils import ModelOutput, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hvformer import HVFormerConfig
 from .quantization_hvformer import check_quantization_config
@@ -48,7 +48,7 @@ class HVFormerRelationExtractionOutput(ModelOutput):
             Relation scores before the softmax of Eq. 11.
         expert_weights (`torch.FloatTensor` of shape `(batch_size, text_length, num_experts)`, *optional*):
             The router's weights G (Eq. 9) of every text token, experts in the order of `config.expert_names` (text
-            expert first). Returned by the per-token path (`output_expert_weights`, attention or tracking maps);
+            expert first). Returned by the per-token path (`output_expert_weights=True`, attention or tracking maps);
             `None` otherwise and for the "w/o MoME" (`fusion="concat"`) ablation.
         marker_positions (`torch.LongTensor` of shape `(batch_size, 2)`):
             Positions of `<s>` and `<o>` whose fused representations were classified.
@@ -88,6 +88,27 @@ class HVFormerRelationExtractionOutput(ModelOutput):
     patch_patch_tracking_maps: torch.FloatTensor | None = None
     patch_token_tracking_maps: tuple[torch.FloatTensor, ...] | None = None
     marker_expert_weights: torch.FloatTensor | None = None
+
+
+@dataclass
+class HVFormerVisionOutput(ModelOutput):
+    r"""
+    Output of [`HVFormerForRelationExtraction.get_image_features`].
+
+    Args:
+        visual_token_mask (`torch.LongTensor` of shape `(batch_size, num_visual_tokens)`):
+            1 for the visual tokens that exist, 0 for those of absent crops (as in
+            [`HVFormerRelationExtractionOutput`]).
+        hidden_states (`tuple(torch.FloatTensor)`):
+            V^0..V^max(levels) (Eq. 3), each `(batch_size, num_visual_tokens, vision_hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_attentions=True`: the ViT self-attention maps A_V^l of layers 1..max(levels), each of shape
+            `(batch_size, vision_heads, num_visual_tokens, num_visual_tokens)`.
+    """
+
+    visual_token_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def eager_cross_attention_forward(
@@ -360,6 +381,34 @@ class HVFormerPixelNormalization(nn.Module):
         return normalised
 
 
+EAGER_VISION_ATTENTION: ContextVar[bool] = ContextVar("hvformer_eager_vision_attention", default=False)
+"""Whether the ViT layers run eager attention in the current context: set by [`HVFormerVisionEncoder`] for the one
+call that records attention maps."""
+
+
+class HVFormerVisionAttentionConfig:
+    """The vision config as the ViT's attention modules read it: `config.vision_config` in every respect, except that
+    the attention implementation is eager while the current call records attention maps (only eager attention returns
+    its weights). The switch lives in a context variable set for that call alone, so the shared config never changes:
+    a concurrent call, in another thread or asyncio task, keeps its implementation, and `set_attn_implementation`
+    reaches the layers through the config this reads."""
+
+    def __init__(self, config: PreTrainedConfig) -> None:
+        self.config = config
+
+    @property
+    def _attn_implementation(self) -> str | None:
+        # `torch.compile` cannot trace a context variable: a compiled call runs the config's implementation.
+        if not torch.compiler.is_compiling() and EAGER_VISION_ATTENTION.get():
+            return "eager"
+        return self.config._attn_implementation
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "config":  # looked up before `__init__` ran, as when the model is copied
+            raise AttributeError(name)
+        return getattr(self.config, name)
+
+
 class HVFormerVisionEncoder(nn.Module):
     """Hierarchical visual representations V^0..V^L (Eq. 3) of the main image and its object crops.
 
@@ -369,7 +418,8 @@ class HVFormerVisionEncoder(nn.Module):
     crops; the crop tokens get their own learned position embeddings. Absent crops are masked out of the ViT
     self-attention and of the experts' keys. The encoder is built from the building blocks of its family
     (`vision_families.VISION_FAMILIES`: embeddings, CLIP's pre-LayerNorm, layers), and only the layers up to the
-    deepest chosen level are kept and run.
+    deepest chosen level are kept and run. The family's own model decides which of those blocks stay on one device
+    (`_no_split_modules`), and its attention modules read the config through [`HVFormerVisionAttentionConfig`].
     """
 
     def __init__(self, config: HVFormerConfig) -> None:
@@ -384,6 +434,11 @@ class HVFormerVisionEncoder(nn.Module):
         else:
             self.pre_layernorm = nn.LayerNorm(vision_config.hidden_size, eps=vision_config.layer_norm_eps)
         self.layers = nn.ModuleList([self.family.layer_class(vision_config) for _ in range(max(config.vision_levels))])
+        attention_config = HVFormerVisionAttentionConfig(vision_config)
+        for module in self.layers.modules():
+            if isinstance(module, self.family.attention_class):
+                module.config = attention_config
+        self._no_split_modules = list(self.family.no_split_modules)
         self.pixel_normalization = HVFormerPixelNormalization(config)
         self.num_object_crops = config.num_object_crops
         self.image_size = config.image_size
@@ -489,40 +544,25 @@ class HVFormerVisionEncoder(nn.Module):
         object_pixel_values: torch.Tensor | None = None,
         object_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
-    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """Returns [V^0, ..., V^max_level], the visual token mask and, if asked, the self-attention maps. Pixels may
-        be uint8 (normalised here) or normalised floats."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Returns [V^0, ..., V^max_level] and the visual token mask. Pixels may be uint8 (normalised here) or
+        normalised floats. With `output_attentions`, the layers run eager attention for this call, so that their
+        attention modules return the maps A_V for [`HVFormerForRelationExtraction.get_image_features`] to record."""
         pixel_values = self.pixel_normalization(pixel_values)
         if object_pixel_values is not None:
             object_pixel_values = self.pixel_normalization(object_pixel_values, object_mask, "object_pixel_values")
         hidden_states, token_mask = self.embed(pixel_values, object_pixel_values, object_mask)
         attention_mask = visual_key_mask(token_mask, object_pixel_values, object_mask, hidden_states.dtype)
-        attentions: list[torch.Tensor] = []
         levels = [hidden_states]
-        with self._recording_attentions(attentions, enabled=output_attentions):
+        eager = EAGER_VISION_ATTENTION.set(True) if output_attentions else None
+        try:
             for layer in self.layers:
                 hidden_states = layer(hidden_states, attention_mask)
                 levels.append(hidden_states)
-        return levels, token_mask, attentions
-
-    @contextmanager
-    def _recording_attentions(self, store: list[torch.Tensor], enabled: bool) -> Iterator[None]:
-        """Collects each layer's attention probabilities with eager attention, for this call only."""
-        if not enabled:
-            yield
-            return
-        modules = [getattr(layer, self.family.attention) for layer in self.layers]
-        previous = [module.config._attn_implementation for module in modules]
-        hooks = []
-        for module in modules:
-            module.config._attn_implementation = "eager"
-            hooks.append(module.register_forward_hook(lambda module, args, output: store.append(output[1])))
-        try:
-            yield
         finally:
-            for module, hook, implementation in zip(modules, hooks, previous, strict=True):
-                hook.remove()
-                module.config._attn_implementation = implementation
+            if eager is not None:
+                EAGER_VISION_ATTENTION.reset(eager)
+        return levels, token_mask
 
 
 class HVFormerPreTrainedModel(PreTrainedModel):
@@ -533,16 +573,12 @@ class HVFormerPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = [
-        "HVFormerVisualContextLearner",
-        "BertLayer",
-        "BertEmbeddings",
-        *(
-            cls.__name__
-            for family in VISION_FAMILIES.values()
-            for cls in (family.layer_class, family.embeddings_class)
-        ),
-    ]
+    # HVFormer's own block; the text encoder and the vision encoder add their families' own (see `post_init`).
+    _no_split_modules = ["HVFormerVisualContextLearner"]
+    # The ViT's self-attention maps A_V, recorded from the attention modules of whichever family the model reads.
+    _can_record_outputs = {
+        "attentions": [OutputRecorder(family.attention_class, index=1) for family in VISION_FAMILIES.values()]
+    }
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -574,8 +610,8 @@ class HVFormerPreTrainedModel(PreTrainedModel):
             init.copy_(module.std, module.statistic(self.config.image_std))
 
 
-def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, Any]]:
-    """The AutoModel class of a text config, and the arguments that build it without a pooler (never used).
+def _text_encoder_kwargs(text_config: PreTrainedConfig) -> dict[str, Any]:
+    """The `AutoModel` arguments that build the encoder of a text config without a pooler (never used).
 
     Refuses what cannot give T (Eq. 2), one state per input token from the token ids alone: a config `AutoModel`
     does not know, and encoder-decoder models (BART, T5), whose `AutoModel` also needs decoder inputs.
@@ -585,15 +621,14 @@ def _text_encoder_class(text_config) -> tuple[type[PreTrainedModel], dict[str, A
             f"The text encoder is an encoder-decoder {text_config.model_type!r} model; HVFormer needs an encoder "
             "giving one state per input token (BERT, RoBERTa, DeBERTa-v2, ...)."
         )
-    if type(text_config) not in AutoModel._model_mapping:
+    if type(text_config) not in MODEL_MAPPING:
         raise ValueError(
             f"`AutoModel` has no model for the text config {text_config.model_type!r}; HVFormer needs an encoder "
             "giving one state per input token (BERT, RoBERTa, DeBERTa-v2, ...)."
         )
-    model_class = AutoModel._model_mapping[type(text_config)]
-    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-        return model_class, {"add_pooling_layer": False}
-    return model_class, {}
+    if "add_pooling_layer" in inspect.signature(MODEL_MAPPING[type(text_config)].__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
 
 
 def _load_vision_backbone(name_or_path: str) -> PreTrainedModel:
@@ -621,7 +656,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
     ...     "bert-base-uncased", "openai/clip-vit-base-patch32", processor, vision_levels=[0, 6, 12]
     ... )
     >>> outputs = model(**processor(text=..., entity_spans=..., images=...))
-    >>> outputs.logits.argmax(-1), outputs.expert_weights
+    >>> outputs.logits.argmax(-1), outputs.marker_expert_weights
     ```
     """
 
@@ -633,8 +668,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             # The ViT is built from CLIP/ViT layers rather than a PreTrainedModel, so nothing else resolves the
             # attention of its config: it follows the model's (SDPA by default, eager when asked for).
             config.vision_config._attn_implementation_internal = config._attn_implementation
-        text_class, text_kwargs = _text_encoder_class(config.text_config)
-        self.text_encoder = text_class(config.text_config, **text_kwargs)
+        self.text_encoder = AutoModel.from_config(config.text_config, **_text_encoder_kwargs(config.text_config))
         # The text-only baseline has no visual path at all: no ViT, no expert, no fusion.
         self.has_visual_path = config.fusion != "text"
         self.vision_encoder = HVFormerVisionEncoder(config) if self.has_visual_path else None
@@ -677,6 +711,29 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             raise ValueError(f"Entity marker missing from `input_ids`: {'; '.join(missing)}.")
         return hits.int().argmax(dim=-1)
 
+    @capture_outputs
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        object_pixel_values: torch.Tensor | None = None,
+        object_mask: torch.LongTensor | None = None,
+        *,
+        output_attentions: bool | None = None,
+    ) -> HVFormerVisionOutput:
+        r"""
+        The visual representations V^0..V^max_level (Eq. 3) of the images and their object crops, the visual token
+        mask and, with `output_attentions=True` (defaults to `config.output_attentions`), the ViT's self-attention
+        maps A_V, which transformers' output capturing records from the family's attention modules
+        (`_can_record_outputs`), with eager attention for this call. Arguments as in
+        [`~HVFormerForRelationExtraction.forward`].
+        """
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        levels, token_mask = self.vision_encoder(
+            pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
+        )
+        return HVFormerVisionOutput(visual_token_mask=token_mask, hidden_states=tuple(levels))
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -690,7 +747,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         output_tracking_maps: bool = False,
-        output_expert_weights: bool | None = None,
+        output_expert_weights: bool = False,
         return_dict: bool | None = None,
     ) -> HVFormerRelationExtractionOutput | tuple[torch.Tensor, ...]:
         r"""
@@ -716,18 +773,18 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 Relation ids; gives the cross-entropy loss of Eq. 12.
             output_attentions (`bool`, *optional*):
                 Return the experts' cross-modal attention maps and the ViT self-attention maps (eager attention is
-                used for this call).
+                used for this call, whatever the model's attention implementation; the config is left as it is).
             output_hidden_states (`bool`, *optional*):
                 Return the visual representations V^0..V^max_level.
             output_tracking_maps (`bool`, *optional*, defaults to `False`):
                 Return the hierarchical tracking maps H_V (Eq. 17) and H_C (Eq. 18); implies attention maps.
-            output_expert_weights (`bool`, *optional*):
-                Return the router's weights G of every text token (`expert_weights`); defaults to
-                `config.output_expert_weights`. When `False` and no attention or tracking maps are asked for, the
-                experts, the router and the mixture (Eq. 4-10) run at the `<s>` and `<o>` rows only: the classifier
-                reads nothing else (Eq. 11) and each row of C depends only on its own row of T and on the image, so
-                the logits and the gradients are those of the per-token path (to float rounding) for a fraction of
-                the work. `marker_expert_weights` is returned either way.
+            output_expert_weights (`bool`, *optional*, defaults to `False`):
+                Return the router's weights G of every text token (`expert_weights`), which needs the fusion
+                (Eq. 4-10) at every token. Otherwise, and when no attention or tracking maps are asked for, the
+                experts, the router and the mixture run at the `<s>` and `<o>` rows only: the classifier reads nothing
+                else (Eq. 11) and each row of C depends only on its own row of T and on the image, so the logits and
+                the gradients are those of the per-token path (to float rounding) for a fraction of the work.
+                `marker_expert_weights` is returned either way.
             return_dict (`bool`, *optional*):
                 Return a [`HVFormerRelationExtractionOutput`] (the default, `config.return_dict`) or, when `False`,
                 the tuple of its fields that are not `None`, in field order.
@@ -743,8 +800,6 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             raise ValueError("`pixel_values` are required: HVFormer reads the post's image.")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        if output_expert_weights is None:
-            output_expert_weights = self.config.output_expert_weights and self.has_visual_path
         per_token = output_expert_weights or output_attentions
         if marker_positions is None:
             marker_positions = self.find_marker_positions(input_ids)
@@ -758,9 +813,10 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
             output = HVFormerRelationExtractionOutput(loss=loss, logits=logits, marker_positions=marker_positions)
             return output if return_dict else output.to_tuple()
-        visual_levels, visual_token_mask, vision_attentions = self.vision_encoder(
-            pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions
+        vision = self.get_image_features(
+            pixel_values, object_pixel_values, object_mask, output_attentions=output_attentions, return_dict=True
         )
+        visual_levels, visual_token_mask = vision.hidden_states, vision.visual_token_mask
         key_mask = visual_key_mask(visual_token_mask, object_pixel_values, object_mask, text_states.dtype)
         cls_weights = None
         if self.config.visual_context == "cls":
@@ -792,7 +848,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         patch_patch_maps = patch_token_maps = None
         if output_tracking_maps:
             patch_mask = visual_token_mask.bool()
-            patch_patch_maps = patch_patch_tracking_maps(vision_attentions, patch_mask=patch_mask)
+            patch_patch_maps = patch_patch_tracking_maps(vision.attentions, patch_mask=patch_mask)
             if has_cross_attentions:
                 token_attentions = cross_attentions
             else:  # w/o TVA: every token reads the level's [CLS], so its weights are A_C (one head) in Eq. 18
@@ -809,8 +865,8 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             marker_positions=marker_positions,
             visual_token_mask=visual_token_mask,
             cross_attentions=tuple(cross_attentions) if has_cross_attentions else None,
-            vision_attentions=tuple(vision_attentions) if output_attentions else None,
-            vision_hidden_states=tuple(visual_levels) if output_hidden_states else None,
+            vision_attentions=vision.attentions if output_attentions else None,
+            vision_hidden_states=visual_levels if output_hidden_states else None,
             patch_patch_tracking_maps=patch_patch_maps,
             patch_token_tracking_maps=patch_token_maps,
             marker_expert_weights=marker_expert_weights,
@@ -842,8 +898,8 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
                 `pixel_statistics()`, the `tokenizer` whose size the embeddings take and `image_size()`.
             config_kwargs: Further `HVFormerConfig` arguments (`vision_levels`, `id2label`, ...).
         """
-        text_class, text_kwargs = _text_encoder_class(AutoConfig.from_pretrained(text_name_or_path))
-        text_encoder = text_class.from_pretrained(text_name_or_path, **text_kwargs)
+        text_kwargs = _text_encoder_kwargs(AutoConfig.from_pretrained(text_name_or_path))
+        text_encoder = AutoModel.from_pretrained(text_name_or_path, **text_kwargs)
         vision_backbone = _load_vision_backbone(vision_name_or_path)
         markers, marker_ids = list(processor.entity_markers), processor.marker_token_ids()
         if VISION_FAMILIES[vision_backbone.config.model_type].interpolates_positions:

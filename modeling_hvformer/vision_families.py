@@ -51,7 +51,6 @@ class VisionFamily:
         pre_layernorm: Path of the LayerNorm `model_class` applies before the first layer (CLIP's), if any.
         patch_projection: Path of the patch convolution in the embeddings, which also embeds the crops.
         position_embeddings: Path of the position table in the embeddings (`([CLS] +) patches` rows).
-        attention: Attribute of a layer holding its self-attention, whose output is `(states, weights)`.
         has_cls_token: Whether the sequence starts with a [CLS] token (SigLIP's has none).
         interpolates_positions: Whether the embeddings resize the position table to any image size (DINOv2), so the
             main image may have another size than the checkpoint's `image_size`.
@@ -69,12 +68,22 @@ class VisionFamily:
     pre_layernorm: str | None
     patch_projection: str
     position_embeddings: str
-    attention: str
     has_cls_token: bool
     interpolates_positions: bool = False
     unused_parameters: tuple[str, ...] = ()
     layer_scales: tuple[type[nn.Module], ...] = ()
     load_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attention_class(self) -> type[nn.Module]:
+        """The self-attention module of the family's layers, whose output is `(states, weights)`: the module
+        transformers records the family's attention maps from (`model_class._can_record_outputs`)."""
+        return self.model_class._can_record_outputs["attentions"]
+
+    @property
+    def no_split_modules(self) -> tuple[str, ...]:
+        """The modules the family's own model keeps on one device (`model_class._no_split_modules`)."""
+        return tuple(self.model_class._no_split_modules)
 
     def num_register_tokens(self, config: Any) -> int:
         """Register tokens between [CLS] and the patches (`dinov2_with_registers`), which are neither patches nor
@@ -113,7 +122,6 @@ DINOV2 = VisionFamily(
     pre_layernorm=None,
     patch_projection="patch_embeddings.projection",
     position_embeddings="position_embeddings",
-    attention="attention",
     has_cls_token=True,
     interpolates_positions=True,
     unused_parameters=("mask_token",),
@@ -133,7 +141,6 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         pre_layernorm="pre_layrnorm",
         patch_projection="patch_embedding",
         position_embeddings="position_embedding.weight",
-        attention="self_attn",
         has_cls_token=True,
     ),
     "vit": VisionFamily(
@@ -146,7 +153,6 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         pre_layernorm=None,
         patch_projection="patch_embeddings.projection",
         position_embeddings="position_embeddings",
-        attention="attention",
         has_cls_token=True,
         load_kwargs={"add_pooling_layer": False},
     ),
@@ -170,7 +176,6 @@ VISION_FAMILIES: dict[str, VisionFamily] = {
         pre_layernorm=None,
         patch_projection="patch_embedding",
         position_embeddings="position_embedding.weight",
-        attention="self_attn",
         has_cls_token=False,
     ),
 }

@@ -282,7 +282,7 @@ def test_interpolated_positions_are_dinov2s_own(tmp_path):
     assert model.config.image_size == 32 and model.vision_encoder.image_grid == 4
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        levels, _, _ = model.vision_encoder(pixels)
+        levels, _ = model.vision_encoder(pixels)
         torch.testing.assert_close(levels[0], backbone.embeddings(pixels))
     table = backbone.embeddings.position_embeddings[0, 1:].detach().reshape(1, 7, 7, -1).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(table, size=(2, 2), mode="bicubic").permute(0, 2, 3, 1).reshape(4, -1)
@@ -336,7 +336,7 @@ def test_levels_are_the_backbones_own_hidden_states(vision):
     model.vision_encoder.load_backbone(backbone)
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        levels, token_mask, _ = model.vision_encoder(pixels)
+        levels, token_mask = model.vision_encoder(pixels)
         hidden_states = backbone(pixel_values=pixels, output_hidden_states=True).hidden_states
     prefix = PREFIX_TOKENS[vision]
     assert token_mask.shape == (2, prefix + 16) and bool(token_mask.all())
@@ -356,8 +356,8 @@ def test_crop_tokens_are_their_patch_embeddings_plus_their_own_positions(vision)
     with torch.no_grad():
         encoder.crop_position_embeddings.normal_()
         pixels, crops = torch.randn(2, 3, 32, 32), torch.randn(2, 2, 3, 16, 16)
-        levels, _, _ = encoder(pixels, crops)
-        image_levels, _, _ = encoder(pixels)
+        levels, _ = encoder(pixels, crops)
+        image_levels, _ = encoder(pixels)
         patches = encoder.patch_projection(crops.flatten(0, 1)).flatten(2).transpose(1, 2).reshape(2, 8, -1)
         expected = encoder.pre_layernorm(patches + encoder.crop_position_embeddings.flatten(0, 1))
     main = PREFIX_TOKENS[vision] + 16

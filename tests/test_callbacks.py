@@ -73,7 +73,7 @@ def test_expert_weights_recorder_keeps_no_graph_and_logs(processor, data):
     outputs = model(**batch)
     outputs.loss.backward()
     assert recorder._count == 3 and recorder._sums.grad_fn is None and not recorder._sums.requires_grad
-    expected = outputs.expert_weights.detach()[torch.arange(3)[:, None], outputs.marker_positions].mean(dim=0)
+    expected = outputs.marker_expert_weights.detach().mean(dim=0)
     model.eval()(**batch)  # evaluation forwards are not counted
     state.epoch, state.global_step = 0.5, 1
     recorder.on_epoch_end(args, state, control)  # every="log": nothing recorded at epoch ends

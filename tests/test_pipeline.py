@@ -128,7 +128,7 @@ def test_pipeline_in_an_isolated_process(saved, tmp_path):
     assert (results["top_k"]["subject"], results["top_k"]["object"]) == ("Barack Obama", "Paris")
     encoding = processor(**post, padding="max_length")
     with torch.no_grad():
-        weights = model(**encoding).expert_weights[0, encoding["marker_positions"][0]]
+        weights = model(**encoding, output_expert_weights=True).expert_weights[0, encoding["marker_positions"][0]]
     for role, row in zip(("subject", "object"), weights.tolist(), strict=True):
         assert results["top_k"]["expert_weights"][role] == {
             name: pytest.approx(value) for name, value in zip(model.config.expert_names, row, strict=True)

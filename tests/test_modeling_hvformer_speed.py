@@ -1,14 +1,16 @@
-"""The speed levers against the plain path: fusion at the marker rows only (Eq. 4-11), no host
-synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one graph; the last two with
-the uint8 pixels too."""
+"""HVFormerForRelationExtraction's fast paths against the plain one: fusion at the marker rows only (Eq. 4-11, the
+default path), no host synchronisation in the forward pass, and a forward pass that `torch.compile` traces as one
+graph; the last two with the uint8 pixels too."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from tiny_models import tiny_config, tiny_inputs
 
-from modeling_hvformer import HVFormerForRelationExtraction
+from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 from modeling_hvformer.modeling_hvformer import additive_key_mask, visual_key_mask
 
 MARKER_POSITIONS = torch.tensor([[2, 5]] * 3)  # where `tiny_inputs` puts <s> and <o>
@@ -81,19 +83,32 @@ def test_marker_row_fusion_reads_the_rows_it_is_given():
     torch.testing.assert_close(rows.marker_expert_weights, weights_at_markers, **FP32_TOLERANCE)
 
 
-def test_output_expert_weights_defaults_to_the_config_and_maps_force_the_per_token_path():
+def test_marker_rows_are_the_default_path_and_weights_or_maps_ask_for_the_per_token_one():
     model = build()
     inputs = tiny_inputs()
-    assert model.config.output_expert_weights is True
-    assert model(**inputs).expert_weights.shape == (3, 10, 4)
-    model.config.output_expert_weights = False
     outputs = model(**inputs)
     assert outputs.expert_weights is None and outputs.marker_expert_weights.shape == (3, 2, 4)
+    assert model(**inputs, output_expert_weights=True).expert_weights.shape == (3, 10, 4)
     with_maps = model(**inputs, output_attentions=True)
     assert with_maps.expert_weights.shape == (3, 10, 4)
     assert with_maps.cross_attentions[0].shape == (3, 4, 10, 25)
     torch.testing.assert_close(with_maps.logits, outputs.logits, **FP32_TOLERANCE)
     assert model(**inputs, output_tracking_maps=True).patch_token_tracking_maps[0].shape == (3, 4, 10, 25)
+
+
+def test_a_saved_output_expert_weights_key_is_ignored(tmp_path, caplog):
+    """Configs saved by earlier versions hold `"output_expert_weights": true`, which chose the per-token path for
+    every call: they still load, the key is dropped (not saved again) and the marker rows stay the default path."""
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "output_expert_weights": True}))
+    with caplog.at_level("WARNING"):
+        config = HVFormerConfig.from_pretrained(tmp_path)
+    assert "`output_expert_weights` in an HVFormer config" in caplog.text
+    assert not hasattr(config, "output_expert_weights")
+    assert "output_expert_weights" not in config.to_dict()
+    torch.manual_seed(0)
+    assert HVFormerForRelationExtraction(config).eval()(**tiny_inputs()).expert_weights is None
 
 
 def test_key_mask_is_decided_from_the_inputs_given_not_from_their_values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tiny_models import (
     MARKER_IDS,
     PREFIX_TOKENS,
     VISION_KINDS,
+    VOCAB_SIZE,
     tiny_config,
     tiny_inputs,
     tiny_text_config,
@@ -29,9 +31,12 @@ from transformers import (
     BertModel,
     BertTokenizerFast,
     CLIPVisionModel,
+    DebertaV2Config,
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    PreTrainedConfig,
+    RobertaConfig,
     SiglipVisionConfig,
     SiglipVisionModel,
     ViTImageProcessorPil,
@@ -52,7 +57,7 @@ def build(vision: str = "clip", seed: int = 0, **overrides) -> HVFormerForRelati
 def test_output_shapes_and_router_rows_sum_to_one(vision):
     model = build(vision)
     inputs = tiny_inputs()
-    outputs = model(**inputs, output_hidden_states=True)
+    outputs = model(**inputs, output_hidden_states=True, output_expert_weights=True)
     assert outputs.logits.shape == (3, len(LABELS))
     assert outputs.loss.ndim == 0 and torch.isfinite(outputs.loss)
     assert outputs.expert_weights.shape == (3, 10, 4)  # text expert + levels 0, 1, 2
@@ -79,11 +84,11 @@ def test_eq10_uniform_router_mixes_experts_evenly():
     model = build()
     torch.nn.init.zeros_(model.fusion.router.gate.weight)
     inputs = tiny_inputs()
-    outputs = model(**inputs)
+    outputs = model(**inputs, output_expert_weights=True)
     torch.testing.assert_close(outputs.expert_weights, torch.full((3, 10, 4), 0.25))
 
     text = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
-    levels, token_mask, _ = model.vision_encoder(
+    levels, token_mask = model.vision_encoder(
         inputs["pixel_values"], inputs["object_pixel_values"], inputs["object_mask"]
     )
     key_mask = (1.0 - token_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
@@ -231,6 +236,12 @@ def test_frozen_vision_encoder_gets_no_gradient(vision):
     assert model.text_encoder.embeddings.word_embeddings.weight.grad is not None
 
 
+def vision_attention_modules(model: HVFormerForRelationExtraction) -> list[torch.nn.Module]:
+    """The self-attention modules of the model's ViT layers, in layer order."""
+    attention_class = model.vision_encoder.family.attention_class
+    return [module for module in model.vision_encoder.layers.modules() if isinstance(module, attention_class)]
+
+
 @pytest.mark.parametrize("vision", VISION_KINDS)
 def test_sdpa_and_eager_give_the_same_logits(vision):
     torch.manual_seed(0)
@@ -242,8 +253,7 @@ def test_sdpa_and_eager_give_the_same_logits(vision):
     sdpa.load_state_dict(state)
     sdpa.set_attn_implementation("sdpa")
     assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
-    vision_attention = getattr(sdpa.vision_encoder.layers[0], sdpa.vision_encoder.family.attention)
-    assert vision_attention.config._attn_implementation == "sdpa"
+    assert vision_attention_modules(sdpa)[0].config._attn_implementation == "sdpa"
     inputs = tiny_inputs()
     torch.testing.assert_close(sdpa(**inputs).logits, eager(**inputs).logits, rtol=1e-5, atol=1e-5)
     # Attention maps are returned under SDPA too (eager for that call), equal to the eager model's.
@@ -295,6 +305,117 @@ def test_vit_follows_the_model_attention_implementation_as_users_load_it(tmp_pat
     eager = HVFormerForRelationExtraction.from_pretrained(tmp_path, attn_implementation="eager").eval()
     assert eager.config.vision_config._attn_implementation == "eager"
     assert vision_sdpa_calls(eager, inputs, pytest.MonkeyPatch()) == 0
+
+
+def test_attention_maps_leave_the_shared_config_and_a_concurrent_call_on_sdpa(monkeypatch):
+    """A call that records attention maps runs its ViT layers with eager attention for itself only: the shared
+    configs keep SDPA while it runs, a call made from another thread meanwhile runs SDPA and records nothing, and
+    so does any call after it."""
+    model = build("vit")
+    inputs = tiny_inputs()
+    num_visual_tokens = model(**inputs).visual_token_mask.shape[1]
+    vision_sdpa = {}  # thread id -> torch SDPA calls over the visual tokens (ViT self-attention)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(query, key, *args, **kwargs):
+        if query.shape[-2] == key.shape[-2] == num_visual_tokens:
+            vision_sdpa[threading.get_ident()] = vision_sdpa.get(threading.get_ident(), 0) + 1
+        return sdpa(query, key, *args, **kwargs)
+
+    seen = {}
+
+    def call_from_another_thread(module, args, output):
+        if "implementations" in seen:  # the other thread's call passes here too
+            return
+        seen["implementations"] = [model.config._attn_implementation, model.config.vision_config._attn_implementation]
+        worker = threading.Thread(target=lambda: seen.update(concurrent=model(**inputs)))
+        worker.start()
+        worker.join(timeout=120)
+        seen["finished"] = not worker.is_alive()
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    hook = vision_attention_modules(model)[0].register_forward_hook(call_from_another_thread)
+    recorded = model(**inputs, output_attentions=True)
+    hook.remove()
+    assert seen["finished"] and seen["implementations"] == ["sdpa", "sdpa"]
+    assert vision_sdpa.pop(threading.get_ident(), 0) == 0 and len(recorded.vision_attentions) == 2
+    assert list(vision_sdpa.values()) == [2] and seen["concurrent"].vision_attentions is None
+    torch.testing.assert_close(seen["concurrent"].logits, recorded.logits, rtol=1e-5, atol=1e-5)
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert vision_attention_modules(model)[1].config._attn_implementation == "sdpa"
+    monkeypatch.undo()
+    assert vision_sdpa_calls(model, inputs, pytest.MonkeyPatch()) == 2
+    assert model(**inputs).vision_attentions is None
+
+
+def test_vision_attention_maps_are_the_softmax_of_each_layers_queries_and_keys():
+    """A_V^l as returned is softmax(Q K^T / sqrt(d_head)) of the ViT layer's own projections of LayerNorm(V^(l-1)),
+    the keys of absent crops masked out: worked out here from the layer's weights."""
+    model = build("vit")
+    inputs = tiny_inputs()
+    outputs = model(**inputs, output_attentions=True, output_hidden_states=True)
+    present = outputs.visual_token_mask.bool()[:, None, None, :]
+    for level, layer in enumerate(model.vision_encoder.layers, start=1):
+        states = layer.layernorm_before(outputs.vision_hidden_states[level - 1])
+        query, key = (
+            projection(states).view(3, -1, 4, 12).transpose(1, 2)
+            for projection in (layer.attention.q_proj, layer.attention.k_proj)
+        )  # 48 wide: 4 heads of 12
+        scores = query @ key.transpose(-1, -2) / 12**0.5
+        expected = scores.masked_fill(~present, float("-inf")).softmax(dim=-1)
+        torch.testing.assert_close(outputs.vision_attentions[level - 1], expected)
+
+
+def tiny_roberta_config() -> RobertaConfig:
+    return RobertaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+
+
+def tiny_deberta_v2_config() -> DebertaV2Config:
+    return DebertaV2Config(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text_config", "vision", "expected"),
+    [
+        (
+            tiny_roberta_config,
+            "clip",
+            {"RobertaEmbeddings", "RobertaLayer", "CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings"},
+        ),
+        (tiny_deberta_v2_config, "dinov2", {"Dinov2Embeddings", "Dinov2Layer"}),  # DeBERTa-v2's model names none
+    ],
+)
+def test_no_split_modules_are_the_encoders_own_and_the_experts(text_config, vision, expected):
+    torch.manual_seed(0)
+    model = HVFormerForRelationExtraction(tiny_config(vision, text_config=text_config())).eval()
+    assert model._no_split_modules == {"HVFormerVisualContextLearner", *expected}
+    assert model(**tiny_inputs()).logits.shape == (3, len(LABELS))
+
+
+def test_a_text_config_automodel_does_not_know_is_refused():
+    class UnknownTextConfig(PreTrainedConfig):
+        model_type = "unknown_text_encoder"
+
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 37}
+    config = tiny_config(text_config=UnknownTextConfig(vocab_size=VOCAB_SIZE, hidden_act="gelu", **sizes))
+    with pytest.raises(ValueError, match="^`AutoModel` has no model for the text config 'unknown_text_encoder'; "):
+        HVFormerForRelationExtraction(config)
 
 
 def test_logits_do_not_depend_on_batch_mates_or_padding():
@@ -530,8 +651,8 @@ def test_label2id_must_be_the_inverse_of_id2label(tmp_path):
 def test_return_dict_false_gives_the_outputs_fields_as_a_tuple():
     model = build()
     inputs = tiny_inputs()
-    outputs = model(**inputs)
-    as_tuple = model(**inputs, return_dict=False)
+    outputs = model(**inputs, output_expert_weights=True)
+    as_tuple = model(**inputs, output_expert_weights=True, return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == 6
     expected = (outputs.loss, outputs.logits, outputs.expert_weights, outputs.marker_positions)
     for value, reference in zip(

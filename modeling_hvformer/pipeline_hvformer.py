@@ -237,7 +237,7 @@ class HVFormerRelationExtractionPipeline(Pipeline):
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         entities = model_inputs.pop("entities")
-        outputs = self.model(**model_inputs, output_expert_weights=False)  # fusion at <s> and <o> only
+        outputs = self.model(**model_inputs)  # the default path: fusion at <s> and <o> only
         result = {"logits": outputs.logits, "entities": entities}
         if outputs.marker_expert_weights is not None:
             result["marker_expert_weights"] = outputs.marker_expert_weights

@@ -22,10 +22,14 @@ Travels to the Hub with `processing_hvformer.py` as remote code, so it imports n
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Sequence
 from typing import Any
 
-from .entity_search import Span, sample_error, sample_prefix, short_repr
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+from .entity_search import Span, short_repr
+from .sample_errors import SampleError
 
 ENTITY_MARKERS: tuple[str, str, str, str] = ("<s>", "</s>", "<o>", "</o>")
 """Subject start, subject end, object start, object end: the default `entity_markers` of `HVFormerProcessor`."""
@@ -268,16 +272,15 @@ def mark_entities(
     tokenizer: Any,
     texts: list,
     spans: list[tuple[Span, Span]],
+    *,
     is_split_into_words: bool,
     marker_ids: Sequence[int],
     template: tuple[list[int], list[int]],
     max_length: int,
     truncation: bool,
-    is_batched: bool,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Tokenizes each text with the markers around its entities and the special tokens around it, within
-    `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a `ValueError` (naming the
-    sample when `is_batched`) otherwise.
+    `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a [`SampleError`] otherwise.
 
     A word list is read as its words joined by single spaces ([`words_as_text`]). The markers go between the word
     pieces of the unmarked text ([`segment_words`]), so that byte-level BPE (`Ġ`) and SentencePiece (`▁`) word
@@ -306,16 +309,15 @@ def mark_entities(
             if not pieces[slot]:
                 role = "subject" if roles[slot - 1] == SUBJECT_START else "object"
                 entity = texts[index][bounds[index][slot] : bounds[index][slot + 1]]
-                raise sample_error(
-                    sample_prefix(index, is_batched),
-                    f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.",
+                raise SampleError(
+                    f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.", index=index
                 )
         needed = sum(_pieces(segment) for segment in pieces)
         if needed > budget and not truncation:
-            raise sample_error(
-                sample_prefix(index, is_batched),
+            raise SampleError(
                 f"the text needs {max_length - budget + needed} tokens with the special tokens and markers, more than "
                 f"max_length={max_length}; pass `truncation=True` to shorten it.",
+                index=index,
             )
         fitted = fit_to_budget(pieces, budget, nested)
         sequence = prefix + fitted[0]
@@ -419,3 +421,56 @@ def special_token_template(tokenizer: Any, marker: str, marker_id: int) -> tuple
         raise ValueError(f"Cannot locate the special tokens the tokenizer adds around a text: {with_special}.")
     position = with_special.index(marker_id)
     return with_special[:position], with_special[position + 1 :]
+
+
+def check_markers(markers: Any) -> list[str]:
+    """Refuses anything but four distinct marker strings; returns them as a list."""
+    markers = list(markers)
+    if len(markers) != 4 or len(set(markers)) != 4 or not all(isinstance(marker, str) for marker in markers):
+        raise ValueError(f"`entity_markers` must be four distinct strings, got {markers}.")
+    return markers
+
+
+def check_max_length(max_length: Any, template: tuple[list[int], list[int]], model_max_length: int) -> None:
+    """Refuses a `max_length` that cannot hold the special tokens of `template`, the four markers and one word piece
+    per entity, or that the text encoder cannot read (`model_max_length`, unless unset)."""
+    minimum = len(template[0]) + len(template[1]) + 4 + 2
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < minimum:
+        raise ValueError(
+            f"`max_length` must be an integer >= {minimum} (special tokens, four markers and one word piece per "
+            f"entity), got {max_length!r}."
+        )
+    if model_max_length < VERY_LARGE_INTEGER and max_length > model_max_length:
+        raise ValueError(
+            f"`max_length` {max_length} exceeds the text encoder's {model_max_length} positions "
+            "(`tokenizer.model_max_length`)."
+        )
+
+
+def label_ids(labels: list, relation_labels: list[str] | None) -> list[int]:
+    """Maps labels (ids or relation names from `relation_labels`; not booleans) to ids."""
+    ids = []
+    for index, label in enumerate(labels):
+        if isinstance(label, str):
+            if relation_labels is None:
+                raise SampleError(
+                    f"label {short_repr(label)} is a string but the processor has no `relation_labels`.", index=index
+                )
+            if label not in relation_labels:
+                raise SampleError(
+                    f"unknown relation label {short_repr(label)}; known labels: {relation_labels}.", index=index
+                )
+            ids.append(relation_labels.index(label))
+            continue
+        try:
+            if isinstance(label, bool):
+                raise TypeError("a boolean is not a label id")
+            label_id = operator.index(label)
+        except TypeError:
+            raise SampleError(
+                f"a label must be an integer or a relation name, got {short_repr(label)}.", index=index
+            ) from None
+        if relation_labels is not None and not 0 <= label_id < len(relation_labels):
+            raise SampleError(f"label id {label_id} is outside [0, {len(relation_labels)}).", index=index)
+        ids.append(label_id)
+    return ids

@@ -209,7 +209,7 @@ def test_batch_equals_the_processor_called_directly(train, processor):
     assert set(direct) == MODEL_KEYS
     for key in MODEL_KEYS - {"pixel_values", "object_pixel_values"}:
         torch.testing.assert_close(batch[key], direct[key], rtol=0, atol=0, msg=key)
-    resized = processor.resize_images(images, object_crops=crops)
+    resized = processor.image_processor(images, object_crops=crops)
     for key in ("pixel_values", "object_pixel_values"):
         torch.testing.assert_close(batch[key], resized[key], rtol=0, atol=0, msg=key)
     pixels = processor.normalize_pixels(batch["pixel_values"])

@@ -333,7 +333,7 @@ def test_too_many_crops_is_an_error(processor):
     rng = np.random.default_rng(0)
     crops = [random_image(rng) for _ in range(4)]
     with pytest.raises(ValueError, match="Sample 1: 4 object crops given, at most num_object_crops=3"):
-        processor.resize_images([random_image(rng)] * 2, object_crops=[[], crops])
+        processor.image_processor([random_image(rng)] * 2, object_crops=[[], crops])
     with pytest.raises(ValueError, match="^4 object crops given"):
         processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=random_image(rng), object_crops=crops)
 
@@ -558,9 +558,9 @@ def test_property_image_modes_and_sizes(processor, mode, width, height, seed, nu
     image = make_image(mode, width, height, seed)
     if max(width, height) > image_loading.MAX_ASPECT_RATIO * min(width, height):
         with pytest.raises(ValueError, match=rf"^The image is {width}x{height} pixels, one side more than"):
-            processor.load_image(image)
+            processor.image_processor.load_image(image)
         return
-    loaded = processor.load_image(image)
+    loaded = processor.image_processor.load_image(image)
     assert loaded.mode == "RGB" and loaded.size == (width, height)
     encoding = processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=image, object_crops=[image] * num_crops)
     assert encoding["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -594,7 +594,7 @@ def test_property_image_modes_and_sizes(processor, mode, width, height, seed, nu
     ],
 )
 def test_image_modes_convert_to_rgb(processor, image, rgb):
-    loaded = processor.load_image(image)
+    loaded = processor.image_processor.load_image(image)
     assert loaded.mode == "RGB" and loaded.size == (3, 2)
     assert np.all(np.asarray(loaded) == np.array(rgb, dtype=np.uint8))
 
@@ -604,7 +604,7 @@ def test_palette_transparency_composites_on_white(processor):
     image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
     image.putpixel((1, 0), 1)
     image.info["transparency"] = 0
-    assert np.asarray(processor.load_image(image)).tolist() == [[[255, 255, 255], [200, 10, 10]]]
+    assert np.asarray(processor.image_processor.load_image(image)).tolist() == [[[255, 255, 255], [200, 10, 10]]]
 
 
 @pytest.mark.parametrize(
@@ -612,7 +612,7 @@ def test_palette_transparency_composites_on_white(processor):
 )
 def test_unsupported_arrays_raise(processor, array):
     with pytest.raises(ValueError, match="image array must"):
-        processor.load_image(array)
+        processor.image_processor.load_image(array)
 
 
 @pytest.mark.parametrize(
@@ -626,7 +626,7 @@ def test_unsupported_arrays_raise(processor, array):
 )
 def test_float_images_outside_zero_one_are_refused(processor, image):
     with pytest.raises(ValueError, match=r"A float image must hold finite values in \[0, 1\]"):
-        processor.load_image(image)
+        processor.image_processor.load_image(image)
 
 
 def test_image_files_png_jpeg_webp_and_palette(processor, tmp_path):
@@ -634,9 +634,9 @@ def test_image_files_png_jpeg_webp_and_palette(processor, tmp_path):
     image = random_image(rng, 9, 7)
     for name, saved in [("a.png", image), ("b.jpg", image), ("c.gif", image.convert("P")), ("d.webp", image)]:
         saved.save(tmp_path / name)
-        loaded = processor.load_image(tmp_path / name)
+        loaded = processor.image_processor.load_image(tmp_path / name)
         assert loaded.mode == "RGB" and loaded.size == (9, 7)
-    assert np.array_equal(np.asarray(processor.load_image(str(tmp_path / "a.png"))), np.asarray(image))
+    assert np.array_equal(np.asarray(processor.image_processor.load_image(str(tmp_path / "a.png"))), np.asarray(image))
 
 
 def test_exif_orientation_is_applied(processor, tmp_path):
@@ -649,7 +649,7 @@ def test_exif_orientation_is_applied(processor, tmp_path):
     with Image.open(tmp_path / "rotated.jpg") as opened:
         sources = [tmp_path / "rotated.jpg", opened.copy()]
     for source in sources:
-        loaded = np.asarray(processor.load_image(source)).astype(int)
+        loaded = np.asarray(processor.image_processor.load_image(source)).astype(int)
         assert loaded.shape == (40, 20, 3)
         assert loaded[5, 10, 0] > 200 and loaded[5, 10, 2] < 60  # red on top
         assert loaded[35, 10, 2] > 200 and loaded[35, 10, 0] < 60  # blue at the bottom
@@ -659,20 +659,20 @@ def test_unreadable_files_raise_value_errors_naming_the_path(processor, tmp_path
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"definitely not a JPEG")
     with pytest.raises(ValueError, match="Cannot read the image .*corrupt.jpg"):
-        processor.load_image(corrupt)
+        processor.image_processor.load_image(corrupt)
     random_image(np.random.default_rng(2), 64, 64).save(tmp_path / "full.jpg")
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes((tmp_path / "full.jpg").read_bytes()[:300])
     with pytest.raises(ValueError, match="Cannot read the image .*truncated.jpg"):
-        processor.load_image(truncated)
+        processor.image_processor.load_image(truncated)
     with pytest.raises(ValueError, match="Cannot read the image .*missing.png"):
-        processor.load_image(str(tmp_path / "missing.png"))
+        processor.image_processor.load_image(str(tmp_path / "missing.png"))
     with pytest.raises(ValueError, match="Sample 1: cannot read the image .*missing.png'"):
         processor(images=[tmp_path / "full.jpg", tmp_path / "missing.png"])
     with pytest.raises(ValueError, match="Sample 0, object crop 1: cannot read the image .*corrupt.jpg'"):
         processor(images=[tmp_path / "full.jpg"], object_crops=[[tmp_path / "full.jpg", corrupt]])
     with pytest.raises(ValueError, match="PIL image, a numpy array, encoded image bytes or a file path, got Tensor"):
-        processor.load_image(torch.zeros(3, 4, 4))
+        processor.image_processor.load_image(torch.zeros(3, 4, 4))
 
 
 @pytest.mark.parametrize("pixels", [150, 400])  # between 1x and 2x the limit: a warning; above 2x: an error
@@ -681,7 +681,7 @@ def test_decompression_bombs_are_refused_without_touching_global_warnings(proces
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     filters = list(warnings.filters)
     with pytest.raises(ValueError, match="Refusing to decode the image .*bomb.png'.*decompression bomb"):
-        processor.load_image(tmp_path / "bomb.png")
+        processor.image_processor.load_image(tmp_path / "bomb.png")
     assert warnings.filters == filters
 
 
@@ -692,7 +692,7 @@ def test_pixels_match_the_image_processor_and_the_two_step_path(tmp_path_factory
     images = [random_image(rng, 50, 30), random_image(rng, 20, 45)]
     crops = [[random_image(rng, 13, 9)], [random_image(rng, 30, 31), random_image(rng, 8, 8)]]
     encoding = processor(text=["a b", "a b"], entity_spans=[[(0, 1), (2, 3)]] * 2, images=images, object_crops=crops)
-    uint8 = processor.resize_images(images, object_crops=crops)
+    uint8 = processor.image_processor(images, object_crops=crops)
     assert uint8["pixel_values"].dtype == torch.uint8 and uint8["object_pixel_values"].dtype == torch.uint8
     assert torch.equal(processor.normalize_pixels(uint8["pixel_values"]), encoding["pixel_values"])
     present = uint8["object_mask"][:, :, None, None, None]
@@ -727,7 +727,7 @@ def test_absent_crops_are_zero_and_masked(processor):
     assert without_crops["object_mask"].tolist() == [[0, 0, 0]]
     assert without_crops["object_pixel_values"].shape == (1, 3, 3, CROP_SIZE, CROP_SIZE)
     with pytest.raises(ValueError, match="Sample 0, object crop 1: the crop is None; leave absent crops out"):
-        processor.resize_images([random_image(rng)], object_crops=[[random_image(rng), None]])
+        processor.image_processor([random_image(rng)], object_crops=[[random_image(rng), None]])
 
 
 def test_images_only_and_normalize_pixels_contract(processor):
@@ -1240,7 +1240,7 @@ def test_the_pixel_budget_is_checked_from_the_headers_before_any_image_is_decode
     with pytest.raises(ValueError, match=r"^Sample 1: the image holds 81,000,000 pixels \(Sample 1 9000x9000\), more"):
         processor(images=[small, bomb], max_image_pixels=1_000_000)
     with pytest.raises(ValueError, match=r"^The image holds 81,000,000 pixels \(9000x9000\), more than max_image_pix"):
-        processor.load_image(bomb, max_image_pixels=1_000_000)
+        processor.image_processor.load_image(bomb, max_image_pixels=1_000_000)
     assert decodes == []
     for in_memory in (np.zeros((1000, 1001, 3), np.uint8), Image.new("L", (1001, 1000))):
         with pytest.raises(ValueError, match=r"^The image holds 1,001,000 pixels \(`image` 1001x1000\), more than"):
@@ -1270,7 +1270,7 @@ def test_large_images_are_decoded_no_larger_than_twice_the_resize_target(process
         return resize(image_processor, images, **overrides)
 
     monkeypatch.setattr(image_loading, "resize_to_uint8", recording_resize)
-    pixels = processor.resize_images(encoded)["pixel_values"].float()
+    pixels = processor.image_processor(encoded)["pixel_values"].float()
     assert len(resized) == 1 and 2 * IMAGE_SIZE <= min(resized[0]) < 4 * IMAGE_SIZE, resized
     full = Image.open(io.BytesIO(encoded)).convert("RGB")
     reference = processor.image_processor(full, do_rescale=False, do_normalize=False, return_tensors="pt")
@@ -1281,7 +1281,7 @@ def test_large_images_are_decoded_no_larger_than_twice_the_resize_target(process
 def test_an_rgb_image_is_neither_copied_nor_changed(processor):
     image = random_image(np.random.default_rng(0), 40, 30)
     before = np.asarray(image).copy()
-    assert processor.load_image(image) is image
+    assert processor.image_processor.load_image(image) is image
     processor(images=image, object_crops=[image])
     assert np.array_equal(np.asarray(image), before)
 
@@ -1293,11 +1293,11 @@ def test_load_image_reduces_as_resize_images_decodes(processor, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).resize((800, 600)).save(
         path
     )
-    reduced = processor.load_image(str(path), reduce_for="image")
+    reduced = processor.image_processor.load_image(str(path), reduce_for="image")
     assert reduced.size[0] < 800 and min(reduced.size) >= 2 * image_loading.resize_target(processor.image_processor)
     assert torch.equal(
-        processor.resize_images(reduced)["pixel_values"], processor.resize_images(str(path))["pixel_values"]
+        processor.image_processor(reduced)["pixel_values"], processor.image_processor(str(path))["pixel_values"]
     )
-    assert processor.load_image(str(path)).size == (800, 600)
+    assert processor.image_processor.load_image(str(path)).size == (800, 600)
     with pytest.raises(ValueError, match="`reduce_for` must be None, 'image' or 'object_crop', got 'crop'"):
-        processor.load_image(str(path), reduce_for="crop")
+        processor.image_processor.load_image(str(path), reduce_for="crop")

@@ -35,7 +35,7 @@ def encodings(processor: HVFormerProcessor) -> tuple[dict, dict]:
     images = [random_image(rng, 30, 20), random_image(rng, 16, 40)]
     crops = [[random_image(rng, 12, 12), random_image(rng, 9, 16)], []]
     floats = processor(**POSTS, images=images, object_crops=crops)
-    uint8 = processor.resize_images(images, object_crops=crops)
+    uint8 = processor.image_processor(images, object_crops=crops)
     absent, crops = uint8["object_mask"] == 0, uint8["object_pixel_values"]
     crops[absent] = torch.randint(0, 256, crops[absent].shape, generator=torch.Generator().manual_seed(1)).byte()
     assert absent.any() and uint8["pixel_values"].dtype == uint8["object_pixel_values"].dtype == torch.uint8

@@ -178,8 +178,8 @@ def explain(
         entity_spans (*optional*): `[subject_span, object_span]` (character offsets, or word indices for a word list).
         entities (*optional*): `[subject, object]` strings found in the text, instead of `entity_spans`.
         image: the post's image (a path, the file's bytes, a PIL image or an array; see
-            `HVFormerImageProcessor.load_image`): a path, bytes or `Image.open(path)` is decoded as the pipeline and the
-            training cache decode it.
+            `HVFormerImageProcessor.load_image`): a path, bytes or `Image.open(path)` is decoded as the pipeline
+            and the training cache decode it.
         object_crops (*optional*): the image's object crops (a list of images).
         is_split_into_words (`bool`, *optional*, defaults to `False`): whether `text` is a word list.
         output_path (`str` or `os.PathLike`, *optional*): where to save the figure as PNG.

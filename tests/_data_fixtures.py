@@ -85,8 +85,8 @@ def build_small_sample(folder: Path) -> Path:
 
 
 class DecodeCounter:
-    """Wraps `processor.image_processor.load_image` and counts the calls that open a file (PIL images passed around aren't
-    counted)."""
+    """Wraps `processor.image_processor.load_image` and counts the calls that open a file (PIL images passed
+    around aren't counted)."""
 
     def __init__(self, processor: HVFormerProcessor) -> None:
         self.load_image = processor.image_processor.load_image

@@ -12,9 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Entity marking (paper Eq. 1): wraps the subject and the object (found by `entity_search.py`) in the four markers
-within a token budget, then pads the marked sequences with the marker positions following the padding; and the
-markers themselves (chosen, added to the tokenizer). A little over 400 lines, most of them the documentation of the
-truncation policy and of how word starts are kept for each kind of tokenizer.
+within a token budget, then pads the marked sequences with the marker positions following the padding; the markers
+themselves (chosen, added to the tokenizer); the labels.
 
 Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
@@ -28,8 +27,8 @@ from typing import Any
 
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
-from .entity_search import Span, short_repr
-from .sample_errors import SampleError
+from .entity_search import Span
+from .sample_errors import SampleError, short_repr
 
 ENTITY_MARKERS: tuple[str, str, str, str] = ("<s>", "</s>", "<o>", "</o>")
 """Subject start, subject end, object start, object end: the default `entity_markers` of `HVFormerProcessor`."""
@@ -376,6 +375,54 @@ def pad_marked(
     return input_ids, attention_mask, marker_positions
 
 
+def pad_encoded(
+    tokenizer: Any,
+    input_ids: list[list[int]],
+    marker_positions: list[list[int]],
+    padding: bool | str,
+    max_length: int,
+    pad_to_multiple_of: int | None,
+) -> dict[str, list[list[int]]]:
+    """Pads marked sequences on the tokenizer's padding side: `input_ids`, `attention_mask`, `token_type_ids` (zeros,
+    when the tokenizer uses them) and `marker_positions`, moved right by the padding added on the left."""
+    pad_to = padded_length([len(ids) for ids in input_ids], padding, max_length, pad_to_multiple_of)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None and pad_to >= 0:
+        raise ValueError("The tokenizer has no pad token, so the texts cannot be padded; pass `padding=False`.")
+    ids, mask, positions = pad_marked(input_ids, marker_positions, pad_to, pad_id, tokenizer.padding_side == "left")
+    data = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in tokenizer.model_input_names:
+        data["token_type_ids"] = [[0] * len(row) for row in ids]
+    data["marker_positions"] = positions
+    return data
+
+
+def encode_marked(
+    tokenizer: Any,
+    texts: list,
+    spans: list[tuple[Span, Span]],
+    *,
+    is_split_into_words: bool,
+    marker_ids: Sequence[int],
+    template: tuple[list[int], list[int]],
+    max_length: int,
+    padding: bool | str,
+    truncation: bool,
+) -> dict[str, list[list[int]]]:
+    """The texts marked ([`mark_entities`]) and padded ([`pad_encoded`])."""
+    sequences, positions = mark_entities(
+        tokenizer,
+        texts,
+        spans,
+        is_split_into_words=is_split_into_words,
+        marker_ids=marker_ids,
+        template=template,
+        max_length=max_length,
+        truncation=truncation,
+    )
+    return pad_encoded(tokenizer, sequences, positions, padding, max_length, None)
+
+
 def _special_token_roles(tokenizer: Any) -> dict[str, str]:
     """The tokenizer's own special tokens and their roles, e.g. `{"<s>": "cls", "</s>": "sep", ...}` (the last role
     wins for a token with several)."""
@@ -445,6 +492,18 @@ def check_max_length(max_length: Any, template: tuple[list[int], list[int]], mod
             f"`max_length` {max_length} exceeds the text encoder's {model_max_length} positions "
             "(`tokenizer.model_max_length`)."
         )
+
+
+def check_relation_labels(relation_labels: Any) -> list[str] | None:
+    """`relation_labels` as a list of distinct strings (or `None`), refusing anything else."""
+    if relation_labels is None:
+        return None
+    relation_labels = list(relation_labels)
+    if not all(isinstance(label, str) for label in relation_labels):
+        raise ValueError("`relation_labels` must be a list of strings.")
+    if len(set(relation_labels)) != len(relation_labels):
+        raise ValueError(f"`relation_labels` contains duplicates: {relation_labels}.")
+    return relation_labels
 
 
 def label_ids(labels: list, relation_labels: list[str] | None) -> list[int]:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import bisect
 import operator
 import re
-import reprlib
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from .sample_errors import SampleError, at_sample
+from .sample_errors import SampleError, at_sample, per_sample, short_repr
 
 Span = tuple[int, int]
 
@@ -70,11 +69,6 @@ _UNSPACED_STARTS = [first for first, _, _ in UNSPACED_SCRIPTS]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_LISTED_OCCURRENCES = 5
 """An entity found more often than this is reported with its count only (the error message stays short)."""
-
-
-def short_repr(value: Any) -> str:
-    """`repr(value)` shortened to a few dozen characters (`reprlib`), for user values quoted in error messages."""
-    return reprlib.repr(value)
 
 
 def _unspaced(char: str) -> bool:
@@ -263,6 +257,18 @@ def entity_spans(texts: list, pairs: list, *, by_string: bool, is_split_into_wor
         with at_sample(index):
             result.append(_entity_pair(sample, pair, by_string, is_split_into_words, unit))
     return result
+
+
+def call_entity_spans(
+    texts: list, spans: Any, entities: Any, is_batched: bool, is_split_into_words: bool
+) -> list[tuple[Span, Span]]:
+    """[`entity_spans`] from exactly one of a processor call's `entity_spans` (`spans`) and `entities`, given per
+    sample of a batch or once for a single text."""
+    if (spans is None) == (entities is None):
+        raise ValueError("Pass exactly one of `entity_spans` and `entities` with `text`.")
+    name = "entity_spans" if entities is None else "entities"
+    pairs = per_sample(spans if entities is None else entities, name, len(texts), is_batched)
+    return entity_spans(texts, pairs, by_string=entities is not None, is_split_into_words=is_split_into_words)
 
 
 def _entity_pair(sample: Any, pair: Any, by_string: bool, is_split_into_words: bool, unit: str) -> tuple[Span, Span]:

@@ -11,10 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Image loading for HVFormer's processor: opens any image input, sizes the images of a post and estimates the memory
-their decoding takes from their headers before decoding any (the pixel budget, `MAX_DECODE_BYTES`), decodes them to
-8-bit RGB no larger than the resize needs, resizes images and square object crops to uint8 pixels with the vision
-encoder's image processor, and normalises them.
+"""Image loading for HVFormer's image processor: opens any image input, sizes the images of a post and estimates the
+memory their decoding takes from their headers before decoding any (the pixel budget, `MAX_DECODE_BYTES`), and decodes
+them to 8-bit RGB no larger than the resize needs; `image_processing_hvformer.py` resizes them to uint8 pixels.
 
 Every image a post brings, served or trained on, goes through the same checks before Pillow decodes a pixel:
 
@@ -22,15 +21,15 @@ Every image a post brings, served or trained on, goes through the same checks be
   of `image_files.py` (JPEG, PNG, WebP, GIF), Pillow is told to try only those, and the metadata it parses while
   opening the file is bounded there (`image_files.check_file`); the EXIF orientation is read by a parser of one tag;
 - no side may be more than `MAX_ASPECT_RATIO` times the other;
-- decoding the images of a post and resizing them with the image processor (decoding one image for [`load_image`])
+- decoding the images of a post and resizing them (decoding one image for [`load_image`])
   may take at most `MAX_DECODE_BYTES`, as [`_decode_bytes`] estimates it from the headers: at the reduced scale a JPEG
-  is decoded at, in the decoder's own storage, with the RGB result and the image processor's copy of it.
+  is decoded at, in the decoder's own storage, with the RGB result and the resize's copy of it.
 
 Decoding holds one file at a time: each is converted to RGB and reduced band by band, then let go. The memory a post
 takes is therefore at most `MAX_DECODE_BYTES` beside its encoded bytes, and its time is linear in its bytes and in the
 pixels decoded (times the scans of a progressive JPEG).
 
-Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
+Travels to the Hub with `image_processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
 
 from __future__ import annotations
@@ -458,7 +457,7 @@ def _decode(opened: _OpenedImage) -> Image.Image:
 
 def load_image(image: Any, max_pixels: int | None = None, target: int | None = None) -> Image.Image:
     r"""
-    Loads one image as an RGB PIL image, at full size or, with `target`, as [`resize_batch`] decodes it.
+    Loads one image as an RGB PIL image, at full size or, with `target`, as [`decode_batch`] decodes it.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray`, `bytes`, `str` or `os.PathLike`):
@@ -474,7 +473,7 @@ def load_image(image: Any, max_pixels: int | None = None, target: int | None = N
             Refuse an image with more pixels than this, read from a file's header before decoding it.
         target (`int`, *optional*):
             The side the image will be resized to: a large image is then decoded at a reduced scale, to no less than
-            `REDUCING_GAP` times it, exactly as [`resize_batch`] decodes it (so that images cached for training have
+            `REDUCING_GAP` times it, exactly as [`decode_batch`] decodes it (so that images cached for training have
             the pixels a served request gets).
 
     Returns:

@@ -11,8 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The saved files of an HVFormer processor: reads them from a folder or Hub repository, and lists where a processor
-disagrees with a model's `config.json`.
+"""The saved files of an HVFormer processor: reads them from a folder or Hub repository (or the parts of a new one
+from a text and a vision checkpoint), and lists where a processor disagrees with a model's `config.json`.
 
 Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
@@ -23,6 +23,8 @@ import json
 import math
 import os
 from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer
 
 # Imported from its module: transformers 5.17 exports a placeholder `AutoImageProcessor` when torchvision is missing.
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
@@ -99,6 +101,21 @@ def load_saved_parts(
         )
     model_config = read_json_file(path, "config.json", hub_kwargs, required=False)
     return processor_dict, tokenizer, image_processor, model_config
+
+
+def load_text_vision_parts(
+    text_name_or_path: str | os.PathLike, vision_name_or_path: str | os.PathLike, kwargs: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The tokenizer of a text checkpoint, its `model_max_length` capped by the encoder's `max_position_embeddings`,
+    and the image processor of a vision checkpoint; `kwargs` go to every `from_pretrained`."""
+    tokenizer = AutoTokenizer.from_pretrained(text_name_or_path, **kwargs)
+    try:
+        positions = getattr(AutoConfig.from_pretrained(text_name_or_path, **kwargs), "max_position_embeddings", None)
+    except (OSError, ValueError):  # a tokenizer-only folder: the tokenizer's own `model_max_length` applies
+        positions = None
+    if positions is not None:
+        tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
+    return tokenizer, AutoImageProcessor.from_pretrained(vision_name_or_path, **kwargs)
 
 
 def model_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import struct
 
 import numpy as np
 import pytest
+from _processor_fixtures import build, random_image
 from PIL import (
     AvifImagePlugin,
     BlpImagePlugin,
@@ -24,7 +25,6 @@ from PIL import (
     QoiImagePlugin,
     TiffImagePlugin,
 )
-from test_processor import build, random_image
 
 from benchmarks import hostile_images as hostile
 from processing import image_files, image_loading

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _processor_fixtures import build, matching_config, random_image
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from PIL import Image
-from test_processor import build, matching_config, random_image
 
 import run_mre
 from benchmarks import hostile_images as hostile

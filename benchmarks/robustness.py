@@ -49,8 +49,10 @@ REMOTE_CODE = {
     "processing_hvformer.py": "processing/processing_hvformer.py",
     "entity_marking.py": "processing/entity_marking.py",
     "entity_search.py": "processing/entity_search.py",
+    "image_processing_hvformer.py": "processing/image_processing_hvformer.py",
     "image_loading.py": "processing/image_loading.py",
     "image_files.py": "processing/image_files.py",
+    "sample_errors.py": "processing/sample_errors.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""
 BOMB_SIDE = 9000

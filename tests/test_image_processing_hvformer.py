@@ -323,8 +323,8 @@ def test_an_rgb_image_is_neither_copied_nor_changed(processor):
 
 
 def test_load_image_reduces_as_the_image_processor_decodes(processor, tmp_path):
-    """`reduce_for` decodes a large file at the scale `resize_images` decodes it at: resizing that image gives the
-    pixels `resize_images` gives for the file; an unknown role is refused."""
+    """`reduce_for` decodes a large file at the scale `preprocess` decodes it at: resizing that image gives the
+    pixels `preprocess` gives for the file; an unknown role is refused."""
     path = tmp_path / "large.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).resize((800, 600)).save(
         path

@@ -260,7 +260,7 @@ def test_missing_crop(small_sample, tmp_path):
 
 def test_cached_pixels_are_those_a_served_post_gets(tmp_path):
     """Large pictures are decoded at a reduced scale when served (a JPEG `draft`, another image `reduce`d): the
-    training cache decodes them the same way, so a post's cached pixels equal what `resize_images` gives for its
+    training cache decodes them the same way, so a post's cached pixels equal what the image processor gives for its
     files, for a large JPEG and a large PNG, main image and crop alike."""
     data_dir = tmp_path / "mnre"
     (data_dir / "img_org" / "train").mkdir(parents=True)

@@ -31,9 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 
+from modeling_hvformer import HVFormerForRelationExtraction
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.entity_search import find_occurrences, find_word_occurrences
 from processing.processing_hvformer import HVFormerProcessor
+from training.hub import export_model_folder
 
 
 @pytest.fixture(scope="module")
@@ -494,13 +496,17 @@ def test_save_and_load_round_trip(tmp_path, tmp_path_factory):
         "processing_hvformer",
         "entity_search",
         "entity_marking",
+        "image_processing_hvformer",
         "image_loading",
         "image_files",
+        "sample_errors",
         "saved_processor",
     ):
         assert (tmp_path / f"{module}.py").is_file(), module  # the whole remote-code unit travels
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"] == {"AutoProcessor": "processing_hvformer.HVFormerProcessor"}
+    image_config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert image_config["image_processor_type"] == "HVFormerImageProcessor"
     assert config["entity_markers"] == ["<s>", "</s>", "<o>", "</o>"]
     reloaded = HVFormerProcessor.from_pretrained(tmp_path)
     assert (reloaded.max_length, reloaded.num_object_crops, reloaded.object_image_size) == (40, 2, CROP_SIZE)
@@ -577,6 +583,70 @@ def test_auto_processor_round_trip_in_isolated_process(tmp_path, tmp_path_factor
         assert set(reloaded.files) == set(expected)
         for key, value in expected.items():
             assert np.array_equal(reloaded[key], value.numpy()), key
+
+
+ISOLATED_MODEL_FOLDER = (
+    BLOCK_PROJECT_IMPORTS
+    + """
+import json, sys
+from pathlib import Path
+import numpy as np
+import torch
+from transformers import AutoModel, AutoProcessor
+from transformers.models.auto.image_processing_auto import AutoImageProcessor
+
+folder, inputs_file, output_file = sys.argv[1:4]
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+loaded = (processor, processor.image_processor, image_processor, model)
+assert all(type(part).__module__.startswith("transformers_modules") for part in loaded), loaded
+inputs = json.loads(Path(inputs_file).read_text())
+with torch.no_grad():
+    logits = model(**processor(**inputs)).logits
+pixels = image_processor(inputs["images"], object_crops=inputs["object_crops"])
+np.savez(output_file, logits=logits.numpy(), **{key: value.numpy() for key, value in pixels.items()})
+Path(output_file).with_suffix(".json").write_text(json.dumps([type(part).__name__ for part in loaded]))
+"""
+)
+
+
+@pytest.mark.slow
+def test_exported_model_folder_loads_with_the_auto_classes_in_an_isolated_process(tmp_path, tmp_path_factory):
+    """A folder written by `export_model_folder` gives `HVFormerProcessor`, `HVFormerImageProcessor` and the model
+    through the Auto classes' remote code in a process that cannot import this project, and the logits and pixels
+    of the package's own classes."""
+    processor = build(tmp_path_factory, num_object_crops=2)
+    torch.manual_seed(0)
+    model = HVFormerForRelationExtraction(matching_config(processor)).eval()
+    folder = export_model_folder(model, processor, tmp_path / "model", card="A tiny HVFormer.")
+    assert (folder / "image_processing_hvformer.py").is_file() and (folder / "preprocessor_config.json").is_file()
+    rng = np.random.default_rng(9)
+    paths = []
+    for index in range(3):
+        random_image(rng, 40 + index, 28).save(tmp_path / f"image{index}.png")
+        paths.append(str(tmp_path / f"image{index}.png"))
+    inputs = {
+        "text": ["barack obama visited paris", "paris of the obama"],
+        "entities": [["barack obama", "paris"], ["paris", "obama"]],
+        "images": paths[:2],
+        "object_crops": [[paths[2]], []],
+    }
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    run_isolated(
+        ISOLATED_MODEL_FOLDER, str(folder), str(tmp_path / "inputs.json"), str(workdir / "out.npz"), cwd=workdir
+    )
+    names = json.loads((workdir / "out.json").read_text())
+    assert names == ["HVFormerProcessor", "HVFormerImageProcessor", "HVFormerImageProcessor", type(model).__name__]
+    encoding = processor(**inputs)
+    with torch.no_grad():
+        expected = model(**encoding).logits
+    with np.load(workdir / "out.npz", allow_pickle=False) as isolated:
+        torch.testing.assert_close(torch.from_numpy(isolated["logits"]), expected, rtol=0, atol=1e-6)
+        for key in ("pixel_values", "object_pixel_values", "object_mask"):
+            assert np.array_equal(isolated[key], encoding[key].numpy()), key
 
 
 # MNRE
@@ -704,8 +774,6 @@ print(type(processor.tokenizer).__name__, processor.marker_token_ids())
 def test_from_pretrained_of_a_model_folder_asks_no_trust_remote_code(tmp_path, processor):
     """The model's config.json names remote code; loading the processor with its own class must not read it through
     AutoConfig, which would prompt (here: fail, as stdin is closed) in a process that has not registered HVFormer."""
-    from modeling_hvformer import HVFormerForRelationExtraction
-
     folder = save_model_folder(processor, tmp_path / "saved")
     HVFormerForRelationExtraction(matching_config(processor)).save_pretrained(folder)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

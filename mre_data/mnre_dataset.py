@@ -149,8 +149,8 @@ def _tokenize_batch(batch: dict[str, list], processor: Any, where: str, text_col
 def _decode(processor: Any, source: str | bytes | None, role: str) -> tuple[Image.Image | None, str]:
     """Decodes one image (a file path, or the bytes a Hub dataset embeds; `None` for an image that is not there)
     with `processor.image_processor.load_image` as the image processor decodes an image of its `role` (`"image"`
-    or `"object_crop"`: a large one at a reduced scale), so that the cached pixels are those a served post gets; returns the image (or
-    `None`) and its status."""
+    or `"object_crop"`: a large one at a reduced scale), so that the cached pixels are those a served post gets;
+    returns the image (or `None`) and its status."""
     if source is None or (isinstance(source, str) and not os.path.isfile(source)):
         return None, "missing"
     try:

@@ -173,11 +173,11 @@ def check_remote_code(folder: Path) -> None:
     stale = [
         name
         for name, source in REMOTE_CODE.items()
-        if (folder / name).read_bytes() != (common.PROJECT / source).read_bytes()
+        if not (folder / name).is_file() or (folder / name).read_bytes() != (common.PROJECT / source).read_bytes()
     ]
     if stale:
         sys.exit(
-            f"{folder}: {', '.join(stale)} differ from this repository's code; save the model again "
+            f"{folder}: {', '.join(stale)} are missing or differ from this repository's code; save the model again "
             "(python run_mre.py --overwrite_output_dir) to measure this commit."
         )
 

@@ -92,6 +92,11 @@ class DecodeCounter:
         self.load_image = processor.image_processor.load_image
         self.paths: list[str] = []
 
+    def __repr__(self) -> str:
+        # Set on the image processor, the counter is among the attributes the cache fingerprint reads
+        # (`image_processor.to_dict()`, a deep copy): it must read the same on every load, whatever its address.
+        return "DecodeCounter()"
+
     def __call__(self, image: Any, **kwargs: Any) -> Any:
         if isinstance(image, str | os.PathLike):
             self.paths.append(os.fspath(image))

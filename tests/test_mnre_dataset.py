@@ -134,19 +134,23 @@ FORKED_WORKERS_SCRIPT = textwrap.dedent(
     import sys
     import torch
     from _data_fixtures import make_processor
-    from transformers import ViTImageProcessorPil
     from mre_data.mnre_dataset import load_mnre
+    from processing.image_processing_hvformer import HVFormerImageProcessor
 
-    class FloatPixels(ViTImageProcessorPil):
-        \"""Float pixels, as transformers' torchvision backend gives: the workers run parallel torch ops on them.\"""
+    class ParallelOps(HVFormerImageProcessor):
+        \"""Runs a parallel torch op on the pixels of every batch it makes, in the workers.\"""
 
         def __call__(self, *args, **kwargs):
             output = super().__call__(*args, **kwargs)
-            output["pixel_values"] = output["pixel_values"].float()
+            output["pixel_values"].float().mul(2).sum()
             return output
 
     processor = make_processor()
-    processor.image_processor = FloatPixels(size={"height": 224, "width": 224})
+    processor.image_processor = ParallelOps(
+        size={"height": 224, "width": 224},
+        num_object_crops=processor.num_object_crops,
+        object_image_size=processor.object_image_size,
+    )
     torch.set_num_threads(2)
     torch.ones(1 << 22).mul_(2).sum()  # a parallel op, as building the model: the parent's OpenMP threads exist
     dataset = load_mnre(sys.argv[1], processor, splits=["train"], num_proc=2, cache_dir=sys.argv[2])["train"]

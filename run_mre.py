@@ -79,6 +79,7 @@ from mre_data.mnre_dataset import (
 from mre_data.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
 from mre_data.sample_data import build_sample_dataset
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
+from processing.image_processing_hvformer import HVFormerImageProcessor
 from processing.processing_hvformer import HVFormerProcessor
 from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import (
@@ -417,10 +418,15 @@ def values_to_argv(values: dict[str, Any]) -> list[str]:
 
 def documented_defaults() -> dict[str, Any]:
     """What the options left at `None` default to, read from where each default is defined (`HVFormerConfig`,
-    `HVFormerProcessor`, `load_mnre`), for `--help` to show."""
+    `HVFormerProcessor` or its `HVFormerImageProcessor`, `load_mnre`), for `--help` to show."""
+    text_options = inspect.signature(HVFormerProcessor.__init__).parameters
     sources = (
         (HVFormerConfig.__init__, {name: name for name in CONFIG_OPTIONS}),
-        (HVFormerProcessor.__init__, PROCESSOR_OPTIONS),
+        (HVFormerProcessor.__init__, {key: name for key, name in PROCESSOR_OPTIONS.items() if name in text_options}),
+        (
+            HVFormerImageProcessor.__init__,
+            {key: name for key, name in PROCESSOR_OPTIONS.items() if name not in text_options},
+        ),
         (load_mnre, {name: name for name in ("use_images", "missing_images", "missing_crops")}),
     )
     defaults = {}

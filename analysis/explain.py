@@ -42,7 +42,7 @@ DISPLAY_SIZE = 224
 def display_image(processor: Any, image: Any, size: int = DISPLAY_SIZE) -> np.ndarray:
     """The main image as the model sees it (resized / cropped by the processor), enlarged smoothly to `size` x `size`
     for drawing; `(size, size, 3)` uint8."""
-    return _enlarged(processor.resize_images(image)["pixel_values"][0], size)
+    return _enlarged(processor.image_processor(image)["pixel_values"][0], size)
 
 
 def _enlarged(pixel_values: torch.Tensor, size: int = DISPLAY_SIZE) -> np.ndarray:
@@ -178,8 +178,8 @@ def explain(
         entity_spans (*optional*): `[subject_span, object_span]` (character offsets, or word indices for a word list).
         entities (*optional*): `[subject, object]` strings found in the text, instead of `entity_spans`.
         image: the post's image (a path, the file's bytes, a PIL image or an array; see
-            `HVFormerProcessor.load_image`): a path, bytes or `Image.open(path)` is decoded as the pipeline and the
-            training cache decode it.
+            `HVFormerImageProcessor.load_image`): a path, bytes or `Image.open(path)` is decoded as the pipeline
+            and the training cache decode it.
         object_crops (*optional*): the image's object crops (a list of images).
         is_split_into_words (`bool`, *optional*, defaults to `False`): whether `text` is a word list.
         output_path (`str` or `os.PathLike`, *optional*): where to save the figure as PNG.
@@ -211,12 +211,10 @@ def explain(
     )
     # Decoded once, as the pipeline and the training cache decode it (a large JPEG at a reduced scale), for the model
     # and for the picture drawn.
-    pixels = processor.resize_images(
+    pixels = processor.image_processor(
         image, object_crops=None if object_crops is None else list(object_crops), max_image_pixels=max_image_pixels
     )
-    inputs["pixel_values"] = processor.normalize_pixels(pixels["pixel_values"])
-    inputs["object_pixel_values"] = processor.normalize_crops(pixels["object_pixel_values"], pixels["object_mask"])
-    inputs["object_mask"] = pixels["object_mask"]
+    inputs.update(pixels)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -49,8 +49,10 @@ REMOTE_CODE = {
     "processing_hvformer.py": "processing/processing_hvformer.py",
     "entity_marking.py": "processing/entity_marking.py",
     "entity_search.py": "processing/entity_search.py",
+    "image_processing_hvformer.py": "processing/image_processing_hvformer.py",
     "image_loading.py": "processing/image_loading.py",
     "image_files.py": "processing/image_files.py",
+    "sample_errors.py": "processing/sample_errors.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""
 BOMB_SIDE = 9000
@@ -171,11 +173,11 @@ def check_remote_code(folder: Path) -> None:
     stale = [
         name
         for name, source in REMOTE_CODE.items()
-        if (folder / name).read_bytes() != (common.PROJECT / source).read_bytes()
+        if not (folder / name).is_file() or (folder / name).read_bytes() != (common.PROJECT / source).read_bytes()
     ]
     if stale:
         sys.exit(
-            f"{folder}: {', '.join(stale)} differ from this repository's code; save the model again "
+            f"{folder}: {', '.join(stale)} are missing or differ from this repository's code; save the model again "
             "(python run_mre.py --overwrite_output_dir) to measure this commit."
         )
 

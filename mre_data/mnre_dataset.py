@@ -148,13 +148,13 @@ def _tokenize_batch(batch: dict[str, list], processor: Any, where: str, text_col
 
 def _decode(processor: Any, source: str | bytes | None, role: str) -> tuple[Image.Image | None, str]:
     """Decodes one image (a file path, or the bytes a Hub dataset embeds; `None` for an image that is not there)
-    with `processor.load_image` as `resize_images` decodes an image of its `role` (`"image"` or `"object_crop"`: a
-    large one at a reduced scale), so that the cached pixels are those a served post gets; returns the image (or
-    `None`) and its status."""
+    with `processor.image_processor.load_image` as the image processor decodes an image of its `role` (`"image"`
+    or `"object_crop"`: a large one at a reduced scale), so that the cached pixels are those a served post gets;
+    returns the image (or `None`) and its status."""
     if source is None or (isinstance(source, str) and not os.path.isfile(source)):
         return None, "missing"
     try:
-        return processor.load_image(source, reduce_for=role), "loaded"
+        return processor.image_processor.load_image(source, reduce_for=role), "loaded"
     except _IMAGE_ERRORS as error:
         logger.debug("cannot decode an image: %s", error)
         return None, "unreadable"
@@ -201,7 +201,7 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
     blank = Image.new("RGB", (8, 8))
     size = len(next(iter(batch.values())))
     if not use_images:
-        arrays = processor.resize_images([blank], object_crops=[[]])
+        arrays = processor.image_processor([blank], object_crops=[[]])
         return {
             **{column: np.repeat(arrays[column].numpy(), size, axis=0) for column in _image_columns(processor)},
             "image_status": ["disabled"] * size,
@@ -221,7 +221,7 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         found = [_decode(processor, crop_source, "object_crop") for crop_source in crop_sources]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
-    arrays = processor.resize_images(images, object_crops=crops)
+    arrays = processor.image_processor(images, object_crops=crops)
     return {
         **{column: arrays[column].numpy() for column in _image_columns(processor)},
         "image_status": statuses,
@@ -300,7 +300,7 @@ def _text_features(text_columns: Sequence[str]) -> dict[str, Any]:
 
 def _image_features(processor: Any) -> datasets.Features:
     """Features of the image columns, with the shapes found by resizing one blank image (no file is read)."""
-    probe = processor.resize_images([Image.new("RGB", (8, 8))], object_crops=[[]])
+    probe = processor.image_processor([Image.new("RGB", (8, 8))], object_crops=[[]])
     features = {
         "pixel_values": datasets.Array3D(shape=tuple(probe["pixel_values"].shape[1:]), dtype="uint8"),
         "image_status": datasets.Value("string"),
@@ -430,7 +430,7 @@ def raise_for_image_paths(images: datasets.Dataset, source: str) -> None:
 def _decode_failure(processor: Any, path: str) -> str:
     """Why `path` cannot be decoded (decodes it once more: only called on the way to an error)."""
     try:
-        processor.load_image(path)
+        processor.image_processor.load_image(path)
     except _IMAGE_ERRORS as error:
         return str(error)
     return f"{path} was not readable while decoding"
@@ -642,7 +642,7 @@ def load_mnre(
         data_dir (`str` or `os.PathLike`):
             Folder of the text files (see the module docstring for the layout).
         processor ([`HVFormerProcessor`]):
-            Tokenizes with the entity markers and resizes images (`load_image`, `resize_images`).
+            Tokenizes with the entity markers and resizes images (`processor.image_processor`).
         splits (`Sequence[str]`, *optional*):
             The splits to load; each must have its text file. Defaults to those of `("train", "val", "test")` that
             have one (at least one must).

@@ -33,7 +33,8 @@ from typing import Any
 
 import pyarrow.parquet
 
-from processing.entity_search import find_occurrences, short_repr
+from processing.entity_search import find_occurrences
+from processing.sample_errors import short_repr
 
 from .mnre import MNREFormatError, _is_int, _read_lines
 

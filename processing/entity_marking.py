@@ -12,9 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Entity marking (paper Eq. 1): wraps the subject and the object (found by `entity_search.py`) in the four markers
-within a token budget, then pads the marked sequences with the marker positions following the padding; and the
-markers themselves (chosen, added to the tokenizer). A little over 400 lines, most of them the documentation of the
-truncation policy and of how word starts are kept for each kind of tokenizer.
+within a token budget, then pads the marked sequences with the marker positions following the padding; the markers
+themselves (chosen, added to the tokenizer); the labels.
 
 Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
@@ -22,10 +21,14 @@ Travels to the Hub with `processing_hvformer.py` as remote code, so it imports n
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Sequence
 from typing import Any
 
-from .entity_search import Span, sample_error, sample_prefix, short_repr
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+from .entity_search import Span
+from .sample_errors import SampleError, short_repr
 
 ENTITY_MARKERS: tuple[str, str, str, str] = ("<s>", "</s>", "<o>", "</o>")
 """Subject start, subject end, object start, object end: the default `entity_markers` of `HVFormerProcessor`."""
@@ -268,16 +271,15 @@ def mark_entities(
     tokenizer: Any,
     texts: list,
     spans: list[tuple[Span, Span]],
+    *,
     is_split_into_words: bool,
     marker_ids: Sequence[int],
     template: tuple[list[int], list[int]],
     max_length: int,
     truncation: bool,
-    is_batched: bool,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Tokenizes each text with the markers around its entities and the special tokens around it, within
-    `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a `ValueError` (naming the
-    sample when `is_batched`) otherwise.
+    `max_length` tokens: truncated by [`fit_to_budget`] with `truncation`, refused with a [`SampleError`] otherwise.
 
     A word list is read as its words joined by single spaces ([`words_as_text`]). The markers go between the word
     pieces of the unmarked text ([`segment_words`]), so that byte-level BPE (`Ġ`) and SentencePiece (`▁`) word
@@ -306,16 +308,15 @@ def mark_entities(
             if not pieces[slot]:
                 role = "subject" if roles[slot - 1] == SUBJECT_START else "object"
                 entity = texts[index][bounds[index][slot] : bounds[index][slot + 1]]
-                raise sample_error(
-                    sample_prefix(index, is_batched),
-                    f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.",
+                raise SampleError(
+                    f"the {role} entity {short_repr(entity)} gives no word pieces with this tokenizer.", index=index
                 )
         needed = sum(_pieces(segment) for segment in pieces)
         if needed > budget and not truncation:
-            raise sample_error(
-                sample_prefix(index, is_batched),
+            raise SampleError(
                 f"the text needs {max_length - budget + needed} tokens with the special tokens and markers, more than "
                 f"max_length={max_length}; pass `truncation=True` to shorten it.",
+                index=index,
             )
         fitted = fit_to_budget(pieces, budget, nested)
         sequence = prefix + fitted[0]
@@ -374,6 +375,54 @@ def pad_marked(
     return input_ids, attention_mask, marker_positions
 
 
+def pad_encoded(
+    tokenizer: Any,
+    input_ids: list[list[int]],
+    marker_positions: list[list[int]],
+    padding: bool | str,
+    max_length: int,
+    pad_to_multiple_of: int | None,
+) -> dict[str, list[list[int]]]:
+    """Pads marked sequences on the tokenizer's padding side: `input_ids`, `attention_mask`, `token_type_ids` (zeros,
+    when the tokenizer uses them) and `marker_positions`, moved right by the padding added on the left."""
+    pad_to = padded_length([len(ids) for ids in input_ids], padding, max_length, pad_to_multiple_of)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None and pad_to >= 0:
+        raise ValueError("The tokenizer has no pad token, so the texts cannot be padded; pass `padding=False`.")
+    ids, mask, positions = pad_marked(input_ids, marker_positions, pad_to, pad_id, tokenizer.padding_side == "left")
+    data = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in tokenizer.model_input_names:
+        data["token_type_ids"] = [[0] * len(row) for row in ids]
+    data["marker_positions"] = positions
+    return data
+
+
+def encode_marked(
+    tokenizer: Any,
+    texts: list,
+    spans: list[tuple[Span, Span]],
+    *,
+    is_split_into_words: bool,
+    marker_ids: Sequence[int],
+    template: tuple[list[int], list[int]],
+    max_length: int,
+    padding: bool | str,
+    truncation: bool,
+) -> dict[str, list[list[int]]]:
+    """The texts marked ([`mark_entities`]) and padded ([`pad_encoded`])."""
+    sequences, positions = mark_entities(
+        tokenizer,
+        texts,
+        spans,
+        is_split_into_words=is_split_into_words,
+        marker_ids=marker_ids,
+        template=template,
+        max_length=max_length,
+        truncation=truncation,
+    )
+    return pad_encoded(tokenizer, sequences, positions, padding, max_length, None)
+
+
 def _special_token_roles(tokenizer: Any) -> dict[str, str]:
     """The tokenizer's own special tokens and their roles, e.g. `{"<s>": "cls", "</s>": "sep", ...}` (the last role
     wins for a token with several)."""
@@ -419,3 +468,68 @@ def special_token_template(tokenizer: Any, marker: str, marker_id: int) -> tuple
         raise ValueError(f"Cannot locate the special tokens the tokenizer adds around a text: {with_special}.")
     position = with_special.index(marker_id)
     return with_special[:position], with_special[position + 1 :]
+
+
+def check_markers(markers: Any) -> list[str]:
+    """Refuses anything but four distinct marker strings; returns them as a list."""
+    markers = list(markers)
+    if len(markers) != 4 or len(set(markers)) != 4 or not all(isinstance(marker, str) for marker in markers):
+        raise ValueError(f"`entity_markers` must be four distinct strings, got {markers}.")
+    return markers
+
+
+def check_max_length(max_length: Any, template: tuple[list[int], list[int]], model_max_length: int) -> None:
+    """Refuses a `max_length` that cannot hold the special tokens of `template`, the four markers and one word piece
+    per entity, or that the text encoder cannot read (`model_max_length`, unless unset)."""
+    minimum = len(template[0]) + len(template[1]) + 4 + 2
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < minimum:
+        raise ValueError(
+            f"`max_length` must be an integer >= {minimum} (special tokens, four markers and one word piece per "
+            f"entity), got {max_length!r}."
+        )
+    if model_max_length < VERY_LARGE_INTEGER and max_length > model_max_length:
+        raise ValueError(
+            f"`max_length` {max_length} exceeds the text encoder's {model_max_length} positions "
+            "(`tokenizer.model_max_length`)."
+        )
+
+
+def check_relation_labels(relation_labels: Any) -> list[str] | None:
+    """`relation_labels` as a list of distinct strings (or `None`), refusing anything else."""
+    if relation_labels is None:
+        return None
+    relation_labels = list(relation_labels)
+    if not all(isinstance(label, str) for label in relation_labels):
+        raise ValueError("`relation_labels` must be a list of strings.")
+    if len(set(relation_labels)) != len(relation_labels):
+        raise ValueError(f"`relation_labels` contains duplicates: {relation_labels}.")
+    return relation_labels
+
+
+def label_ids(labels: list, relation_labels: list[str] | None) -> list[int]:
+    """Maps labels (ids or relation names from `relation_labels`; not booleans) to ids."""
+    ids = []
+    for index, label in enumerate(labels):
+        if isinstance(label, str):
+            if relation_labels is None:
+                raise SampleError(
+                    f"label {short_repr(label)} is a string but the processor has no `relation_labels`.", index=index
+                )
+            if label not in relation_labels:
+                raise SampleError(
+                    f"unknown relation label {short_repr(label)}; known labels: {relation_labels}.", index=index
+                )
+            ids.append(relation_labels.index(label))
+            continue
+        try:
+            if isinstance(label, bool):
+                raise TypeError("a boolean is not a label id")
+            label_id = operator.index(label)
+        except TypeError:
+            raise SampleError(
+                f"a label must be an integer or a relation name, got {short_repr(label)}.", index=index
+            ) from None
+        if relation_labels is not None and not 0 <= label_id < len(relation_labels):
+            raise SampleError(f"label id {label_id} is outside [0, {len(relation_labels)}).", index=index)
+        ids.append(label_id)
+    return ids

@@ -23,10 +23,11 @@ from __future__ import annotations
 import bisect
 import operator
 import re
-import reprlib
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
+
+from .sample_errors import SampleError, at_sample, per_sample, short_repr
 
 Span = tuple[int, int]
 
@@ -70,11 +71,6 @@ MAX_LISTED_OCCURRENCES = 5
 """An entity found more often than this is reported with its count only (the error message stays short)."""
 
 
-def short_repr(value: Any) -> str:
-    """`repr(value)` shortened to a few dozen characters (`reprlib`), for user values quoted in error messages."""
-    return reprlib.repr(value)
-
-
 def _unspaced(char: str) -> bool:
     """Whether `char` belongs to one of the [`UNSPACED_SCRIPTS`]."""
     code = ord(char)
@@ -105,35 +101,24 @@ def _in_word(text: str, index: int, memo: dict[int, bool]) -> bool:
     return in_word
 
 
-def sample_prefix(index: int, is_batched: bool) -> str:
-    """How an error names a sample: `"Sample 2: "` in a batch, nothing for a single text."""
-    return f"Sample {index}: " if is_batched else ""
-
-
-def sample_error(where: str, problem: str) -> ValueError:
-    """The error for a sample's `problem`, after its [`sample_prefix`] `where`, or alone and capitalised."""
-    return ValueError(f"{where}{problem}" if where else problem[:1].upper() + problem[1:])
-
-
-def check_texts(texts: list, is_batched: bool, max_text_length: int | None) -> None:
+def check_texts(texts: list, max_text_length: int | None) -> None:
     """Refuses a text (a string or a word list) longer than `max_text_length` characters (`None`: no limit), or one
     holding a lone surrogate (not valid Unicode, so no tokenizer can encode it)."""
     for index, sample in enumerate(texts):
-        where = sample_prefix(index, is_batched)
         words = [sample] if isinstance(sample, str) else sample
         length = sum(len(word) for word in words)
         if max_text_length is not None and length > max_text_length:
-            raise sample_error(
-                where, f"the text has {length:,} characters, more than max_text_length={max_text_length:,}."
+            raise SampleError(
+                f"the text has {length:,} characters, more than max_text_length={max_text_length:,}.", index=index
             )
         for number, word in enumerate(words):
             surrogate = _SURROGATE.search(word)
             if surrogate:
                 place = f"character {surrogate.start()}" + ("" if isinstance(sample, str) else f" of word {number}")
-                raise sample_error(
-                    where,
+                raise SampleError(
                     f"the text holds a lone surrogate (U+{ord(surrogate.group()):04X}) at {place}: a text "
                     "must be valid Unicode.",
+                    index=index,
                 )
 
 
@@ -221,11 +206,10 @@ def _entity_name(entity: str) -> str:
     return quoted if len(quoted) == len(repr(entity)) else f"{quoted} ({len(entity):,} characters)"
 
 
-def locate_entity(sample: Any, entity: Any, role: str, where: str, is_split_into_words: bool) -> Span:
-    """Finds the single occurrence of an entity string in a text (a string or a word list) and returns its span;
-    errors start with `where`, the [`sample_prefix`]."""
+def locate_entity(sample: Any, entity: Any, role: str, is_split_into_words: bool) -> Span:
+    """Finds the single occurrence of an entity string in a text (a string or a word list) and returns its span."""
     if not isinstance(entity, str) or not entity.strip():
-        raise sample_error(where, f"the {role} entity must be a non-empty string, got {short_repr(entity)}.")
+        raise SampleError(f"the {role} entity must be a non-empty string, got {short_repr(entity)}.")
     if is_split_into_words:
         needle = entity.split()
         starts = find_word_occurrences(sample, needle)
@@ -234,64 +218,73 @@ def locate_entity(sample: Any, entity: Any, role: str, where: str, is_split_into
         starts = find_occurrences(sample, entity)
         size = len(entity)
     if not starts:
-        raise sample_error(where, f"the {role} entity {_entity_name(entity)} is absent from the text.")
+        raise SampleError(f"the {role} entity {_entity_name(entity)} is absent from the text.")
     if len(starts) > 1:
         listed = f" (at {starts})" if len(starts) <= MAX_LISTED_OCCURRENCES else ""
-        raise sample_error(
-            where,
+        raise SampleError(
             f"the {role} entity {_entity_name(entity)} occurs {len(starts):,} times in the text{listed}; "
             "pass `entity_spans` instead.",
         )
     return starts[0], starts[0] + size
 
 
-def _check_span(sample: Any, item: Any, role: str, where: str, unit: str) -> Span:
+def _check_span(sample: Any, item: Any, role: str, unit: str) -> Span:
     """Checks that `item` is a non-empty `(start, end)` span of integers (not booleans) within the text."""
     if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise sample_error(where, f"the {role} span must be a (start, end) pair, got {short_repr(item)}.")
+        raise SampleError(f"the {role} span must be a (start, end) pair, got {short_repr(item)}.")
     try:
         if any(isinstance(bound, bool) for bound in item):
             raise TypeError("a boolean is not an offset")
         start, end = (operator.index(bound) for bound in item)
     except TypeError:
-        raise sample_error(where, f"the {role} span must hold integers, got {short_repr(item)}.") from None
+        raise SampleError(f"the {role} span must hold integers, got {short_repr(item)}.") from None
     if start >= end:
-        raise sample_error(where, f"the {role} span {short_repr(item)} is empty (start must be < end).")
+        raise SampleError(f"the {role} span {short_repr(item)} is empty (start must be < end).")
     if start < 0 or end > len(sample):
-        raise sample_error(
-            where, f"the {role} span {short_repr(item)} is out of range for a text of {len(sample):,} {unit}s."
-        )
+        raise SampleError(f"the {role} span {short_repr(item)} is out of range for a text of {len(sample):,} {unit}s.")
     return start, end
 
 
-def entity_spans(
-    texts: list, pairs: list, by_string: bool, is_split_into_words: bool, is_batched: bool
-) -> list[tuple[Span, Span]]:
+def entity_spans(texts: list, pairs: list, *, by_string: bool, is_split_into_words: bool) -> list[tuple[Span, Span]]:
     """Returns `(subject_span, object_span)` per sample from `(subject, object)` spans or, with `by_string`, strings.
 
     Spans are character offsets into a string or word indices into a word list, `end` exclusive. They must be
-    disjoint or nested: identical spans and spans that overlap without one containing the other are refused. Errors
-    name the sample when `is_batched`.
+    disjoint or nested: identical spans and spans that overlap without one containing the other are refused.
     """
     unit = "word" if is_split_into_words else "character"
     result = []
     for index, (sample, pair) in enumerate(zip(texts, pairs, strict=True)):
-        where = sample_prefix(index, is_batched)
-        if len(sample) == 0:
-            raise sample_error(where, "the text is empty.")
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise sample_error(where, f"expected a (subject, object) pair, got {short_repr(pair)}.")
-        subject, obj = (
-            locate_entity(sample, item, role, where, is_split_into_words)
-            if by_string
-            else _check_span(sample, item, role, where, unit)
-            for role, item in zip(("subject", "object"), pair, strict=True)
-        )
-        if subject == obj:
-            raise sample_error(where, f"the subject and object spans are identical: {subject}.")
-        if subject[0] < obj[0] < subject[1] < obj[1] or obj[0] < subject[0] < obj[1] < subject[1]:
-            raise sample_error(
-                where, f"the subject span {subject} overlaps the object span {obj} without one containing the other."
-            )
-        result.append((subject, obj))
+        with at_sample(index):
+            result.append(_entity_pair(sample, pair, by_string, is_split_into_words, unit))
     return result
+
+
+def call_entity_spans(
+    texts: list, spans: Any, entities: Any, is_batched: bool, is_split_into_words: bool
+) -> list[tuple[Span, Span]]:
+    """[`entity_spans`] from exactly one of a processor call's `entity_spans` (`spans`) and `entities`, given per
+    sample of a batch or once for a single text."""
+    if (spans is None) == (entities is None):
+        raise ValueError("Pass exactly one of `entity_spans` and `entities` with `text`.")
+    name = "entity_spans" if entities is None else "entities"
+    pairs = per_sample(spans if entities is None else entities, name, len(texts), is_batched)
+    return entity_spans(texts, pairs, by_string=entities is not None, is_split_into_words=is_split_into_words)
+
+
+def _entity_pair(sample: Any, pair: Any, by_string: bool, is_split_into_words: bool, unit: str) -> tuple[Span, Span]:
+    """`(subject_span, object_span)` of one sample; see [`entity_spans`]."""
+    if len(sample) == 0:
+        raise SampleError("the text is empty.")
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        raise SampleError(f"expected a (subject, object) pair, got {short_repr(pair)}.")
+    subject, obj = (
+        locate_entity(sample, item, role, is_split_into_words) if by_string else _check_span(sample, item, role, unit)
+        for role, item in zip(("subject", "object"), pair, strict=True)
+    )
+    if subject == obj:
+        raise SampleError(f"the subject and object spans are identical: {subject}.")
+    if subject[0] < obj[0] < subject[1] < obj[1] or obj[0] < subject[0] < obj[1] < subject[1]:
+        raise SampleError(
+            f"the subject span {subject} overlaps the object span {obj} without one containing the other."
+        )
+    return subject, obj

@@ -11,10 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Image loading for HVFormer's processor: opens any image input, sizes the images of a post and estimates the memory
-their decoding takes from their headers before decoding any (the pixel budget, `MAX_DECODE_BYTES`), decodes them to
-8-bit RGB no larger than the resize needs, resizes images and square object crops to uint8 pixels with the vision
-encoder's image processor, and normalises them.
+"""Image loading for HVFormer's image processor: opens any image input, sizes the images of a post and estimates the
+memory their decoding takes from their headers before decoding any (the pixel budget, `MAX_DECODE_BYTES`), and decodes
+them to 8-bit RGB no larger than the resize needs; `image_processing_hvformer.py` resizes them to uint8 pixels.
 
 Every image a post brings, served or trained on, goes through the same checks before Pillow decodes a pixel:
 
@@ -22,15 +21,15 @@ Every image a post brings, served or trained on, goes through the same checks be
   of `image_files.py` (JPEG, PNG, WebP, GIF), Pillow is told to try only those, and the metadata it parses while
   opening the file is bounded there (`image_files.check_file`); the EXIF orientation is read by a parser of one tag;
 - no side may be more than `MAX_ASPECT_RATIO` times the other;
-- decoding the images of a post and resizing them with the image processor (decoding one image for [`load_image`])
+- decoding the images of a post and resizing them (decoding one image for [`load_image`])
   may take at most `MAX_DECODE_BYTES`, as [`_decode_bytes`] estimates it from the headers: at the reduced scale a JPEG
-  is decoded at, in the decoder's own storage, with the RGB result and the image processor's copy of it.
+  is decoded at, in the decoder's own storage, with the RGB result and the resize's copy of it.
 
 Decoding holds one file at a time: each is converted to RGB and reduced band by band, then let go. The memory a post
 takes is therefore at most `MAX_DECODE_BYTES` beside its encoded bytes, and its time is linear in its bytes and in the
 pixels decoded (times the scans of a progressive JPEG).
 
-Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
+Travels to the Hub with `image_processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
 
 from __future__ import annotations
@@ -40,13 +39,13 @@ import dataclasses
 import io
 import os
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .image_files import accepted_format, check_file, exif_orientation, format_refusal
+from .sample_errors import SampleError, at_sample
 
 MAX_ASPECT_RATIO = 20
 """The most times one side of an image may be the other. Photos, panoramas included, stay well within it. A longer
@@ -205,9 +204,17 @@ def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
     return result
 
 
-def _located(label: str | None, problem: str) -> str:
-    """An error message: `problem` after the image's `label`, or alone and capitalised."""
-    return f"{label}: {problem}" if label else problem[:1].upper() + problem[1:]
+class ImagePart(NamedTuple):
+    """Which image of a sample an error concerns: its argument's name (`` `image` ``, `` `object_crops[1]` ``) and,
+    for an object crop, its slot."""
+
+    name: str
+    crop: int | None = None
+
+
+def _located(part: ImagePart | None, problem: str) -> SampleError:
+    """The error for `problem` of the image `part` of a sample (`None`: of the sample)."""
+    return SampleError(problem, part.name, part.crop) if part else SampleError(problem)
 
 
 def _reason(error: BaseException) -> str:
@@ -233,7 +240,7 @@ class _OpenedImage:
 
     image: Image.Image | np.ndarray | None
     """The PIL image or array; `None` once decoded, so that the post keeps no decoded file."""
-    label: str | None
+    label: ImagePart | None
     """How errors name the image (`None`: "the image")."""
     target: int | None
     """The side the resize needs: the image is decoded at least `REDUCING_GAP` times larger (`None`: full size)."""
@@ -271,7 +278,7 @@ def _unloaded_file(image: Image.Image) -> bytes | None:
 
 
 def _open_file(
-    source: bytes | None, path: str | None, label: str | None, target: int | None, files: contextlib.ExitStack
+    source: bytes | None, path: str | None, label: ImagePart | None, target: int | None, files: contextlib.ExitStack
 ) -> _OpenedImage:
     """Opens the encoded image `source`, or the file at `path` (kept open in `files`), after checking its format and
     the metadata Pillow reads while opening it (see `image_files.check_file`)."""
@@ -282,27 +289,25 @@ def _open_file(
         fp.seek(0)
         prefix = fp.read(16)
     except OSError as error:
-        raise ValueError(_located(label, f"cannot read {what}: {_reason(error)}.")) from error
+        raise _located(label, f"cannot read {what}: {_reason(error)}.") from error
     file_format = accepted_format(prefix)
     if file_format is None:
-        raise ValueError(_located(label, f"cannot read {what}: {format_refusal(prefix)}."))
+        raise _located(label, f"cannot read {what}: {format_refusal(prefix)}.")
     checked = check_file(fp, file_format)
     if checked.problem:
-        raise ValueError(_located(label, f"refusing to decode {what}: {checked.problem}."))
+        raise _located(label, f"refusing to decode {what}: {checked.problem}.")
     fp.seek(0)
     try:
         image = Image.open(fp, formats=[file_format])
     except Image.DecompressionBombError as error:
-        raise ValueError(_located(label, f"refusing to decode {what}: {error}")) from error
+        raise _located(label, f"refusing to decode {what}: {error}") from error
     except Exception as error:  # a decoder's failure on an untrusted file, whatever its type, is the file's problem
-        raise ValueError(_located(label, f"cannot read {what}: {_reason(error)}.")) from error
+        raise _located(label, f"cannot read {what}: {_reason(error)}.") from error
     if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-        raise ValueError(
-            _located(
-                label,
-                f"refusing to decode {what}: {image.width}x{image.height} pixels, more than Pillow's "
-                f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,} (a decompression bomb).",
-            )
+        raise _located(
+            label,
+            f"refusing to decode {what}: {image.width}x{image.height} pixels, more than Pillow's "
+            f"Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,} (a decompression bomb).",
         )
     opened = _OpenedImage(image, label, target, image.size, path, True, file_format, file_bytes, checked.scans)
     if not checked.late_exif or "exif" in image.info:
@@ -310,7 +315,7 @@ def _open_file(
     return opened
 
 
-def _open(image: Any, label: str | None, target: int | None, files: contextlib.ExitStack) -> _OpenedImage:
+def _open(image: Any, label: ImagePart | None, target: int | None, files: contextlib.ExitStack) -> _OpenedImage:
     """Opens a file path, encoded bytes or a PIL image that is not decoded yet (its file) lazily, after the checks
     of [`_open_file`] (the file stays open in `files`), and takes decoded PIL images and arrays as they are. Refuses
     other types, empty images, images longer than `MAX_ASPECT_RATIO` times their width (or wider), and files over
@@ -326,29 +331,25 @@ def _open(image: Any, label: str | None, target: int | None, files: contextlib.E
         try:
             _check_array(image)
         except ValueError as error:
-            raise ValueError(_located(label, str(error))) from error
+            raise _located(label, str(error)) from error
         opened = _OpenedImage(image, label, target, (image.shape[1], image.shape[0]), may_rotate=False)
     elif isinstance(image, (str, os.PathLike, bytes, bytearray)):
         path = None if isinstance(image, (bytes, bytearray)) else os.fspath(image)
         opened = _open_file(bytes(image) if path is None else None, path, label, target, files)
     else:
-        raise ValueError(
-            _located(
-                label,
-                "an image must be a PIL image, a numpy array, encoded image bytes or a file path, got "
-                f"{type(image).__name__}.",
-            )
+        raise _located(
+            label,
+            "an image must be a PIL image, a numpy array, encoded image bytes or a file path, got "
+            f"{type(image).__name__}.",
         )
     width, height = opened.size
     if not width or not height:
-        raise ValueError(_located(label, f"the image has no pixels (size {width}x{height})."))
+        raise _located(label, f"the image has no pixels (size {width}x{height}).")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise ValueError(
-            _located(
-                label,
-                f"{_what(opened.path)} is {width}x{height} pixels, one side more than "
-                f"MAX_ASPECT_RATIO={MAX_ASPECT_RATIO} times the other.",
-            )
+        raise _located(
+            label,
+            f"{_what(opened.path)} is {width}x{height} pixels, one side more than "
+            f"MAX_ASPECT_RATIO={MAX_ASPECT_RATIO} times the other.",
         )
     if opened.owned and target:
         opened.image.draft(opened.image.mode, (REDUCING_GAP * target,) * 2)
@@ -395,22 +396,22 @@ def _decode_bytes(opened: _OpenedImage, resized: bool) -> int:
     return source + 4 * result * (converted + opened.may_rotate) + band + resize
 
 
-def _check_budget(opened: list[_OpenedImage], max_pixels: int, where: str | None) -> None:
+def _check_budget(opened: list[_OpenedImage], max_pixels: int) -> None:
     """Refuses the images of one post when they hold more than `max_pixels` pixels together (their header sizes)."""
     total = sum(item.size[0] * item.size[1] for item in opened)
     if total <= max_pixels:
         return
-    sizes = ", ".join(f"{item.label or ''} {item.size[0]}x{item.size[1]}".strip() for item in opened)
+    sizes = ", ".join(
+        f"{item.label.name if item.label else ''} {item.size[0]}x{item.size[1]}".strip() for item in opened
+    )
     held = f"holds {total:,} pixels" if len(opened) == 1 else f"hold {total:,} pixels together"
-    raise ValueError(
-        _located(
-            where,
-            f"the image{'s' if len(opened) > 1 else ''} {held} ({sizes}), more than max_image_pixels={max_pixels:,}.",
-        )
+    raise _located(
+        None,
+        f"the image{'s' if len(opened) > 1 else ''} {held} ({sizes}), more than max_image_pixels={max_pixels:,}.",
     )
 
 
-def _check_decode_bytes(opened: list[_OpenedImage], where: str | None, resized: bool = True) -> None:
+def _check_decode_bytes(opened: list[_OpenedImage], resized: bool = True) -> None:
     """Refuses the images of one post when decoding them (and, with `resized`, resizing them with the image
     processor) would take more than `MAX_DECODE_BYTES` together."""
     costs = [_decode_bytes(item, resized) for item in opened]
@@ -418,16 +419,14 @@ def _check_decode_bytes(opened: list[_OpenedImage], where: str | None, resized: 
     if total <= MAX_DECODE_BYTES:
         return
     parts = ", ".join(
-        f"{item.label or ''} {item.description} {cost / 2**20:.1f} MiB".strip()
+        f"{item.label.name if item.label else ''} {item.description} {cost / 2**20:.1f} MiB".strip()
         for item, cost in zip(opened, costs, strict=True)
     )
     many = len(opened) > 1
-    raise ValueError(
-        _located(
-            where,
-            f"the image{'s' if many else ''} would take {total / 2**20:.1f} MiB{' together' if many else ''} to "
-            f"decode ({parts}), more than MAX_DECODE_BYTES={MAX_DECODE_BYTES // 2**20} MiB.",
-        )
+    raise _located(
+        None,
+        f"the image{'s' if many else ''} would take {total / 2**20:.1f} MiB{' together' if many else ''} to "
+        f"decode ({parts}), more than MAX_DECODE_BYTES={MAX_DECODE_BYTES // 2**20} MiB.",
     )
 
 
@@ -441,24 +440,24 @@ def _decode(opened: _OpenedImage) -> Image.Image:
         try:
             image = array_to_image(image)
         except ValueError as error:
-            raise ValueError(_located(opened.label, str(error))) from error
+            raise _located(opened.label, str(error)) from error
     elif opened.owned:
         try:
             image.load()
         except Exception as error:  # a decoder's failure on an untrusted file, whatever its type
-            raise ValueError(_located(opened.label, f"cannot read {_what(opened.path)}: {_reason(error)}.")) from error
+            raise _located(opened.label, f"cannot read {_what(opened.path)}: {_reason(error)}.") from error
     orientation = exif_orientation(image.info.get("exif"))
     try:
         result = _reduced_rgb(image, _reduction_factor(image.size, opened.target))
     except ValueError as error:
-        raise ValueError(_located(opened.label, str(error))) from error
+        raise _located(opened.label, str(error)) from error
     del image
     return result.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else result
 
 
 def load_image(image: Any, max_pixels: int | None = None, target: int | None = None) -> Image.Image:
     r"""
-    Loads one image as an RGB PIL image, at full size or, with `target`, as [`resize_batch`] decodes it.
+    Loads one image as an RGB PIL image, at full size or, with `target`, as [`decode_batch`] decodes it.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray`, `bytes`, `str` or `os.PathLike`):
@@ -474,7 +473,7 @@ def load_image(image: Any, max_pixels: int | None = None, target: int | None = N
             Refuse an image with more pixels than this, read from a file's header before decoding it.
         target (`int`, *optional*):
             The side the image will be resized to: a large image is then decoded at a reduced scale, to no less than
-            `REDUCING_GAP` times it, exactly as [`resize_batch`] decodes it (so that images cached for training have
+            `REDUCING_GAP` times it, exactly as [`decode_batch`] decodes it (so that images cached for training have
             the pixels a served request gets).
 
     Returns:
@@ -491,140 +490,57 @@ def load_image(image: Any, max_pixels: int | None = None, target: int | None = N
     with contextlib.ExitStack() as files:
         opened = _open(image, None, target, files)
         if max_pixels is not None:
-            _check_budget([opened], max_pixels, None)
-        _check_decode_bytes([opened], None, resized=False)
+            _check_budget([opened], max_pixels)
+        _check_decode_bytes([opened], resized=False)
         return _decode(opened)
 
 
-def _size_value(size: Any, key: str) -> int | None:
-    """Reads `key` from an image processor size, which is a `SizeDict` or a plain dict depending on the version."""
-    if size is None:
-        return None
-    if isinstance(size, dict):
-        return size.get(key)
-    return getattr(size, key, None)
-
-
-def crop_kwargs(image_processor: Any, side: int) -> dict[str, Any]:
-    """Image processor overrides that make `side`-pixel square crops the way the main image is made."""
-    if _size_value(image_processor.size, "shortest_edge"):
-        return {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}, "do_center_crop": True}
-    return {"size": {"height": side, "width": side}, "do_center_crop": False}
-
-
-def resize_to_uint8(image_processor: Any, images: list[Image.Image], **overrides: Any) -> torch.Tensor:
-    """Runs the image processor without rescaling/normalising and returns uint8 `(N, 3, H, W)` pixels."""
-    pixels = image_processor(images, do_rescale=False, do_normalize=False, return_tensors="pt", **overrides)[
-        "pixel_values"
-    ]
-    if pixels.is_floating_point():
-        pixels = pixels.round().clamp(0, 255)
-    return pixels.to(torch.uint8)
-
-
-def normalize_pixels(image_processor: Any, pixel_values_uint8: torch.Tensor) -> torch.Tensor:
-    """Rescales and normalises uint8 `(..., 3, H, W)` pixels into float32 with the image processor's settings
-    (`rescale_factor`, `image_mean`, `image_std`, `do_rescale`, `do_normalize`)."""
-    if pixel_values_uint8.dtype != torch.uint8:
-        raise ValueError(f"`normalize_pixels` expects uint8 pixels, got {pixel_values_uint8.dtype}.")
-    if pixel_values_uint8.dim() < 3 or pixel_values_uint8.shape[-3] != 3:
-        raise ValueError(f"`normalize_pixels` expects shape (..., 3, H, W), got {tuple(pixel_values_uint8.shape)}.")
-    pixels = pixel_values_uint8.to(torch.float32)
-    if image_processor.do_rescale:
-        pixels = pixels * image_processor.rescale_factor
-    if image_processor.do_normalize:
-        mean = torch.as_tensor(image_processor.image_mean, dtype=torch.float32).reshape(-1, 1, 1)
-        std = torch.as_tensor(image_processor.image_std, dtype=torch.float32).reshape(-1, 1, 1)
-        pixels = (pixels - mean) / std
-    return pixels
-
-
-def resize_target(image_processor: Any) -> int | None:
-    """The side an image must keep for the image processor's resize: the shortest edge it resizes to, or the larger
-    side of the fixed size it resizes to; `None` (decode at full size) for an image processor that does not resize or
-    resizes otherwise."""
-    if not getattr(image_processor, "do_resize", True):
-        return None
-    size = image_processor.size
-    shortest_edge = _size_value(size, "shortest_edge")
-    if shortest_edge:
-        return shortest_edge
-    height, width = _size_value(size, "height"), _size_value(size, "width")
-    return max(height, width) if height and width else None
-
-
-def pixel_statistics(image_processor: Any) -> dict[str, list[float]]:
-    """The per-channel `image_mean` and `image_std` of [`normalize_pixels`] (0 and 1 when the image processor does not
-    normalise), with which a model normalises uint8 pixels as `(pixels / 255 - image_mean) / image_std`: the same
-    result when the image processor rescales by 1/255, as CLIP's and ViT's do."""
-    if not image_processor.do_normalize:
-        return {"image_mean": [0.0] * 3, "image_std": [1.0] * 3}
-    return {
-        name: np.broadcast_to(np.asarray(getattr(image_processor, name), dtype=np.float64), (3,)).tolist()
-        for name in ("image_mean", "image_std")
-    }
-
-
-def resize_batch(
-    image_processor: Any,
+def decode_batch(
     images: list,
     object_crops: list,
+    *,
     num_object_crops: int,
-    object_image_size: int,
-    is_batched: bool,
+    image_target: int | None,
+    crop_target: int,
     max_pixels: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Loads and resizes one main image and 0 to `num_object_crops` object crops per sample to uint8 pixels.
+) -> list[list[Image.Image]]:
+    """Loads one main image and 0 to `num_object_crops` object crops per sample, decoded as the resize needs them:
+    `[image, crop, ...]` per sample, RGB PIL images.
 
     The crops are counted before any image is opened; then every image is opened (see [`_open`] for what is refused
     there) and the images of each sample are refused when they hold more than `max_pixels` pixels together or would
-    take more than `MAX_DECODE_BYTES` to decode, before any is decoded (see [`_decode`] for the decoding). Errors
-    name the sample (`Sample 2`, `Sample 2, object crop 1`) when `is_batched`, else the image
-    (`` `image` ``, `` `object_crops[1]` ``).
-
-    Returns `pixel_values` (uint8 `(B, 3, H, W)`), `object_pixel_values` (uint8 `(B, t, 3, s, s)`, zeros for absent
-    crops) and `object_mask` (long `(B, t)`, 1 where a crop is present).
+    take more than `MAX_DECODE_BYTES` to decode, before any is decoded (see [`_decode`] for the decoding): a main
+    image at no less than `REDUCING_GAP` times `image_target`, a crop times `crop_target`. Errors are
+    [`SampleError`]s naming the image (`` `image` ``, `` `object_crops[1]` ``), with the sample's index.
     """
     if len(object_crops) != len(images):
         raise ValueError(f"Got {len(object_crops)} lists of object crops for {len(images)} images.")
-    wheres = [f"Sample {index}" if is_batched else None for index in range(len(images))]
-    for where, image, crops in zip(wheres, images, object_crops, strict=True):
+    for index, (image, crops) in enumerate(zip(images, object_crops, strict=True)):
         if image is None:
-            raise ValueError(_located(where, "the image is None; every sample needs its image."))
+            raise SampleError("the image is None; every sample needs its image.", index=index)
         if crops is not None and not isinstance(crops, (list, tuple)):
-            raise ValueError(_located(where, f"the object crops must be a list, got {type(crops).__name__}."))
+            raise SampleError(f"the object crops must be a list, got {type(crops).__name__}.", index=index)
         if crops is not None and len(crops) > num_object_crops:
-            raise ValueError(
-                _located(
-                    where, f"{len(crops)} object crops given, at most num_object_crops={num_object_crops} allowed."
-                )
+            raise SampleError(
+                f"{len(crops)} object crops given, at most num_object_crops={num_object_crops} allowed.", index=index
             )
 
-    target = resize_target(image_processor)
     with contextlib.ExitStack() as files:
         samples = []
-        for where, image, crops in zip(wheres, images, object_crops, strict=True):
-            opened = [_open(image, where or "`image`", target, files)]
-            for slot, crop in enumerate(crops or []):
-                label = f"{where}, object crop {slot}" if is_batched else f"`object_crops[{slot}]`"
-                if crop is None:
-                    raise ValueError(_located(label, "the crop is None; leave absent crops out instead."))
-                opened.append(_open(crop, label, object_image_size, files))
-            if max_pixels is not None:
-                _check_budget(opened, max_pixels, where)
-            _check_decode_bytes(opened, where)
+        for index, (image, crops) in enumerate(zip(images, object_crops, strict=True)):
+            with at_sample(index):
+                opened = [_open(image, ImagePart("`image`"), image_target, files)]
+                for slot, crop in enumerate(crops or []):
+                    part = ImagePart(f"`object_crops[{slot}]`", slot)
+                    if crop is None:
+                        raise _located(part, "the crop is None; leave absent crops out instead.")
+                    opened.append(_open(crop, part, crop_target, files))
+                if max_pixels is not None:
+                    _check_budget(opened, max_pixels)
+                _check_decode_bytes(opened)
             samples.append(opened)
-        decoded = [[_decode(item) for item in opened] for opened in samples]
-
-    pixel_values = resize_to_uint8(image_processor, [main for main, *_ in decoded])
-    side = object_image_size
-    object_pixel_values = torch.zeros((len(images), num_object_crops, 3, side, side), dtype=torch.uint8)
-    object_mask = torch.zeros((len(images), num_object_crops), dtype=torch.long)
-    slots = [(index, slot) for index, (_, *crops) in enumerate(decoded) for slot in range(len(crops))]
-    if slots:
-        flat_crops = [crop for _, *crops in decoded for crop in crops]
-        crop_pixels = resize_to_uint8(image_processor, flat_crops, **crop_kwargs(image_processor, side))
-        for (index, slot), crop in zip(slots, crop_pixels, strict=True):
-            object_pixel_values[index, slot] = crop
-            object_mask[index, slot] = 1
-    return {"pixel_values": pixel_values, "object_pixel_values": object_pixel_values, "object_mask": object_mask}
+        decoded = []
+        for index, opened in enumerate(samples):
+            with at_sample(index):
+                decoded.append([_decode(item) for item in opened])
+    return decoded

@@ -11,8 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The saved files of an HVFormer processor: reads them from a folder or Hub repository, and lists where a processor
-disagrees with a model's `config.json`.
+"""The saved files of an HVFormer processor: reads them from a folder or Hub repository (or the parts of a new one
+from a text and a vision checkpoint), and lists where a processor disagrees with a model's `config.json`.
 
 Travels to the Hub with `processing_hvformer.py` as remote code, so it imports nothing from the hvformer project.
 """
@@ -24,13 +24,19 @@ import math
 import os
 from typing import Any
 
+from transformers import AutoConfig, AutoTokenizer
+
 # Imported from its module: transformers 5.17 exports a placeholder `AutoImageProcessor` when torchvision is missing.
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.utils import cached_file
 
+from .image_processing_hvformer import HVFormerImageProcessor
+
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 """`from_pretrained` arguments that go to the file downloads."""
+_SAVED_KEYS = ("image_processor_type", "auto_map", "processor_class")
+"""Keys of a saved image processor that are not its settings."""
 
 
 def read_json_file(
@@ -61,9 +67,13 @@ def read_json_file(
 
 def load_saved_parts(
     path: str | os.PathLike, hub_kwargs: dict[str, Any]
-) -> tuple[dict[str, Any], Any, Any, dict[str, Any] | None]:
+) -> tuple[dict[str, Any], Any, HVFormerImageProcessor, dict[str, Any] | None]:
     """Reads `processor_config.json`, the tokenizer (with the class named in `tokenizer_config.json`, so no model
-    configuration is read on the way), the image processor and, when present, the model's `config.json`."""
+    configuration is read on the way), the image processor and, when present, the model's `config.json`.
+
+    The image processor is the `HVFormerImageProcessor` saved in the folder; a folder saved before there was one holds
+    the vision encoder's image processor and the crop settings in `processor_config.json`, from which it is made
+    ([`HVFormerImageProcessor.from_vision_image_processor`])."""
     processor_dict = read_json_file(path, "processor_config.json", hub_kwargs, required=True)
     read_json_file(path, "tokenizer.json", hub_kwargs, required=True)
     tokenizer_config = read_json_file(path, "tokenizer_config.json", hub_kwargs, required=True)
@@ -74,9 +84,38 @@ def load_saved_parts(
             f"tokenizer_config.json of {os.fspath(path)!r} names no known `tokenizer_class` (got {class_name!r})."
         )
     tokenizer = tokenizer_class.from_pretrained(path, **hub_kwargs)
-    image_processor = AutoImageProcessor.from_pretrained(path, **hub_kwargs)
+    image_processor_dict = processor_dict.get("image_processor") or read_json_file(
+        path, "preprocessor_config.json", hub_kwargs, required=True
+    )
+    if image_processor_dict.get("image_processor_type") == HVFormerImageProcessor.__name__:
+        settings = {key: value for key, value in image_processor_dict.items() if key not in _SAVED_KEYS}
+        image_processor = HVFormerImageProcessor(**settings)
+    else:
+        image_processor = HVFormerImageProcessor.from_vision_image_processor(
+            AutoImageProcessor.from_pretrained(path, **hub_kwargs),
+            **{
+                name: processor_dict[name]
+                for name in ("num_object_crops", "object_image_size")
+                if name in processor_dict
+            },
+        )
     model_config = read_json_file(path, "config.json", hub_kwargs, required=False)
     return processor_dict, tokenizer, image_processor, model_config
+
+
+def load_text_vision_parts(
+    text_name_or_path: str | os.PathLike, vision_name_or_path: str | os.PathLike, kwargs: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The tokenizer of a text checkpoint, its `model_max_length` capped by the encoder's `max_position_embeddings`,
+    and the image processor of a vision checkpoint; `kwargs` go to every `from_pretrained`."""
+    tokenizer = AutoTokenizer.from_pretrained(text_name_or_path, **kwargs)
+    try:
+        positions = getattr(AutoConfig.from_pretrained(text_name_or_path, **kwargs), "max_position_embeddings", None)
+    except (OSError, ValueError):  # a tokenizer-only folder: the tokenizer's own `model_max_length` applies
+        positions = None
+    if positions is not None:
+        tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
+    return tokenizer, AutoImageProcessor.from_pretrained(vision_name_or_path, **kwargs)
 
 
 def model_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
@@ -128,19 +167,11 @@ def model_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
 
 
 def _pixel_mismatches(processor: Any, config: dict[str, Any]) -> list[str]:
-    """Where the model's normalisation of uint8 pixels, `(pixels / 255 - image_mean) / image_std` with the config's
-    statistics, differs from the image processor's; nothing to compare when the config records no statistics (a
-    model saved before they were, which reads the processor's float pixels only)."""
+    """Where the statistics with which the model normalises uint8 pixels (`image_mean`, `image_std`) differ from the
+    image processor's; nothing to compare when the config records none (a model saved before it did)."""
     if config.get("image_mean") is None or config.get("image_std") is None:
         return []
-    image_processor = processor.image_processor
     problems = []
-    if not image_processor.do_rescale or not math.isclose(image_processor.rescale_factor, 1 / 255, rel_tol=1e-6):
-        rescaling = image_processor.rescale_factor if image_processor.do_rescale else "nothing (`do_rescale` false)"
-        problems.append(
-            f"the image processor (preprocessor_config.json) rescales pixels by {rescaling}, but the model normalises "
-            "uint8 pixels as pixels / 255 (config.json `image_mean`, `image_std`)"
-        )
     for name, values in processor.pixel_statistics().items():
         expected = config[name]
         if len(expected) != len(values) or not all(

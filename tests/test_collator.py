@@ -207,15 +207,9 @@ def test_batch_equals_the_processor_called_directly(train, processor):
         labels=[int(row["labels"]) for row in rows],
     )
     assert set(direct) == MODEL_KEYS
-    for key in MODEL_KEYS - {"pixel_values", "object_pixel_values"}:
+    for key in MODEL_KEYS:
         torch.testing.assert_close(batch[key], direct[key], rtol=0, atol=0, msg=key)
-    resized = processor.resize_images(images, object_crops=crops)
-    for key in ("pixel_values", "object_pixel_values"):
-        torch.testing.assert_close(batch[key], resized[key], rtol=0, atol=0, msg=key)
-    pixels = processor.normalize_pixels(batch["pixel_values"])
-    crops = processor.normalize_crops(batch["object_pixel_values"], batch["object_mask"])
-    torch.testing.assert_close(pixels, direct["pixel_values"], rtol=0, atol=0)
-    torch.testing.assert_close(crops, direct["object_pixel_values"], rtol=0, atol=0)
+    assert batch["pixel_values"].dtype == direct["pixel_values"].dtype == torch.uint8
 
 
 def test_left_padding_moves_the_markers(train):

@@ -79,7 +79,7 @@ def test_explain_decodes_the_image_as_the_pipeline_and_the_training_cache_do(mod
     with torch.no_grad():
         probabilities = model(**served).logits.softmax(dim=-1)[0]
     assert [result["probabilities"][label] for label in RELATIONS] == pytest.approx(probabilities.tolist(), abs=1e-6)
-    pixels = processor.resize_images(str(path))["pixel_values"][0].permute(1, 2, 0).numpy()
+    pixels = processor.image_processor(str(path))["pixel_values"][0].permute(1, 2, 0).numpy()
     drawn = np.asarray(Image.fromarray(pixels).resize((DISPLAY_SIZE,) * 2, Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(result["image"], drawn)
 

@@ -10,6 +10,7 @@ import struct
 
 import numpy as np
 import pytest
+from _processor_fixtures import build, random_image
 from PIL import (
     AvifImagePlugin,
     BlpImagePlugin,
@@ -24,7 +25,6 @@ from PIL import (
     QoiImagePlugin,
     TiffImagePlugin,
 )
-from test_processor import build, random_image
 
 from benchmarks import hostile_images as hostile
 from processing import image_files, image_loading
@@ -75,9 +75,9 @@ def test_files_of_other_formats_are_refused_naming_the_format_before_any_decoder
     data = make()
     (tmp_path / "post.jpg").write_bytes(data)
     with pytest.raises(ValueError, match=rf"^Cannot read the image: its format is {name}; {ACCEPTED}\.$"):
-        processor.load_image(data)
+        processor.image_processor.load_image(data)
     with pytest.raises(ValueError, match=rf"^Cannot read the image '.*post.jpg': its format is {name}; {ACCEPTED}\.$"):
-        processor.load_image(tmp_path / "post.jpg")
+        processor.image_processor.load_image(tmp_path / "post.jpg")
     with pytest.raises(ValueError, match=rf"^`image`: cannot read the image: its format is {name}; {ACCEPTED}\.$"):
         processor(text="a b", entity_spans=[(0, 1), (2, 3)], images=data)
     with pytest.raises(ValueError, match=rf"^Sample 1, object crop 0: cannot read the image: its format is {name};"):
@@ -87,7 +87,7 @@ def test_files_of_other_formats_are_refused_naming_the_format_before_any_decoder
 
 def test_bytes_of_no_image_format_are_refused_naming_the_formats(processor):
     with pytest.raises(ValueError, match=r"^Cannot read the image: not a JPEG, PNG, WEBP or GIF file\.$"):
-        processor.load_image(b"plain text, not an image")
+        processor.image_processor.load_image(b"plain text, not an image")
 
 
 def test_postscript_opened_by_the_caller_never_reaches_ghostscript(processor, monkeypatch):
@@ -97,7 +97,7 @@ def test_postscript_opened_by_the_caller_never_reaches_ghostscript(processor, mo
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: ghostscript.append(args))
     with Image.open(io.BytesIO(hostile.eps())) as image:
         with pytest.raises(ValueError, match=rf"^Cannot read the image: its format is EPS; {ACCEPTED}\.$"):
-            processor.load_image(image)
+            processor.image_processor.load_image(image)
     assert ghostscript == []
 
 
@@ -158,10 +158,10 @@ def test_the_metadata_pillow_parses_while_opening_a_file_is_bounded(processor, d
     made Pillow hold 83 MB), each compressed PNG chunk is inflated to 1 MB (70 of them: +66 MB), GIF comments are
     joined in quadratic time (2 MB: 4 s), every JPEG segment and PNG chunk is parsed in Python."""
     with pytest.raises(ValueError, match=r"^Refusing to decode the image: ") as refusal:
-        processor.load_image(refused())
+        processor.image_processor.load_image(refused())
     assert str(refusal.value) == f"Refusing to decode the image: {problem}."
     assert decodes == []
-    assert processor.load_image(accepted(), reduce_for="image").mode == "RGB"
+    assert processor.image_processor.load_image(accepted(), reduce_for="image").mode == "RGB"
 
 
 def exif_block(orientation: int, entries: int, value_bytes: int, endian: str = "<") -> bytes:
@@ -192,7 +192,7 @@ def test_the_exif_orientation_is_read_without_parsing_the_whole_directory(proces
     """Pillow's `getexif` reads every value of the directory: 65,535 entries pointing at 1 MB took 28 s. The
     orientation is read by a parser of that one tag, and still applied (6: turn 90° clockwise to show)."""
     monkeypatch.setattr(Image.Image, "getexif", lambda image: pytest.fail("getexif reads every value"))
-    loaded = np.asarray(processor.load_image(exif_png(6, 65_535, 1 << 20))).astype(int)
+    loaded = np.asarray(processor.image_processor.load_image(exif_png(6, 65_535, 1 << 20))).astype(int)
     assert loaded.shape == (40, 20, 3)
     assert loaded[5, 10, 0] > 200 and loaded[5, 10, 2] < 60  # red on top
     assert loaded[35, 10, 2] > 200 and loaded[35, 10, 0] < 60  # blue at the bottom
@@ -219,11 +219,11 @@ def test_images_far_longer_than_wide_are_refused_in_every_form(processor, tmp_pa
     ]
     for image, start in refusals:
         with pytest.raises(ValueError) as refusal:
-            processor.load_image(image, reduce_for="image")
+            processor.image_processor.load_image(image, reduce_for="image")
         assert str(refusal.value) == f"{start} pixels, one side more than MAX_ASPECT_RATIO=20 times the other."
     assert decodes == []
     for image in (strip(1, 20), strip(20, 1), np.zeros((1, 20), np.uint8), Image.new("RGB", (20, 1))):
-        assert processor.load_image(image).size in ((1, 20), (20, 1))
+        assert processor.image_processor.load_image(image).size in ((1, 20), (20, 1))
 
 
 def decode_cost(
@@ -245,7 +245,7 @@ def test_decoding_may_take_at_most_max_decode_bytes(processor, monkeypatch, deco
     webp = hostile.webp_declaring(4938, 4938)
     cost = decode_cost(4938 * 4938, 16, 4938, 4938, 32, len(webp), resized=False) / 2**20
     with pytest.raises(ValueError) as refusal:
-        processor.load_image(webp, max_image_pixels=2 * 4032 * 3024, reduce_for="image")
+        processor.image_processor.load_image(webp, max_image_pixels=2 * 4032 * 3024, reduce_for="image")
     assert str(refusal.value) == (
         f"The image would take {cost:.1f} MiB to decode (4938x4938 WEBP {cost:.1f} MiB), more than "
         "MAX_DECODE_BYTES=128 MiB."
@@ -295,7 +295,7 @@ def test_images_are_converted_after_reducing_a_band_at_a_time(processor, monkeyp
     converted = []
     to_rgb = image_loading.to_rgb
     monkeypatch.setattr(image_loading, "to_rgb", lambda image: converted.append(image.size) or to_rgb(image))
-    loaded = processor.load_image(data, reduce_for="image")
+    loaded = processor.image_processor.load_image(data, reduce_for="image")
     assert loaded.size == reference.size == (80, 67)
     assert np.array_equal(np.asarray(loaded), np.asarray(reference))
     band = max(1, (1 << 18) // (1200 * factor)) * factor
@@ -312,7 +312,7 @@ def test_a_decoders_failure_of_any_type_is_a_value_error_naming_the_field(proces
     monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
     png = encoded(random_image(np.random.default_rng(0), 20, 10), "PNG")
     with pytest.raises(ValueError, match=r"^Cannot read the image: index out of range\.$"):
-        processor.load_image(png)
+        processor.image_processor.load_image(png)
     with pytest.raises(ValueError, match=r"^`object_crops\[0\]`: cannot read the image: index out of range\.$"):
         processor(images=random_image(np.random.default_rng(0)), object_crops=[png])
 
@@ -322,23 +322,23 @@ def test_uint16_arrays_of_either_byte_order_and_the_dimensions_of_an_array(proce
     native = rng.integers(0, 65536, (6, 9, 3), dtype=np.uint16)
     expected = np.rint(native / 257).astype(np.uint8)
     for array in (native, native.astype(">u2"), native.astype("<u2")):
-        assert np.array_equal(np.asarray(processor.load_image(array)), expected), array.dtype
+        assert np.array_equal(np.asarray(processor.image_processor.load_image(array)), expected), array.dtype
     with pytest.raises(ValueError) as refusal:
-        processor.load_image(np.zeros(5, np.uint8))
+        processor.image_processor.load_image(np.zeros(5, np.uint8))
     assert str(refusal.value) == (
         "An image array must have 2 or 3 dimensions, (H, W) or (H, W, C) with C in (1, 3, 4), got shape (5,)."
     )
     with pytest.raises(ValueError, match=r"^`image`: An image array must have 2 or 3 dimensions"):
         processor(images=np.zeros((2, 2, 2, 3), np.uint8))
     with pytest.raises(ValueError, match=r"got dtype >i2\.$"):
-        processor.load_image(np.zeros((2, 2), ">i2"))
+        processor.image_processor.load_image(np.zeros((2, 2), ">i2"))
 
 
 def test_the_pixel_budget_takes_exactly_max_image_pixels(processor):
     image, crop = np.zeros((10, 10), np.uint8), Image.new("RGB", (5, 4))
-    assert processor.load_image(image, max_image_pixels=100).size == (10, 10)
+    assert processor.image_processor.load_image(image, max_image_pixels=100).size == (10, 10)
     with pytest.raises(ValueError, match=r"^The image holds 100 pixels \(10x10\), more than max_image_pixels=99\.$"):
-        processor.load_image(image, max_image_pixels=99)
+        processor.image_processor.load_image(image, max_image_pixels=99)
     assert processor(images=image, object_crops=[crop], max_image_pixels=120)["object_mask"].sum() == 1
     with pytest.raises(ValueError, match=r"^The images hold 120 pixels together \(`image` 10x10, `object_crops"):
         processor(images=image, object_crops=[crop], max_image_pixels=119)
@@ -354,7 +354,7 @@ def test_a_path_its_bytes_and_the_image_opened_from_it_give_the_same_pixels(proc
     picture.save(path, quality=90)
     crop_path = tmp_path / "crop.jpg"
     picture.crop((0, 0, 400, 300)).save(crop_path, quality=90)
-    reference = processor.resize_images(str(path), object_crops=[str(crop_path)])
+    reference = processor.image_processor(str(path), object_crops=[str(crop_path)])
     forms = [
         (path, crop_path),
         (path.read_bytes(), crop_path.read_bytes()),
@@ -362,13 +362,13 @@ def test_a_path_its_bytes_and_the_image_opened_from_it_give_the_same_pixels(proc
         (Image.open(io.BytesIO(path.read_bytes())), Image.open(io.BytesIO(crop_path.read_bytes()))),
     ]
     for image, crop in forms:
-        pixels = processor.resize_images(image, object_crops=[crop])
+        pixels = processor.image_processor(image, object_crops=[crop])
         for name in ("pixel_values", "object_pixel_values"):
             assert np.array_equal(pixels[name].numpy(), reference[name].numpy()), (type(image).__name__, name)
     opened = forms[2][0]
     assert opened.size == (800, 600) and opened.tile  # neither drafted nor loaded
     decoded = Image.open(path).convert("RGB")
-    full = processor.resize_images(decoded)["pixel_values"]
+    full = processor.image_processor(decoded)["pixel_values"]
     reduced = decoded.reduce(600 // (2 * 32))  # reduced like any large image, but not decoded at a reduced scale
-    assert np.array_equal(full.numpy(), image_loading.resize_to_uint8(processor.image_processor, [reduced]).numpy())
+    assert np.array_equal(full.numpy(), np.stack(processor.image_processor.resize([reduced])))
     assert not np.array_equal(full.numpy(), reference["pixel_values"].numpy())

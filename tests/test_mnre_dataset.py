@@ -88,7 +88,7 @@ def test_load_sample_dataset(sample_dir, tmp_path):
 def test_second_load_decodes_nothing(small_sample, tmp_path, monkeypatch):
     processor = make_processor()
     counter = DecodeCounter(processor)
-    monkeypatch.setattr(processor, "load_image", counter)
+    monkeypatch.setattr(processor.image_processor, "load_image", counter)
     first = load_mnre(small_sample, processor, cache_dir=tmp_path / "cache")
     expected = sum(len(dataset) + sum(len(paths) for paths in dataset["crop_paths"]) for dataset in first.values())
     assert len(counter.paths) == expected and any("img_vg" in path for path in counter.paths)
@@ -103,7 +103,7 @@ def test_second_load_decodes_nothing(small_sample, tmp_path, monkeypatch):
 
     other_text = make_processor(max_length=24)  # a new tokenizer setting re-tokenizes, without decoding images
     other_counter = DecodeCounter(other_text)
-    monkeypatch.setattr(other_text, "load_image", other_counter)
+    monkeypatch.setattr(other_text.image_processor, "load_image", other_counter)
     load_mnre(small_sample, other_text, cache_dir=tmp_path / "cache")
     assert other_counter.paths == []
 
@@ -115,7 +115,7 @@ def test_changed_image_is_decoded_again(small_sample, tmp_path, monkeypatch):
     Image.new("RGB", (40, 40), (255, 255, 255)).save(image_path, format="JPEG")
     os.utime(image_path, ns=(1, 1))  # a different mtime, whatever the clock's resolution
     counter = DecodeCounter(processor)
-    monkeypatch.setattr(processor, "load_image", counter)
+    monkeypatch.setattr(processor.image_processor, "load_image", counter)
     after = load_mnre(small_sample, processor, splits=["train"], cache_dir=tmp_path / "cache")["train"]
     assert str(image_path) in counter.paths
     assert (after[0]["pixel_values"] == 255).all() and not (before[0]["pixel_values"] == 255).all()
@@ -134,19 +134,23 @@ FORKED_WORKERS_SCRIPT = textwrap.dedent(
     import sys
     import torch
     from _data_fixtures import make_processor
-    from transformers import ViTImageProcessorPil
     from mre_data.mnre_dataset import load_mnre
+    from processing.image_processing_hvformer import HVFormerImageProcessor
 
-    class FloatPixels(ViTImageProcessorPil):
-        \"""Float pixels, as transformers' torchvision backend gives: the workers run parallel torch ops on them.\"""
+    class ParallelOps(HVFormerImageProcessor):
+        \"""Runs a parallel torch op on the pixels of every batch it makes, in the workers.\"""
 
         def __call__(self, *args, **kwargs):
             output = super().__call__(*args, **kwargs)
-            output["pixel_values"] = output["pixel_values"].float()
+            output["pixel_values"].float().mul(2).sum()
             return output
 
     processor = make_processor()
-    processor.image_processor = FloatPixels(size={"height": 224, "width": 224})
+    processor.image_processor = ParallelOps(
+        size={"height": 224, "width": 224},
+        num_object_crops=processor.num_object_crops,
+        object_image_size=processor.object_image_size,
+    )
     torch.set_num_threads(2)
     torch.ones(1 << 22).mul_(2).sum()  # a parallel op, as building the model: the parent's OpenMP threads exist
     dataset = load_mnre(sys.argv[1], processor, splits=["train"], num_proc=2, cache_dir=sys.argv[2])["train"]
@@ -194,7 +198,7 @@ def test_forked_workers_do_not_hang_after_a_parallel_op_in_the_parent(small_samp
 def test_images_switched_off(small_sample, tmp_path, monkeypatch, caplog):
     processor = make_processor()
     counter = DecodeCounter(processor)
-    monkeypatch.setattr(processor, "load_image", counter)
+    monkeypatch.setattr(processor.image_processor, "load_image", counter)
     with caplog.at_level(logging.INFO, logger="mre_data.mnre_dataset"):
         dataset = load_mnre(small_sample, processor, use_images=False, image_dir=tmp_path / "nowhere")["train"]
     assert counter.paths == []
@@ -260,7 +264,7 @@ def test_missing_crop(small_sample, tmp_path):
 
 def test_cached_pixels_are_those_a_served_post_gets(tmp_path):
     """Large pictures are decoded at a reduced scale when served (a JPEG `draft`, another image `reduce`d): the
-    training cache decodes them the same way, so a post's cached pixels equal what `resize_images` gives for its
+    training cache decodes them the same way, so a post's cached pixels equal what the image processor gives for its
     files, for a large JPEG and a large PNG, main image and crop alike."""
     data_dir = tmp_path / "mnre"
     (data_dir / "img_org" / "train").mkdir(parents=True)
@@ -277,10 +281,11 @@ def test_cached_pixels_are_those_a_served_post_gets(tmp_path):
     dataset = load_mnre(data_dir, processor, splits=["train"], cache_dir=tmp_path / "cache")["train"]
     crop = str(data_dir / "img_vg" / "train" / "crops" / "crop.jpg")
     for row, name in enumerate(("big.jpg", "big.png")):
-        served = processor.resize_images(str(data_dir / "img_org" / "train" / name), object_crops=[crop])
+        served = processor.image_processor(str(data_dir / "img_org" / "train" / name), object_crops=[crop])
         assert np.array_equal(_array(dataset, "pixel_values")[row], served["pixel_values"][0].numpy()), name
         assert np.array_equal(_array(dataset, "object_pixel_values")[row], served["object_pixel_values"][0].numpy())
-    full = processor.resize_images(processor.load_image(str(data_dir / "img_org" / "train" / "big.jpg")))
+    big = processor.image_processor.load_image(str(data_dir / "img_org" / "train" / "big.jpg"))
+    full = processor.image_processor(big)
     assert not np.array_equal(full["pixel_values"][0].numpy(), _array(dataset, "pixel_values")[0])
 
 
@@ -322,7 +327,7 @@ def test_mapping_that_matches_nothing(small_sample, tmp_path):
 def test_crops_switched_off(small_sample, tmp_path, monkeypatch):
     processor = make_processor()
     counter = DecodeCounter(processor)
-    monkeypatch.setattr(processor, "load_image", counter)
+    monkeypatch.setattr(processor.image_processor, "load_image", counter)
     dataset = load_mnre(
         small_sample, processor, splits=["train"], use_object_crops=False, cache_dir=tmp_path / "cache"
     )["train"]

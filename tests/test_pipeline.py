@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _processor_fixtures import build, matching_config, random_image
 from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from PIL import Image
-from test_processor import build, matching_config, random_image
 
 import run_mre
 from benchmarks import hostile_images as hostile
@@ -485,7 +485,7 @@ def test_every_form_of_a_posts_images_reproduces_the_runs_predictions(run_with_l
         for form, make in forms.items():
             post = {"text": " ".join(words), "entity_spans": spans, "image": make(str(image))}
             post["object_crops"] = [make(str(path)) for path in crop_paths[: model.config.num_object_crops]]
-            pixels = processor.resize_images(post["image"], object_crops=post["object_crops"])
+            pixels = processor.image_processor(post["image"], object_crops=post["object_crops"])
             assert np.array_equal(pixels["pixel_values"][0].numpy(), row["pixel_values"]), (record["id"], form)
             assert np.array_equal(pixels["object_pixel_values"][0].numpy(), row["object_pixel_values"])
             answer = extractor(post, top_k=model.config.num_labels)

@@ -1,7 +1,7 @@
-"""uint8 pixels to the device: the model normalises uint8 `pixel_values` / `object_pixel_values` with the
-config's `image_mean` / `image_std` as the processor does on the host, zeroes absent crops, and keeps reading the
-processor's float pixels as before; the processor checks the statistics against the model; saved models without
-them keep working."""
+"""The model normalises uint8 pixels on the device: `pixel_values` / `object_pixel_values` become
+`(pixels / 255 - image_mean) / image_std` with the config's statistics and absent crops zeros, which gives the logits,
+vision levels and gradients of those float pixels computed by hand; float pixels keep their meaning; the statistics
+live in the config and survive saving; a config without them reads float pixels only."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_processor import IMAGE_PROCESSORS, build, matching_config, random_image
+from _processor_fixtures import IMAGE_PROCESSORS, build, matching_config, random_image
 from tiny_models import tiny_config, tiny_inputs
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
-from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline
 from processing.processing_hvformer import HVFormerProcessor
 
 UINT8_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
-"""uint8 pixels normalised on the device vs the processor's float pixels, float32 (docs/performance.md)."""
+"""uint8 pixels normalised on the device vs the same pixels normalised by hand, float32 (docs/performance.md)."""
 POSTS = {
     "text": ["barack obama visited paris", "paris of the obama"],
     "entities": [("barack obama", "paris"), ("paris", "obama")],
@@ -27,19 +26,30 @@ POSTS = {
 }
 
 
-def encodings(processor: HVFormerProcessor) -> tuple[dict, dict]:
-    """The processor's float encoding of two posts (the first with two crops, the second with none) and the same
-    encoding with the uint8 pixels a collator hands over, the absent crops' slots filled with noise (the model must
-    zero them by `object_mask`)."""
+def normalised_by_hand(pixels: torch.Tensor, config: HVFormerConfig) -> torch.Tensor:
+    """`(pixels / 255 - mean) / std` in float64 with the config's per-channel statistics, as float32."""
+    mean = torch.tensor(config.image_mean, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(config.image_std, dtype=torch.float64).view(3, 1, 1)
+    return ((pixels.double() / 255 - mean) / std).float()
+
+
+def encodings(processor: HVFormerProcessor, config: HVFormerConfig) -> tuple[dict, dict]:
+    """The processor's uint8 encoding of two posts (the first with two crops, the second with none), the absent
+    crops' slots filled with noise (the model must zero them by `object_mask`), and the same posts with float pixels
+    normalised by hand, absent crops zeros."""
     rng = np.random.default_rng(0)
     images = [random_image(rng, 30, 20), random_image(rng, 16, 40)]
     crops = [[random_image(rng, 12, 12), random_image(rng, 9, 16)], []]
-    floats = processor(**POSTS, images=images, object_crops=crops)
-    uint8 = processor.resize_images(images, object_crops=crops)
+    uint8 = dict(processor(**POSTS, images=images, object_crops=crops))
     absent, crops = uint8["object_mask"] == 0, uint8["object_pixel_values"]
+    floats = {
+        **uint8,
+        "pixel_values": normalised_by_hand(uint8["pixel_values"], config),
+        "object_pixel_values": normalised_by_hand(crops, config) * uint8["object_mask"][:, :, None, None, None],
+    }
     crops[absent] = torch.randint(0, 256, crops[absent].shape, generator=torch.Generator().manual_seed(1)).byte()
     assert absent.any() and uint8["pixel_values"].dtype == uint8["object_pixel_values"].dtype == torch.uint8
-    return dict(floats), {**floats, **uint8}
+    return floats, uint8
 
 
 def outputs_and_gradients(model, inputs) -> tuple[torch.Tensor, tuple, dict[str, torch.Tensor]]:
@@ -51,14 +61,14 @@ def outputs_and_gradients(model, inputs) -> tuple[torch.Tensor, tuple, dict[str,
 
 
 @pytest.mark.parametrize("kind", IMAGE_PROCESSORS)
-def test_uint8_pixels_give_the_logits_gradients_and_levels_of_the_processors_floats(tmp_path_factory, kind):
+def test_uint8_pixels_give_the_logits_gradients_and_levels_of_float_pixels_normalised_by_hand(tmp_path_factory, kind):
     """CLIP and ViT image processors (PIL and, where installed, torchvision backends); crops absent in the second
     post. The ViT levels V^0..V^2 are compared too: they show that the absent crops are zeroed (their tokens are
     masked out of attention, so the logits alone would not)."""
     processor = build(tmp_path_factory, kind)
     torch.manual_seed(0)
     model = HVFormerForRelationExtraction(matching_config(processor)).eval()
-    floats, uint8 = encodings(processor)
+    floats, uint8 = encodings(processor, model.config)
     float_logits, float_levels, float_gradients = outputs_and_gradients(model, floats)
     uint8_logits, uint8_levels, uint8_gradients = outputs_and_gradients(model, uint8)
     torch.testing.assert_close(uint8_logits, float_logits, **UINT8_TOLERANCE)
@@ -120,15 +130,15 @@ def test_saved_model_normalises_uint8_pixels_as_before_saving(tmp_path_factory):
     model, processor, folder = saved_folder(tmp_path_factory)
     reloaded = HVFormerForRelationExtraction.from_pretrained(folder).eval()
     assert reloaded.config.image_mean == [0.5, 0.5, 0.5] == processor.pixel_statistics()["image_mean"]
-    _, uint8 = encodings(processor)
+    _, uint8 = encodings(processor, model.config)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**uint8).logits, model(**uint8).logits, rtol=0, atol=0)
 
 
 def test_a_model_saved_before_the_statistics_keeps_working(tmp_path_factory):
     """A `config.json` without `image_mean` / `image_std` loads them as unknown (not as CLIP's, which would not match
-    its ViT processor): the pipeline and the processor check accept it and read float pixels as before; loaded with
-    the processor's statistics it reads uint8 pixels too."""
+    its ViT processor): the processor check accepts it, the model reads float pixels as before, and, loaded with the
+    processor's statistics, it reads the processor's uint8 pixels too."""
     model, processor, folder = saved_folder(tmp_path_factory)
     config = json.loads((folder / "config.json").read_text())
     del config["image_mean"], config["image_std"]
@@ -137,48 +147,9 @@ def test_a_model_saved_before_the_statistics_keeps_working(tmp_path_factory):
     old = HVFormerForRelationExtraction.from_pretrained(folder).eval()
     assert old.config.image_mean is None and old.config.image_std is None
     reloaded_processor = HVFormerProcessor.from_pretrained(folder)  # checks the processor against config.json
-    extractor = HVFormerRelationExtractionPipeline(model=old, processor=reloaded_processor, device=-1)
-    image = random_image(np.random.default_rng(2))
-    post = {"text": POSTS["text"][0], "subject": "barack obama", "object": "paris", "image": image}
-    expected = HVFormerRelationExtractionPipeline(model=model, processor=processor, device=-1)(post)
-    assert extractor(post) == expected
-
-    floats, uint8 = encodings(processor)
-    filled = HVFormerForRelationExtraction.from_pretrained(folder, **reloaded_processor.pixel_statistics()).eval()
+    floats, uint8 = encodings(processor, model.config)
     with torch.no_grad():
-        torch.testing.assert_close(filled(**uint8).logits, model(**floats).logits, **UINT8_TOLERANCE)
-
-
-def test_check_matches_model_compares_the_pixel_statistics(tmp_path_factory):
-    processor = build(tmp_path_factory, "vit")
-    processor.check_matches_model(matching_config(processor))
-    message = (
-        r"The processor does not match the model: the image processor's `image_mean` \[0.5, 0.5, 0.5\] "
-        r"\(preprocessor_config.json\) differs from the model's \[0.48145466, 0.4578275, 0.40821073\] "
-        r"\(config.json\); the image processor's `image_std` \[0.5, 0.5, 0.5\] \(preprocessor_config.json\) differs "
-        r"from the model's \[0.26862954, 0.26130258, 0.27577711\] \(config.json\)\.$"
-    )
-    clip_statistics = {"image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD}
-    with pytest.raises(ValueError, match=message):
-        processor.check_matches_model(matching_config(processor, **clip_statistics))
-    config = json.loads(matching_config(processor).to_json_string())
-    processor.image_processor.rescale_factor = 1 / 127.5
-    message = (
-        r"model: the image processor \(preprocessor_config.json\) rescales pixels by 0.00784313725490196, but the "
-        r"model normalises uint8 pixels as pixels / 255 \(config.json `image_mean`, `image_std`\)\.$"
-    )
-    with pytest.raises(ValueError, match=message):
-        processor.check_matches_model(config)
-    del config["image_mean"], config["image_std"]  # a model that reads float pixels only: nothing to compare
-    processor.check_matches_model(config)
-
-
-def test_statistics_of_an_image_processor_that_does_not_normalise(tmp_path_factory):
-    processor = build(tmp_path_factory, "vit")
-    processor.image_processor.do_normalize = False
-    assert processor.pixel_statistics() == {"image_mean": [0.0] * 3, "image_std": [1.0] * 3}
-    torch.manual_seed(0)
-    model = HVFormerForRelationExtraction(matching_config(processor)).eval()
-    floats, uint8 = encodings(processor)
-    with torch.no_grad():
-        torch.testing.assert_close(model(**uint8).logits, model(**floats).logits, **UINT8_TOLERANCE)
+        expected = model(**uint8).logits
+        torch.testing.assert_close(old(**floats).logits, expected, **UINT8_TOLERANCE)
+        filled = HVFormerForRelationExtraction.from_pretrained(folder, **reloaded_processor.pixel_statistics()).eval()
+        torch.testing.assert_close(filled(**uint8).logits, expected, rtol=0, atol=0)

@@ -346,9 +346,9 @@ def visual_key_mask(
 class HVFormerPixelNormalization(nn.Module):
     """The image processor's rescaling and normalisation, done on the device: uint8 pixels become
     `(pixels / 255 - image_mean) / image_std` in float32 (`config.image_mean`, `config.image_std`), and object crops
-    marked absent (`object_mask` 0) become zeros, as the processor makes them. Float pixels are taken as normalised by
-    the processor already and pass unchanged. A data loader can so hand over uint8 pixels, a quarter of the bytes of
-    float32 ones; the arithmetic runs on the device, with no host synchronisation."""
+    marked absent (`object_mask` 0) become zeros. The processor hands out uint8 pixels only, a quarter of the bytes of
+    float32 ones, so the arithmetic runs here, on the device, with no host synchronisation; float pixels, from a
+    caller who normalised them, are taken as normalised and pass unchanged."""
 
     def __init__(self, config: HVFormerConfig) -> None:
         super().__init__()
@@ -372,8 +372,8 @@ class HVFormerPixelNormalization(nn.Module):
         if self.mean is None:
             raise ValueError(
                 f"`{name}` are uint8, but the model's config records no `image_mean` / `image_std` (a config.json "
-                "saved before they were): pass float pixels normalised by its processor, or load the model with "
-                "`from_pretrained(path, **processor.pixel_statistics())`."
+                "saved before they were): load the model with `from_pretrained(path, **processor.pixel_statistics())`, or "
+                "pass float pixels normalised with those statistics."
             )
         normalised = (pixels.float() / 255 - self.mean.float()) / self.std.float()
         if present is not None:
@@ -757,9 +757,9 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
             attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
                 1 for real tokens, 0 for padding.
             pixel_values (`torch.Tensor` of shape `(batch_size, 3, image_size, image_size)`):
-                The main images: normalised floats (the processor's output), or uint8 pixels resized by the
-                processor but not normalised (what `HVFormerDataCollator` gives), which the model normalises with
-                `config.image_mean` / `config.image_std`.
+                The main images: uint8 pixels resized by the processor (its output, and what `HVFormerDataCollator`
+                gives), which the model normalises with `config.image_mean` / `config.image_std`; or float pixels
+                normalised by the caller, taken as they are.
             token_type_ids (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
                 Segment ids for the text encoder.
             object_pixel_values (`torch.Tensor` of shape `(batch_size, t, 3, object_image_size,

@@ -23,11 +23,12 @@ from PIL import Image
 from transformers import BertTokenizer
 from transformers.utils import is_torchvision_available
 
-from benchmarks.robustness import blank_png, photo
 from processing import image_loading
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.entity_search import find_occurrences, find_word_occurrences
 from processing.processing_hvformer import HVFormerProcessor
+from sample_inputs.hostile_images import blank_png
+from sample_inputs.requests import photo
 
 MNRE_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnre"
 IMAGE_SIZE = 32

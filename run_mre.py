@@ -100,6 +100,7 @@ from training.model_card import (
     training_environment,
     training_hyperparameters,
 )
+from training.prediction import DEFAULT_PREDICTION_SHARD_SIZE, predict_corpus
 from training.run_arguments import (
     RUN_ARGUMENTS_FILE,
     record_arguments,
@@ -114,6 +115,7 @@ from training.run_files import (
     write_text_atomic,
 )
 from training.run_folder import (
+    PREDICTION_SHARDS_FOLDER,
     PREDICTIONS_FILE,
     RESULTS_FILE,
     RUN_FILES,
@@ -286,6 +288,14 @@ class ExperimentArguments:
             f"--max_seq_length ({' '.join(map(str, static_text_lengths(80)))} for 80), the object crops to "
             "--num_object_crops, and a last, smaller batch with padding rows that the loss, the metrics and the "
             "predictions leave out."
+        },
+    )
+    prediction_shard_size: int = field(
+        default=DEFAULT_PREDICTION_SHARD_SIZE,
+        metadata={
+            "help": "--test_file posts predicted at a time: each shard is read, decoded, predicted and kept in "
+            f"output_dir/{PREDICTION_SHARDS_FOLDER}/, so that a corpus larger than memory goes through and an "
+            "interrupted prediction resumes from its finished shards."
         },
     )
     overwrite_output_dir: bool = field(
@@ -940,11 +950,15 @@ def run(
             raise SystemExit(f"run_mre.py: error: {error}") from error
     relation_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-    # Preprocessing: tokenised posts and decoded images, cached; only the splits the run reads.
+    # Preprocessing: tokenised posts and decoded images, cached; only the splits the run reads. A post file to
+    # predict is read a shard at a time when it is predicted (unless the analysis reads the whole split).
+    corpus = post_files(data_args).get("test") if training_args.do_predict else None
+    if corpus is not None and experiment_args.do_analysis and experiment_args.analysis_split == "test":
+        corpus = None
     with training_args.main_process_first(desc="reading and caching the data"):
         data = source.load_splits(
             processor,
-            splits=splits,
+            splits=[split for split in splits if not (corpus is not None and split == "test")],
             relation_labels=relation_labels,
             num_proc=data_args.preprocessing_num_workers,
             cache_dir=data_args.cache_dir,
@@ -998,7 +1012,26 @@ def run(
                 recorder.save(output_dir / HISTORY_FILE, model.config.expert_names)
         if "val" in data:
             metrics.update(trainer.evaluate(eval_dataset=batches["val"], metric_key_prefix="eval"))
-        if training_args.do_predict:
+        if corpus is not None:
+            try:
+                metrics.update(
+                    predict_corpus(
+                        trainer,
+                        processor,
+                        Path(corpus),
+                        output_dir,
+                        output_dir / PREDICTIONS_FILE,
+                        shard_size=experiment_args.prediction_shard_size,
+                        limit=data_args.max_eval_samples,
+                        load_options={
+                            "num_proc": data_args.preprocessing_num_workers,
+                            **given(data_args, ("use_images", "missing_images")),
+                        },
+                    )
+                )
+            except (ValueError, OSError) as error:
+                raise SystemExit(f"run_mre.py: error: {brief(error)}") from error
+        elif training_args.do_predict:
             prediction = trainer.predict(batches["test"], metric_key_prefix="test")
             metrics.update(prediction.metrics)
             if trainer.is_world_process_zero():

@@ -56,6 +56,9 @@ MISSING_IMAGES_POLICIES: tuple[str, ...] = ("error", "blank")
 MISSING_CROPS_POLICIES: tuple[str, ...] = ("error", "none")
 """What `missing_crops` may say about a split without object crops (see [`load_mnre`])."""
 
+NO_CROPS_WARNING = "%s: no post has object crops: going without (counted as 'crops_unavailable')"
+"""Logged (with the file or dataset) when no post of a split has object crops while the processor takes them."""
+
 _IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 _FAILED = ("missing", "unreadable")
 _IMAGE_BATCH_SIZE = 64
@@ -836,6 +839,31 @@ def load_post_files(
     return datasets.DatasetDict({split: loader.load_posts(split, Path(files[split])) for split in splits})
 
 
+def load_post_records(
+    records: list[dict[str, Any]],
+    source: str,
+    processor: Any,
+    *,
+    split: str = "test",
+    relation_labels: Sequence[str] | None = None,
+    use_images: bool = True,
+    missing_images: Literal["error", "blank"] = "error",
+    crops_unavailable: bool | None = None,
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> datasets.Dataset:
+    """
+    [`load_post_files`] for a part of a post file: `records` as [`parse_post`] made them from rows of the file
+    `source` (e.g. a shard of a corpus read with `iter_post_rows`), cached and checked as the whole file's split
+    would be, row for row. `crops_unavailable` is what was decided for the whole file (whether no post of it has
+    object crops); by default it is decided from `records`.
+    """
+    if relation_labels is None:
+        relation_labels = processor.relation_labels
+    loader = _SplitLoader(processor, list(relation_labels), use_images, missing_images, "none", num_proc, cache_dir)
+    return loader.load_post_records(split, records, source, crops_unavailable)
+
+
 def is_post_dataset(dataset: datasets.DatasetDict) -> bool:
     """Whether `dataset` holds posts (a `text` column, as a post file) rather than export_mnre's layout (`token`)."""
     return "token" not in next(iter(dataset.values())).column_names
@@ -992,7 +1020,14 @@ class _SplitLoader:
     def load_posts(self, split: str, path: Path) -> datasets.Dataset:
         """The split of a post file (`mre_data.post_files`): its validated rows, their image files."""
         records = read_post_file(path, self.processor.num_object_crops)
-        self._check_posts(records, str(path))
+        return self.load_post_records(split, records, str(path))
+
+    def load_post_records(
+        self, split: str, records: list[dict[str, Any]], source: str, crops_unavailable: bool | None = None
+    ) -> datasets.Dataset:
+        """Validated post records ([`parse_post`]) of the file `source`, their image files; `crops_unavailable` as
+        decided for the whole file when `records` are a part of it (default: decided from `records`)."""
+        self._check_posts(records, source, crops_unavailable)
         signatures: dict[str, str | None] = {}
         first_location: dict[str, str] = {}
         if self.use_images:
@@ -1016,7 +1051,7 @@ class _SplitLoader:
         return self._cache(
             split,
             records,
-            str(path),
+            source,
             images=None,
             image_inputs=_sha256(image_inputs, signatures),
             first_error=first_error,
@@ -1037,19 +1072,20 @@ class _SplitLoader:
         image_inputs = f"{raw._fingerprint} with crops: {with_crops}" if self.use_images else ""
         return self._cache(split, records, f"{source}[{{row}}]", images, image_inputs, first_error=None)
 
-    def _check_posts(self, records: list[dict[str, Any]], source: str) -> bool:
+    def _check_posts(self, records: list[dict[str, Any]], source: str, crops_unavailable: bool | None = None) -> bool:
         """Refuses a post whose relation is not one of the run's; marks and returns whether the split goes without
-        object crops (no post has any, while the processor takes them)."""
+        object crops (no post has any, while the processor takes them; or as `crops_unavailable` says)."""
         for record in records:
             if "relation" in record and record["relation"] not in self.relation_labels:
                 raise PostFormatError(
                     f"{record['location']}: column 'relation': {record['relation']!r:.100} is not a relation of the "
                     f"training data ({', '.join(self.relation_labels)[:200]})"
                 )
-        with_crops = self.use_images and bool(self.processor.num_object_crops)
-        crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
-        if crops_unavailable:
-            logger.warning("%s: no post has object crops: going without (counted as 'crops_unavailable')", source)
+        if crops_unavailable is None:
+            with_crops = self.use_images and bool(self.processor.num_object_crops)
+            crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
+            if crops_unavailable:
+                logger.warning(NO_CROPS_WARNING, source)
         for record in records:
             record["crops_unavailable"] = crops_unavailable
         return crops_unavailable

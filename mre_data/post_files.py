@@ -23,6 +23,7 @@ leads outside the file's folder (through `..` or a symbolic link) is refused.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import logging
@@ -36,7 +37,7 @@ import pyarrow.parquet
 from processing.entity_search import find_occurrences
 from processing.sample_errors import short_repr
 
-from .mnre import MNREFormatError, _is_int, _read_lines
+from .mnre import MNREFormatError, _is_int
 
 logger = logging.getLogger(__name__)
 
@@ -76,20 +77,38 @@ def post_file_format(path: str | os.PathLike) -> str:
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    lines = _read_lines(path)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            raise PostFormatError(f"{where}: blank line before the end of the file")
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PostFormatError(f"{where}: not a JSON object ({error.msg} at column {error.colno})") from None
-        if not isinstance(row, dict):
-            raise PostFormatError(f"{where}: expected a JSON object, got a {type(row).__name__}")
-        yield where, row
+    """The rows of a JSON Lines file, read a line at a time (a corpus need not fit in memory). Lines split where
+    `open(path).readlines()` splits them (LF, CR LF or CR); a leading BOM is dropped; blank lines may only end the
+    file; a byte that is not UTF-8 is an error naming its line and column."""
+    number, blank_since = 0, None
+    with open(path, "rb") as file:
+        for chunk in file:
+            if number == 0:
+                chunk = chunk.removeprefix(codecs.BOM_UTF8)
+            for raw in chunk.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
+                number += 1
+                where = f"{path}:{number}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise PostFormatError(
+                        f"{where}: line: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                        f"{len(raw[: error.start].decode('utf-8', errors='replace')) + 1}: {error.reason})"
+                    ) from None
+                if not line.strip():
+                    blank_since = blank_since or number
+                    continue
+                if blank_since is not None:
+                    raise PostFormatError(f"{path}:{blank_since}: blank line before the end of the file")
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise PostFormatError(
+                        f"{where}: not a JSON object ({error.msg} at column {error.colno})"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise PostFormatError(f"{where}: expected a JSON object, got a {type(row).__name__}")
+                yield where, row
 
 
 def _csv_cell(value: str, column: str, where: str) -> Any:
@@ -122,20 +141,29 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
-        table = pyarrow.parquet.read_table(path)
+        batches = pyarrow.parquet.ParquetFile(path).iter_batches()
+        index = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield f"{path}[row {index}]", row
+                index += 1
     except (OSError, pyarrow.ArrowException) as error:
         raise PostFormatError(f"{path}: not a readable Parquet file ({error})") from None
-    for index, row in enumerate(table.to_pylist()):
-        yield f"{path}[row {index}]", row
 
 
-def read_post_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """The columns and the rows of a post file, each row with where it is (`file:line`, `file[row N]` for Parquet)."""
+def iter_post_rows(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a post file one at a time, each with where it is (`file:line`, `file[row N]` for Parquet), read
+    as they are asked for: a corpus larger than memory goes through in one pass."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"post file {path} not found")
     reader = {"json": _json_rows, "csv": _csv_rows, "parquet": _parquet_rows}[post_file_format(path)]
-    rows = list(reader(path))
+    return reader(path)
+
+
+def read_post_rows(path: str | os.PathLike) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """The columns and the rows of a post file, each row with where it is (`file:line`, `file[row N]` for Parquet)."""
+    rows = list(iter_post_rows(path))
     if not rows:
         raise PostFormatError(f"{path}: no posts")
     columns = list(dict.fromkeys(column for _, row in rows for column in row))

@@ -8,9 +8,9 @@ from _data_fixtures import make_processor
 from PIL import Image
 from tiny_models import tiny_model_for, tiny_text_config
 
-from benchmarks.robustness import blank_png
 from modeling_hvformer.handler import MAX_ERROR_LENGTH
 from mre_data.sample_data import SAMPLE_RELATIONS
+from sample_inputs.hostile_images import blank_png
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio: pip install -e '.[demo]'")
 app = pytest.importorskip("app")

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from benchmarks import end_to_end, inference, input_pipeline, run_all, train_step
+from benchmarks import end_to_end, inference, input_pipeline, prediction, run_all, train_step
 
 ENVIRONMENT_KEYS = {
     "device",
@@ -98,6 +98,17 @@ def test_end_to_end_tiny(tmp_path, capsys):
     assert positive(stages["train, 1 epoch"]["samples_per_second"])
     assert stages["warm run, wall"]["seconds"] > stages["train, 1 epoch"]["seconds"]
     assert figures["settings"]["train"] == 16 and "| train, 1 epoch |" in printed
+
+
+def test_prediction_tiny(tmp_path, capsys):
+    """Both variants predict the 16 generated posts; the crops variant reads their 3 crops each, the other none."""
+    figures, printed = run(prediction, tmp_path, capsys)
+    rows = {row["variant"]: row for row in figures["rows"]}
+    assert list(rows) == ["no crops", "crops"]
+    assert all(row["posts"] == 16 and positive(row["posts_per_second"]) for row in rows.values())
+    assert (rows["no crops"]["crops_loaded"], rows["crops"]["crops_loaded"]) == (0, 48)
+    assert all(row["wall_seconds"] > row["seconds"] for row in rows.values())
+    assert figures["settings"]["posts"] == 16 and "| crops | 16 |" in printed
 
 
 def test_input_pipeline_tiny(tmp_path, capsys):

@@ -26,8 +26,8 @@ from PIL import (
     TiffImagePlugin,
 )
 
-from benchmarks import hostile_images as hostile
 from processing import image_files, image_loading
+from sample_inputs import hostile_images as hostile
 
 ACCEPTED = "the accepted formats are JPEG, PNG, WEBP and GIF"
 

@@ -26,10 +26,11 @@ from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
-from benchmarks.robustness import blank_png, photo
 from processing import image_loading
 from processing.image_processing_hvformer import HVFormerImageProcessor
 from processing.processing_hvformer import HVFormerProcessor
+from sample_inputs.hostile_images import blank_png
+from sample_inputs.requests import photo
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from isolation import BLOCK_PROJECT_IMPORTS, run_isolated
 from PIL import Image
 
 import run_mre
-from benchmarks import hostile_images as hostile
-from benchmarks.robustness import blank_png, hostile_images, photo, requests
 from modeling_hvformer import HVFormerForRelationExtraction
 from modeling_hvformer.handler import MAX_ERROR_LENGTH
 from modeling_hvformer.pipeline_hvformer import (
@@ -32,6 +30,9 @@ from mre_data.sample_data import build_sample_dataset
 from processing.image_files import ACCEPTED_FORMATS
 from processing.image_loading import MAX_ASPECT_RATIO, MAX_DECODE_BYTES
 from processing.processing_hvformer import HVFormerProcessor
+from sample_inputs import hostile_images as hostile
+from sample_inputs.hostile_images import blank_png
+from sample_inputs.requests import hostile_images, photo, requests
 
 TEXT = "Barack Obama visited Paris"
 ROOT = Path(__file__).resolve().parents[1]
@@ -585,10 +586,10 @@ STRESS_ERRORS = {
     "corrupt QOI": "`image`: cannot read the image: its format is QOI; the accepted formats are JPEG, PNG, WEBP and "
     "GIF.",
 }
-"""The answer to each hostile request of `benchmarks.robustness.requests` (for a model with two crops) that the stress
+"""The answer to each hostile request of `sample_inputs.requests.requests` (for a model with two crops) that the stress
 sends; the others are answered as the pipeline answers them."""
 STRESS_ANSWERED_IMAGES = ("16x16 PNG, EXIF directory of 65,535 entries pointing at 1 MB", "valid: 4938x4938 GIF")
-"""The hostile image files of `benchmarks.robustness.hostile_images` that the stress sends and the handler answers;
+"""The hostile image files of `sample_inputs.requests.hostile_images` that the stress sends and the handler answers;
 it sends those of `STRESS_ERRORS` too."""
 STRESS_MAX_GROWTH_MB = 300
 """Bound on the handler's peak memory growth over the whole stress run (four requests at a time). Without the bounds,

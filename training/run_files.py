@@ -2,10 +2,10 @@
 tell a damaged file from a complete one: a finished run records every file it wrote in a manifest ([`write_manifest`]),
 checked whole before the run is taken as finished ([`manifest_problem`]).
 
-[`write_text_atomic`] and [`atomic_folder`] write into a temporary sibling of their target (`.{name}.partial-*` in the
-same folder, so the rename stays on one file system), flush it to disk and rename it into place: a reader sees the old
-version or the new one, never a part. A failed write (a full disk) removes its sibling and raises; a kill leaves at
-most the sibling, which the next write of the same target removes.
+[`write_text_atomic`], [`atomic_writer`] and [`atomic_folder`] write into a temporary sibling of their target
+(`.{name}.partial-*` in the same folder, so the rename stays on one file system), flush it to disk and rename it into
+place: a reader sees the old version or the new one, never a part. A failed write (a full disk) removes its sibling and
+raises; a kill leaves at most the sibling, which the next write of the same target removes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from safetensors import SafetensorError, safe_open
 
@@ -60,15 +60,17 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes `text` (UTF-8) to `path` through a temporary sibling renamed into place; returns `path`."""
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """Yields a text file (UTF-8) to write `path`'s new content into, a piece at a time: a temporary sibling, flushed
+    to disk and renamed into place when the block ends without an error, removed on an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_partials(path)
     partial = _partial_name(path)
     try:
         with partial.open("x", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
@@ -76,7 +78,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         partial.unlink(missing_ok=True)
         raise
     _fsync(path.parent)
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes `text` (UTF-8) to `path` through a temporary sibling renamed into place; returns `path`."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 @contextmanager

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "all_results.json"
 """The run's scores."""
 PREDICTIONS_FILE = "predictions.jsonl"
+PREDICTION_SHARDS_FOLDER = "predictions.shards"
+"""Where a prediction over a post file keeps the shards it has finished until the predictions file is whole."""
 TRAINER_STATE_FILE = "trainer_state.json"
 RUN_FILES: tuple[str, ...] = (RESULTS_FILE, PREDICTIONS_FILE, TRAINER_STATE_FILE, HISTORY_FILE, CARD_FACTS_FILE)
 """The files a run writes beside its model folder (each when it applies)."""
@@ -102,8 +104,10 @@ def remove_checkpoints(output_dir: Path) -> None:
 
 
 def clear_run(output_dir: Path) -> None:
-    """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model)."""
+    """`--overwrite_output_dir`: removes what an earlier run left in `output_dir` (checkpoints, results, model,
+    prediction shards)."""
     remove_checkpoints(output_dir)
     shutil.rmtree(output_dir / MODEL_FOLDER, ignore_errors=True)
+    shutil.rmtree(output_dir / PREDICTION_SHARDS_FOLDER, ignore_errors=True)
     for name in (*RUN_FILES, MANIFEST_FILE, RUN_ARGUMENTS_FILE):
         (output_dir / name).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Image files that attack a decoder, made in code and small (`benchmarks/robustness.py`, the tests): files whose
+"""Image files that attack a decoder, made in code and small (for `sample_inputs.requests` and the tests): files whose
 decoding does unbounded work, whose header lies about what they hold, that decode to far more memory than they take,
 and corrupt files of formats Pillow reads. Each function returns the file's bytes.
 

@@ -1,0 +1,153 @@
+"""Predictions for a corpus: posts per second of `run_mre.py --do_predict --test_file POSTS` with a trained model, on
+a generated post file (a 640x480 JPEG a post, and in the crops variant three 320x240 JPEG object crops), everything
+included: reading and validating the rows, decoding and resizing the images, caching, the model, writing the shards
+and `predictions.jsonl`.
+
+The model has the built-in tiny encoders (a random 2-layer BERT and a 32-px ViT, no download), or, with `--model`, any
+trained HVFormer folder. Each variant runs `run_mre.py` in a new process; `posts_per_second` is the prediction's own
+rate (`test_samples_per_second` of `all_results.json`: posts over the time from the first row read to the file
+written), `wall_seconds` the process's, start-up and model loading included.
+
+Variants: `no crops` (posts without object crops: the model sees none) and `crops` (each post with its crops). A
+variant is a post file and the `run_mre.py` arguments it adds ([`VARIANTS`]); one where a detector makes the crops
+(posts without crops, `--object_detector MODEL`) goes there.
+
+    python benchmarks/prediction.py --output prediction.json [--posts 1024] [--model DIR]
+    python benchmarks/prediction.py --tiny           # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import run_mre
+from benchmarks.common import PROJECT, argument_parser, environment, prepare, report
+from sample_inputs.requests import photo
+from training.hub import export_model_folder
+
+POSTS, TINY_POSTS = 1024, 16
+"""Posts of the generated file (`--posts` overrides)."""
+EVAL_BATCH_SIZE = 64
+"""`--per_device_eval_batch_size` of the runs (run_mre.py's default)."""
+IMAGE_SIZE, CROP_SIZE, CROPS = (640, 480), (320, 240), 3
+RELATIONS = ["no_relation", "person_link"]
+COLUMNS = ["variant", "posts", "posts_per_second", "seconds", "wall_seconds"]
+RUN_TIMEOUT = 3600
+
+
+def write_posts(folder: Path, count: int, with_crops: bool) -> Path:
+    """`folder/posts.jsonl`: `count` unlabelled posts, each with its own image file (and crop files), so that no
+    decoding is shared between posts."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    image, crop = photo(IMAGE_SIZE, "JPEG"), photo(CROP_SIZE, "JPEG")
+    lines = []
+    for index in range(count):
+        post = {
+            "text": f"Corra Vane met Tamsin Holt at Harbor Square, post {index}",
+            "subject": "Corra Vane",
+            "object": "Tamsin Holt",
+            "image": f"images/{index}.jpg",
+        }
+        (folder / post["image"]).write_bytes(image)
+        if with_crops:
+            post["object_crops"] = [f"images/{index}-crop{slot}.jpg" for slot in range(CROPS)]
+            for path in post["object_crops"]:
+                (folder / path).write_bytes(crop)
+        lines.append(json.dumps(post) + "\n")
+    path = folder / "posts.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+VARIANTS: dict[str, Callable[[Path, int], tuple[Path, list[str]]]] = {
+    "no crops": lambda folder, count: (write_posts(folder, count, with_crops=False), []),
+    "crops": lambda folder, count: (write_posts(folder, count, with_crops=True), []),
+}
+"""Each variant's post file (written into a folder, with a number of posts) and the `run_mre.py` arguments it adds."""
+
+
+def save_tiny_model(folder: Path) -> Path:
+    """An HVFormer with the built-in tiny encoders (untrained: the rate does not depend on the weights) saved as a
+    run saves its model folder."""
+    words = "Corra Vane met Tamsin Holt at Harbor Square, post".split()
+    model, processor = run_mre.build_model_and_processor(
+        run_mre.ModelArguments(), RELATIONS, lambda: words, folder / "work", none_label=RELATIONS[0]
+    )
+    return export_model_folder(model, processor, folder / "model", card="A benchmark's untrained model.\n")
+
+
+def predict(model: Path, posts: Path, output_dir: Path, extra: list[str], tiny: bool) -> tuple[float, dict]:
+    """Runs the prediction in a new process (one CPU thread when `tiny`); returns its wall time and
+    `all_results.json`."""
+    command = [
+        *(sys.executable, str(PROJECT / "run_mre.py"), "--model_name_or_path", str(model)),
+        *("--do_train", "false", "--do_eval", "false", "--do_predict", "true", "--test_file", str(posts)),
+        *("--output_dir", str(output_dir), "--cache_dir", str(output_dir) + "-cache", "--disable_tqdm", "true"),
+        *("--per_device_eval_batch_size", str(EVAL_BATCH_SIZE), *extra),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if tiny:
+        env["OMP_NUM_THREADS"] = "1"
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    return seconds, json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argument_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=None, help=f"Posts of the generated file (default {POSTS}).")
+    parser.add_argument("--model", type=Path, default=None, help="A trained HVFormer folder (default: tiny, built).")
+    parser.add_argument("--workdir", type=Path, default=None, help="Folder for posts and runs (default: a temp one).")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    count = args.posts or (TINY_POSTS if args.tiny else POSTS)
+    device = prepare(args)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = args.workdir or Path(temporary)
+        model = args.model or save_tiny_model(workdir)
+        for index, (name, make) in enumerate(VARIANTS.items()):
+            posts, extra = make(workdir / f"posts-{index}", count)
+            wall, results = predict(model, posts, workdir / f"run-{index}", extra, args.tiny)
+            rows.append(
+                {
+                    "variant": name,
+                    "posts": results["test_examples"],
+                    "posts_per_second": results["test_samples_per_second"],
+                    "seconds": results["test_runtime"],
+                    "wall_seconds": wall,
+                    "crops_loaded": results["test_crops_loaded"],
+                }
+            )
+    figures = {
+        "benchmark": "prediction",
+        "environment": environment(device),
+        "settings": {
+            "posts": count,
+            "eval_batch_size": EVAL_BATCH_SIZE,
+            "model": str(args.model or "tiny"),
+            "tiny": args.tiny,
+        },
+        "rows": rows,
+    }
+    report(figures, rows, COLUMNS, args.output)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

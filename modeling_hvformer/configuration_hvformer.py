@@ -137,8 +137,8 @@ class HVFormerConfig(PreTrainedConfig):
             Keep the ViT's parameters fixed (the crop position embeddings stay trainable).
         image_mean (`list[float]`, *optional*, defaults to CLIP's `[0.4815, 0.4578, 0.4082]`):
             Per-channel mean of the normalisation the model applies to uint8 pixels on the device:
-            `(pixels / 255 - image_mean) / image_std` (float pixels are taken as normalised already). Set from the processor by
-            [`HVFormerForRelationExtraction.from_text_vision_pretrained`] and checked by
+            `(pixels / 255 - image_mean) / image_std` (float pixels are taken as normalised already). Set from the
+            processor by [`HVFormerForRelationExtraction.from_text_vision_pretrained`] and checked by
             `HVFormerProcessor.check_matches_model`. `None` (what a `config.json` saved without these fields loads
             as) means not recorded: the model then takes float pixels only.
         image_std (`list[float]`, *optional*, defaults to CLIP's `[0.2686, 0.2613, 0.2758]`):

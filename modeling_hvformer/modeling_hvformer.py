@@ -372,8 +372,8 @@ class HVFormerPixelNormalization(nn.Module):
         if self.mean is None:
             raise ValueError(
                 f"`{name}` are uint8, but the model's config records no `image_mean` / `image_std` (a config.json "
-                "saved before they were): load the model with `from_pretrained(path, **processor.pixel_statistics())`, or "
-                "pass float pixels normalised with those statistics."
+                "saved before they were): load the model with `from_pretrained(path, "
+                "**processor.pixel_statistics())`, or pass float pixels normalised with those statistics."
             )
         normalised = (pixels.float() / 255 - self.mean.float()) / self.std.float()
         if present is not None:

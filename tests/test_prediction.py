@@ -162,6 +162,28 @@ def test_a_changed_model_is_not_served_an_old_shard(corpus, tmp_path, monkeypatc
     assert (tmp_path / "run" / PREDICTIONS_FILE).read_bytes() == (tmp_path / "fresh" / PREDICTIONS_FILE).read_bytes()
 
 
+def test_a_finished_prediction_is_returned_only_for_the_same_posts_and_model(corpus, one_piece, tmp_path):
+    """A finished run is returned again for the same arguments only while the files they name hold what they held:
+    an edited post file or a model saved again in the same folder is refused, naming what changed."""
+    own = tmp_path / "own"
+    shutil.copytree(corpus, own, ignore=shutil.ignore_patterns("run", "cache"))
+    first = predict(own, tmp_path / "run", 4)
+    assert predict(own, tmp_path / "run", 4) == first  # the finished run, returned
+    posts = own / "posts.jsonl"
+    original = posts.read_bytes()
+    posts.write_bytes(original.replace(b'"text": "', b'"text": "Breaking: ', 1))
+    with pytest.raises(SystemExit, match=r"holds a run of other arguments:\n  --test_file \(contents\) \""):
+        predict(own, tmp_path / "run", 4)
+    posts.write_bytes(original)
+    model = HVFormerForRelationExtraction.from_pretrained(own / "model")
+    with torch.no_grad():
+        list(model.parameters())[-1].add_(1.0)
+    model.save_pretrained(own / "model")
+    with pytest.raises(SystemExit, match=r"other arguments:\n  --model_name_or_path \(contents\) \""):
+        predict(own, tmp_path / "run", 4)
+    assert (tmp_path / "run" / PREDICTIONS_FILE).read_bytes() == one_piece  # nothing in the folder changed
+
+
 def test_the_model_digest_follows_the_weights_and_the_precision(corpus):
     processor = HVFormerProcessor.from_pretrained(corpus / "model")
     model = HVFormerForRelationExtraction.from_pretrained(corpus / "model")

@@ -4,12 +4,16 @@ ones is refused instead of returning, or resuming, a run that answers another qu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from .run_files import file_problem, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 RUN_ARGUMENTS_FILE = "run_arguments.json"
 """The recorded arguments of the run in a folder, written before it trains."""
@@ -71,6 +75,69 @@ PATH_ARGUMENTS: frozenset[str] = frozenset(
 named from elsewhere is the same argument."""
 
 
+CONTENTS_SUFFIX = " (contents)"
+"""Suffix of the recorded fingerprint of a path argument's contents (`test_file (contents)`)."""
+MAX_FINGERPRINT_FILES = 1_000_000
+"""Most files whose size and modification time a folder's fingerprint reads (MNRE with its crops: about 40,000)."""
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_digest(folder: Path, skip: set[Path]) -> str | None:
+    """SHA-256 of the relative path, size and modification time of each file under `folder` (none read; symbolic
+    links not followed; hidden folders, `__pycache__` and the folders of `skip` left out), or `None` past
+    [`MAX_FINGERPRINT_FILES`] files."""
+    entries = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [
+            name
+            for name in folders
+            if not name.startswith((".", "__pycache__")) and Path(root, name).resolve() not in skip
+        ]
+        for name in files:
+            path = Path(root, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            stat = path.stat()
+            entries.append(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}")
+            if len(entries) > MAX_FINGERPRINT_FILES:
+                return None
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
+def input_fingerprints(values: dict[str, Any], skip_folders: list[str | os.PathLike]) -> dict[str, str]:
+    """What the local paths among the [`PATH_ARGUMENTS`] of `values` hold, so that a finished run is returned again
+    only for the same data and models, never for files changed since: the SHA-256 of a file's bytes; for a folder
+    (an MNRE folder with its images and crops, a model or dataset folder), of its files' names, sizes and
+    modification times. The `skip_folders` (the run's own, its cache) are left out of any folder that holds them.
+    A post file is fingerprinted by its bytes; the images it names by path are not read."""
+    skip = {Path(folder).resolve() for folder in skip_folders}
+    fingerprints = {}
+    for name in sorted(PATH_ARGUMENTS & values.keys()):
+        value = values[name]
+        if not isinstance(value, str) or not os.path.exists(value):
+            continue
+        path = Path(value)
+        fingerprint = _file_digest(path) if path.is_file() else _folder_digest(path, skip)
+        if fingerprint is None:
+            logger.warning(
+                "--%s %s holds over %d files: its contents are not fingerprinted; a changed file in it is not told "
+                "apart from the finished run's.",
+                name,
+                value,
+                MAX_FINGERPRINT_FILES,
+            )
+            continue
+        fingerprints[name + CONTENTS_SUFFIX] = fingerprint
+    return fingerprints
+
+
 def _plain(value: Any) -> Any:
     """`value` as JSON holds it (enums by their value)."""
     value = getattr(value, "value", value)
@@ -85,7 +152,8 @@ def _plain(value: Any) -> Any:
 
 def shaping_arguments(own: list[Any], training_args: Any) -> dict[str, Any]:
     """The arguments of a run that shape its result: every field of the script's own argument dataclasses (`own`)
-    except [`NOT_SHAPING`], and the [`SHAPING_TRAINING_ARGUMENTS`] of `training_args`."""
+    except [`NOT_SHAPING`], the [`SHAPING_TRAINING_ARGUMENTS`] of `training_args`, and the
+    [`input_fingerprints`] of the local files and folders they name."""
     values = {
         field.name: _plain(getattr(group, field.name))
         for group in own
@@ -96,6 +164,8 @@ def shaping_arguments(own: list[Any], training_args: Any) -> dict[str, Any]:
         if isinstance(values[name], str) and os.path.exists(values[name]):
             values[name] = str(Path(values[name]).resolve())
     values.update({name: _plain(getattr(training_args, name, None)) for name in SHAPING_TRAINING_ARGUMENTS})
+    skip = [training_args.output_dir] + [group.cache_dir for group in own if getattr(group, "cache_dir", None)]
+    values.update(input_fingerprints(values, skip))
     return values
 
 

@@ -28,6 +28,8 @@ import pyarrow.compute
 import torch
 from PIL import Image
 
+from processing.object_detection import detector_fingerprint, processor_detector
+
 from .mnre import (
     HUB_SPLITS,
     MNRE_RELATIONS,
@@ -50,7 +52,9 @@ MODEL_COLUMNS: tuple[str, ...] = TEXT_COLUMNS + IMAGE_COLUMNS + ("labels",)
 """The columns [`HVFormerForRelationExtraction.forward`] takes; everything else is bookkeeping."""
 
 IMAGE_STATUSES: tuple[str, ...] = ("loaded", "missing", "unreadable", "disabled")
-"""Values of the `image_status` column (and of `crop_status` entries, less `disabled`)."""
+"""Values of the `image_status` column (and of `crop_status` entries, less `disabled`, plus `DETECTED`)."""
+DETECTED = "detected"
+"""The `crop_status` of a crop the processor's object detector cut out of a post that brought none of its own."""
 MISSING_IMAGES_POLICIES: tuple[str, ...] = ("error", "blank")
 """What `missing_images` may say about images and crops that are missing or unreadable (see [`load_mnre`])."""
 MISSING_CROPS_POLICIES: tuple[str, ...] = ("error", "none")
@@ -209,7 +213,8 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         }
     images, statuses, crops, crop_statuses = [], [], [], []
     decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image file
-    for source, crop_sources in _image_sources(batch, processor.num_object_crops):
+    sources_of_rows = _image_sources(batch, processor.num_object_crops)
+    for source, crop_sources in sources_of_rows:
         if not isinstance(source, str):
             image, status = _decode(processor, source, "image")
         else:
@@ -221,6 +226,14 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         found = [_decode(processor, crop_source, "object_crop") for crop_source in crop_sources]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
+    detector = processor_detector(processor)
+    if detector is not None and processor.num_object_crops:  # the posts without crops of their own, as served
+        wanted = [
+            index for index, (_, sources) in enumerate(sources_of_rows) if not sources and statuses[index] == "loaded"
+        ]
+        detected = detector.crops([images[index] for index in wanted], processor.num_object_crops)
+        for index, image_crops in zip(wanted, detected, strict=True):
+            crops[index], crop_statuses[index] = image_crops, [DETECTED] * len(image_crops)
     arrays = processor.resize_images(images, object_crops=crops)
     return {
         **{column: arrays[column].numpy() for column in _image_columns(processor)},
@@ -334,6 +347,7 @@ def _image_settings(processor: Any) -> dict[str, Any]:
         "image_processor": processor.image_processor.to_dict(),
         "num_object_crops": processor.num_object_crops,
         "object_image_size": processor.object_image_size,
+        "object_detector": detector_fingerprint(processor),
     }
 
 
@@ -360,7 +374,8 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         `images_disabled` (`use_images=False`), `images_blank` (the sum of the last three), `examples_with_crops`
         (at least one crop loaded), `crops_loaded`, `crops_missing` and `crops_unreadable` (dropped: `object_mask`
         0), `crops_unavailable` (examples of a split that has no object crops at all, loaded without them under
-        `missing_crops="none"`).
+        `missing_crops="none"`), `detector_crops` (crops the processor's object detector cut out of the posts that
+        brought none of their own).
     """
     if isinstance(dataset, datasets.DatasetDict):
         return {split: image_report(split_dataset) for split, split_dataset in dataset.items()}
@@ -375,6 +390,7 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         "examples_with_crops": sum("loaded" in statuses for statuses in crop_statuses),
         **{f"crops_{status}": crops[status] for status in ("loaded", "missing", "unreadable")},
         "crops_unavailable": sum(columns["crops_unavailable"]),
+        "detector_crops": crops[DETECTED],
     }
 
 
@@ -447,7 +463,7 @@ def _apply_image_policy(
         crops = [
             (path, status)
             for paths, statuses in zip(columns["crop_paths"], columns["crop_status"], strict=True)
-            for path, status in zip(paths, statuses, strict=True)
+            for path, status in zip(paths, [status for status in statuses if status != DETECTED], strict=True)
         ]
         for what, items in (
             ("images", list(zip(columns["image_path"], columns["image_status"], strict=True))),
@@ -1047,7 +1063,8 @@ class _SplitLoader:
                     f"training data ({', '.join(self.relation_labels)[:200]})"
                 )
         with_crops = self.use_images and bool(self.processor.num_object_crops)
-        crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
+        detector = processor_detector(self.processor) is not None
+        crops_unavailable = with_crops and not detector and not any(record["crop_paths"] for record in records)
         if crops_unavailable:
             logger.warning("%s: no post has object crops: going without (counted as 'crops_unavailable')", source)
         for record in records:

@@ -50,6 +50,7 @@ from .entity_marking import (
 )
 from .entity_search import batch_texts, check_texts, entity_spans, sample_error, sample_prefix, short_repr
 from .image_loading import load_image, normalize_pixels, pixel_statistics, resize_batch, resize_target
+from .object_detection import detect_missing_crops, saved_detector
 from .saved_processor import HUB_KWARGS, load_saved_parts, model_mismatches
 
 
@@ -86,6 +87,9 @@ class HVFormerProcessor(ProcessorMixin):
             `entity_marking.ENTITY_MARKERS` (`<s> </s> <o> </o>`), or to `FALLBACK_ENTITY_MARKERS`
             (`<subj> </subj> <obj> </obj>`) for a tokenizer that has `<s>` or `</s>` as its own special tokens
             (RoBERTa, BART, XLM-R); the markers chosen are saved in `processor_config.json`.
+        object_detector (`str`, *optional*):
+            An object detector (an `AutoModelForObjectDetection` Hub id or folder) that crops the image of a sample
+            brought without object crops; saved with the processor (see `object_detection.py`).
     """
 
     def __init__(
@@ -97,9 +101,13 @@ class HVFormerProcessor(ProcessorMixin):
         object_image_size: int = 128,
         relation_labels: list[str] | None = None,
         entity_markers: Sequence[str] | None = None,
+        object_detector: str | None = None,
         **kwargs,
     ):
         super().__init__(image_processor, tokenizer, **kwargs)
+        if object_detector is not None and not isinstance(object_detector, (str, os.PathLike)):
+            raise ValueError(f"`object_detector` must be a Hub id or a folder, got {short_repr(object_detector)}.")
+        self.object_detector = None if object_detector is None else os.fspath(object_detector)
         for name, value, minimum in (
             ("num_object_crops", num_object_crops, 0),
             ("object_image_size", object_image_size, 1),
@@ -159,6 +167,7 @@ class HVFormerProcessor(ProcessorMixin):
         init_kwargs = {name: processor_dict[name] for name in init_names if name in processor_dict}
         init_kwargs.update({name: kwargs[name] for name in init_names if name in kwargs})
         processor = cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
+        processor.object_detector_root = (os.fspath(pretrained_model_name_or_path), hub_kwargs)
         if model_config is not None and model_config.get("model_type") == "hvformer":
             processor.check_matches_model(model_config)
         return processor
@@ -303,7 +312,8 @@ class HVFormerProcessor(ProcessorMixin):
                 uint16, bool or float `(H, W[, C])` array); a single image for a single text. See [`resize_images`].
             object_crops (*optional*):
                 Per sample, a list of 0 to `num_object_crops` object crops (same types as `images`); for a single
-                text, one such list. Missing crops are zero images with `object_mask` 0. Requires `images`.
+                text, one such list. Missing crops are zero images with `object_mask` 0. Requires `images`. With an
+                `object_detector`, a sample without crops gets the detector's crops of its image.
             labels (*optional*):
                 Per sample, a label id or a relation name from `relation_labels`.
             is_split_into_words (`bool`, *optional*, defaults to `False`):
@@ -382,9 +392,11 @@ class HVFormerProcessor(ProcessorMixin):
                 if object_crops is None
                 else self._per_sample(object_crops, "object_crops", batch_size, is_batched)
             )
+            images = self._per_sample(images, "images", batch_size, is_batched)
+            crops = detect_missing_crops(self, images, crops, is_batched, max_image_pixels)
             pixels = resize_batch(
                 self.image_processor,
-                self._per_sample(images, "images", batch_size, is_batched),
+                images,
                 crops,
                 self.num_object_crops,
                 self.object_image_size,
@@ -404,6 +416,12 @@ class HVFormerProcessor(ProcessorMixin):
                 elif return_tensors is None:
                     data[key] = value.tolist()
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Any:
+        """[`~ProcessorMixin.save_pretrained`], with the object detector's files (`object_detection.saved_detector`).
+        """
+        with saved_detector(self, save_directory):
+            return super().save_pretrained(save_directory, **kwargs)
 
     def pad(
         self,

@@ -28,7 +28,7 @@ import pyarrow.compute
 import torch
 from PIL import Image
 
-from processing.object_detection import detector_fingerprint, processor_detector
+from processing.object_detection import processor_detector
 
 from .mnre import (
     HUB_SPLITS,
@@ -199,8 +199,9 @@ def _single_threaded_in_forked_worker() -> None:
         torch.set_num_threads(1)
 
 
-def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool) -> dict[str, Any]:
-    """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
+def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool, detect: bool) -> dict[str, Any]:
+    """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found; `detect`:
+    the processor's object detector crops the posts that bring no crops of their own."""
     _single_threaded_in_forked_worker()
     blank = Image.new("RGB", (8, 8))
     size = len(next(iter(batch.values())))
@@ -226,12 +227,11 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         found = [_decode(processor, crop_source, "object_crop") for crop_source in crop_sources]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
-    detector = processor_detector(processor)
-    if detector is not None and processor.num_object_crops:  # the posts without crops of their own, as served
+    if detect:  # the posts without crops of their own, cropped as a served post is
         wanted = [
             index for index, (_, sources) in enumerate(sources_of_rows) if not sources and statuses[index] == "loaded"
         ]
-        detected = detector.crops([images[index] for index in wanted], processor.num_object_crops)
+        detected = processor_detector(processor).crops([images[index] for index in wanted], processor.num_object_crops)
         for index, image_crops in zip(wanted, detected, strict=True):
             crops[index], crop_statuses[index] = image_crops, [DETECTED] * len(image_crops)
     arrays = processor.resize_images(images, object_crops=crops)
@@ -347,7 +347,6 @@ def _image_settings(processor: Any) -> dict[str, Any]:
         "image_processor": processor.image_processor.to_dict(),
         "num_object_crops": processor.num_object_crops,
         "object_image_size": processor.object_image_size,
-        "object_detector": detector_fingerprint(processor),
     }
 
 
@@ -499,6 +498,9 @@ def _apply_image_policy(
 def _without_crops(missing_crops: str, what: str, remedy: str) -> None:
     """Applies `missing_crops` to a split or a folder without object crops (`what` says what is missing): raises
     [`MNRECropsError`] under `"error"` (with `remedy`, how to provide them), logs a warning under `"none"`."""
+    if missing_crops == DETECTED:
+        logger.info("%s: the object detector crops the posts", what)
+        return
     if missing_crops == "error":
         raise MNRECropsError(
             f"{what}: {remedy}, or pass missing_crops='none' to go without object crops (counted as "
@@ -658,7 +660,9 @@ def load_mnre(
         data_dir (`str` or `os.PathLike`):
             Folder of the text files (see the module docstring for the layout).
         processor ([`HVFormerProcessor`]):
-            Tokenizes with the entity markers and resizes images (`load_image`, `resize_images`).
+            Tokenizes with the entity markers and resizes images (`load_image`, `resize_images`). With an
+            `object_detector`, each post without crops of its own gets the detector's crops of its decoded image
+            (`crop_status` `"detected"`), and a folder or split without crops is not refused.
         splits (`Sequence[str]`, *optional*):
             The splits to load; each must have its text file. Defaults to those of `("train", "val", "test")` that
             have one (at least one must).
@@ -720,9 +724,10 @@ def load_mnre(
     Caching: each split goes through two `Dataset.map` calls written under `cache_dir` with explicit fingerprints.
     The text one depends on the records, the tokenizer's full state and `max_length`; the image one on each line's
     image and crop paths, each file's size and mtime, the image processor's settings, `num_object_crops`,
-    `object_image_size` and `use_images`; both on the source of the processor class and of this module. A rerun
-    with the same inputs loads both from disk and decodes no image; changing the tokenizer or the labels
-    re-tokenizes only.
+    `object_image_size`, `use_images` and the processor's object detector (its config, image processor and a digest
+    of its weights: a changed detector makes its crops anew); both on the source of the processor class and of this
+    module. A rerun with the same inputs loads both from disk and decodes no image; changing the tokenizer or the
+    labels re-tokenizes only.
     `missing_images` is not part of the fingerprint: decoding records what it finds and the policy is applied to
     the result. Old cache files are never deleted: remove `cache_dir` to reclaim the space.
 
@@ -745,14 +750,23 @@ def load_mnre(
         raise ValueError("one crops_mapping file given for several splits: pass a {split: file} dict or a folder")
 
     loader = _SplitLoader(
-        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+        processor,
+        list(relation_labels),
+        use_images,
+        missing_images,
+        missing_crops,
+        num_proc,
+        cache_dir,
+        use_object_crops,
     )
     if use_images and not use_object_crops:
         logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
     with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
+    # With a detector, a folder or split without crops is not without: the detector crops its posts.
+    crops_policy = DETECTED if with_crops and processor_detector(processor) is not None else missing_crops
     image_root = crops_root = None
     if use_images:
-        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, with_crops, missing_crops)
+        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, with_crops, crops_policy)
 
     dataset_dict = datasets.DatasetDict()
     for split in splits:
@@ -761,8 +775,8 @@ def load_mnre(
             raise FileNotFoundError(f"no text file for split '{split}' (mnre_{split}.txt) under {data_dir}")
         mapping_file = None
         if crops_root is not None:
-            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, missing_crops)
-        crops_unavailable = with_crops and mapping_file is None
+            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, crops_policy)
+        crops_unavailable = with_crops and mapping_file is None and crops_policy != DETECTED
         dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file, crops_unavailable)
     return dataset_dict
 
@@ -808,7 +822,14 @@ def load_mnre_hub(
     if relation_labels is None:
         relation_labels = raw[HUB_SPLITS[splits[0]]].features["relation"].names
     loader = _SplitLoader(
-        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+        processor,
+        list(relation_labels),
+        use_images,
+        missing_images,
+        missing_crops,
+        num_proc,
+        cache_dir,
+        use_object_crops,
     )
     with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
     return datasets.DatasetDict(
@@ -957,6 +978,7 @@ class _SplitLoader:
     missing_crops: str
     num_proc: int | None
     cache_dir: str | os.PathLike | None
+    use_object_crops: bool = True
 
     def __post_init__(self) -> None:
         check_policies(self.missing_images, self.missing_crops)
@@ -966,10 +988,14 @@ class _SplitLoader:
         self.image_features = _image_features(self.processor)
         module_source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         self.text_settings = {**_text_settings(self.processor), "module": module_source}
+        detector = processor_detector(self.processor)
+        self.detect = self.use_images and self.use_object_crops and bool(self.processor.num_object_crops)
+        self.detect = self.detect and detector is not None
         self.image_settings = {
             **_image_settings(self.processor),
             "module": module_source,
             "use_images": self.use_images,
+            "object_detector": detector.fingerprint() if self.detect else None,
         }
 
     def load(
@@ -1091,8 +1117,9 @@ class _SplitLoader:
             if lists is None or lists.null_count == len(lists):
                 problem = "no 'object_crops' column" if lists is None else "'object_crops' is null in every row"
                 remedy = "export the MNRE folder with its object crops (img_vg/ and the mre_{split}_dict.pth mappings)"
-                _without_crops(self.missing_crops, f"{source}: {problem}", remedy)
-                crops_unavailable, with_crops = True, False
+                detected = processor_detector(self.processor) is not None
+                _without_crops(DETECTED if detected else self.missing_crops, f"{source}: {problem}", remedy)
+                crops_unavailable, with_crops = not detected, False
             else:
                 crop_counts = pyarrow.compute.list_value_length(lists).fill_null(0).to_pylist()
         for record, count in zip(records, crop_counts, strict=True):
@@ -1151,7 +1178,7 @@ class _SplitLoader:
             batched=True,
             batch_size=_IMAGE_BATCH_SIZE,
             writer_batch_size=_IMAGE_BATCH_SIZE,
-            fn_kwargs={"processor": self.processor, "use_images": self.use_images},
+            fn_kwargs={"processor": self.processor, "use_images": self.use_images, "detect": self.detect},
             remove_columns=(base if images is None else images).column_names,
             features=self.image_features,
             num_proc=self.num_proc,

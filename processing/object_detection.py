@@ -276,12 +276,6 @@ def processor_detector(processor: Any) -> ObjectDetector | None:
     return _LOADED[key]
 
 
-def detector_fingerprint(processor: Any) -> dict[str, Any] | None:
-    """[`ObjectDetector.fingerprint`] of the processor's detector, `None` without one."""
-    detector = processor_detector(processor)
-    return None if detector is None else detector.fingerprint()
-
-
 def detect_missing_crops(
     processor: Any, images: list, object_crops: list, is_batched: bool, max_pixels: int | None
 ) -> list:

@@ -418,8 +418,7 @@ class HVFormerProcessor(ProcessorMixin):
         return BatchFeature(data, tensor_type=return_tensors)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Any:
-        """[`~ProcessorMixin.save_pretrained`], with the object detector's files (`object_detection.saved_detector`).
-        """
+        """[`~ProcessorMixin.save_pretrained`], with the object detector's files (see `saved_detector`)."""
         with saved_detector(self, save_directory):
             return super().save_pretrained(save_directory, **kwargs)
 

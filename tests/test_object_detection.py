@@ -7,13 +7,16 @@ from the cache."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
 from _data_fixtures import make_processor
 from _post_fixtures import own_posts, write_posts
+from mnre_folder import write_mnre_folder
 from PIL import Image
 from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 from transformers.models.detr import DetrImageProcessorPil
@@ -21,9 +24,13 @@ from transformers.models.detr import DetrImageProcessorPil
 import run_mre
 from modeling_hvformer.modeling_hvformer import HVFormerForRelationExtraction
 from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeline
-from mre_data.mnre_dataset import image_report, load_post_files
+from mre_data.export_mnre import export_mnre
+from mre_data.mnre import read_mnre_file
+from mre_data.mnre_dataset import MNRECropsError, image_report, load_mnre, load_post_files
 from processing.object_detection import DETECTOR_FOLDER, ObjectDetector, top_boxes
 from processing.processing_hvformer import HVFormerProcessor
+from training.console import print_summary
+from training.hub import model_repository_files
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
 
@@ -164,6 +171,14 @@ def test_a_run_counts_the_detectors_crops_and_saves_the_detector(detector_run, c
         "model.safetensors",
         "preprocessor_config.json",
     ]
+    pushed = model_repository_files(model_dir)
+    assert [name for name in pushed if "/" in name] == [
+        f"{DETECTOR_FOLDER}/config.json",
+        f"{DETECTOR_FOLDER}/model.safetensors",
+        f"{DETECTOR_FOLDER}/preprocessor_config.json",
+    ]
+    print_summary(results, output_dir, model_dir)
+    assert "Object crops made by --object_detector: test 9, train 18, val 9" in capsys.readouterr().out
 
 
 def test_the_pipeline_crops_a_post_without_crops_as_in_training(detector_run):
@@ -207,3 +222,36 @@ def test_a_changed_detector_is_not_served_from_the_cache(tmp_path):
         second["object_pixel_values"][0],
         processor.resize_images([noise(0)], object_crops=[expected])["object_pixel_values"][0].numpy(),
     )
+
+
+def test_a_folder_without_crops_is_exported_and_loaded_with_the_detectors_crops(detr, tmp_path):
+    """An MNRE folder without `img_vg/` is refused without a detector; with one, the export embeds the detector's
+    crops of each full-size picture (PNG) and counts them, and `load_mnre` gives each post the crops of its decoded
+    image, counted as `detector_crops`, none `crops_unavailable`."""
+    data = write_mnre_folder(tmp_path / "own", sizes={"train": 4, "val": 2, "test": 2})
+    shutil.rmtree(data / "img_vg")
+    with pytest.raises(MNRECropsError):
+        export_mnre(data, tmp_path / "plain")
+    reports = export_mnre(data, tmp_path / "hub", object_detector=str(detr), num_object_crops=2)
+    assert [(report.split, report.crops_detected, report.crops_embedded) for report in reports] == [
+        ("train", 8, 8),
+        ("validation", 4, 4),
+        ("test", 4, 4),
+    ]
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "| train | 4 | 4 | 8 (8 made by an object detector) | 0 | 0 |" in card
+    rows = datasets.load_dataset(str(tmp_path / "hub"), split="test")
+    records = read_mnre_file(data / "mnre_test.txt", split="test")
+    detector = ObjectDetector.from_pretrained(detr)
+    with Image.open(data / "img_org" / "test" / records[0]["img_id"]) as picture:
+        expected = detector.crops([picture.convert("RGB")], 2)[0]
+    assert [np.asarray(crop).tolist() for crop in rows[0]["object_crops"]] == [
+        np.asarray(crop).tolist() for crop in expected
+    ]
+
+    processor = make_processor(num_object_crops=2)
+    processor.object_detector = str(detr)
+    loaded = load_mnre(data, processor, cache_dir=tmp_path / "cache")
+    report = image_report(loaded)
+    assert (report["train"]["detector_crops"], report["test"]["detector_crops"]) == (8, 4)
+    assert report["train"]["crops_unavailable"] == 0

@@ -51,6 +51,7 @@ REMOTE_CODE = {
     "entity_search.py": "processing/entity_search.py",
     "image_loading.py": "processing/image_loading.py",
     "image_files.py": "processing/image_files.py",
+    "object_detection.py": "processing/object_detection.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""
 BOMB_SIDE = 9000

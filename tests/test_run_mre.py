@@ -245,6 +245,7 @@ MODEL_REPOSITORY_FILES = {
     "image_loading.py",
     "image_files.py",
     "saved_processor.py",
+    "object_detection.py",
     "tokenizer.json",
     "tokenizer_config.json",
 }

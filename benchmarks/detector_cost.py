@@ -22,7 +22,7 @@ from transformers.models.detr import DetrImageProcessorPil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_object_detection import save_tiny_detr  # noqa: E402
+from tiny_models import save_tiny_detr  # noqa: E402
 
 from processing.object_detection import ObjectDetector  # noqa: E402
 

@@ -18,8 +18,7 @@ from _data_fixtures import make_processor
 from _post_fixtures import own_posts, write_posts
 from mnre_folder import write_mnre_folder
 from PIL import Image
-from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
-from transformers.models.detr import DetrImageProcessorPil
+from tiny_models import save_tiny_detr
 
 import run_mre
 from modeling_hvformer.modeling_hvformer import HVFormerForRelationExtraction
@@ -33,34 +32,6 @@ from training.console import print_summary
 from training.hub import model_repository_files
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
-
-
-def save_tiny_detr(folder: Path, seed: int) -> Path:
-    """A random DETR of 12 queries with a 4-stage ResNet of width 8 and its image processor (shortest side 64),
-    weights spread wide enough (init_std 0.3) that the queries find different boxes."""
-    backbone = ResNetConfig(
-        embedding_size=8, hidden_sizes=[8] * 4, depths=[1] * 4, layer_type="basic", out_features=["stage4"]
-    )
-    config = DetrConfig(
-        use_timm_backbone=False,
-        backbone_config=backbone,
-        use_pretrained_backbone=False,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=16,
-        decoder_ffn_dim=16,
-        num_queries=12,
-        num_labels=3,
-        init_std=0.3,
-        init_xavier_std=15.0,
-    )
-    torch.manual_seed(seed)
-    DetrForObjectDetection(config).save_pretrained(folder)
-    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -184,6 +184,19 @@ class ModelArguments:
     hidden_dropout_prob: float | None = field(default=None, metadata={"help": "Dropout of the FFNs and classifier."})
     attention_dropout: float | None = field(default=None, metadata={"help": "Dropout of the cross-modal attention."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Maximum tokens per post, markers included."})
+    object_detector: str | None = field(
+        default=None,
+        metadata={
+            "help": "An object detector (AutoModelForObjectDetection Hub id or folder) that crops the top boxes of "
+            "each post without object crops of its own, in training, evaluation, prediction and serving."
+        },
+    )
+    save_object_detector_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Copy a Hub detector's weights into the model folder too (a local detector is always copied)."
+        },
+    )
 
 
 CONFIG_OPTIONS: tuple[str, ...] = (
@@ -203,6 +216,7 @@ PROCESSOR_OPTIONS: dict[str, str] = {
     "max_seq_length": "max_length",
     "num_object_crops": "num_object_crops",
     "object_image_size": "object_image_size",
+    "object_detector": "object_detector",
 }
 """The `ModelArguments` that are `HVFormerProcessor` arguments, by their name there."""
 
@@ -570,11 +584,12 @@ def build_model_and_processor(
     `relation_labels`, `none_label` its "no relation" class (`None`: every class counts); the processor is checked
     against the model either way."""
     if model_args.model_name_or_path:
-        if model_args.entity_markers is not None:
-            raise ValueError(
-                f"--entity_markers with --model_name_or_path: the trained model {model_args.model_name_or_path!r} "
-                "reads the markers its processor was saved with."
-            )
+        for option in ("entity_markers", "object_detector"):
+            if getattr(model_args, option) is not None:
+                raise ValueError(
+                    f"--{option} with --model_name_or_path: the trained model {model_args.model_name_or_path!r} "
+                    f"reads the {option.replace('_', ' ')} its processor was saved with."
+                )
         # The processor is checked against the folder's config.json as it loads, so its pixel statistics are the
         # model's; a model saved before the config recorded them gets them from the processor it was trained with.
         processor = HVFormerProcessor.from_pretrained(model_args.model_name_or_path)
@@ -597,6 +612,7 @@ def build_model_and_processor(
         relation_labels=relation_labels,
         **{**processor_defaults, **given(model_args, PROCESSOR_OPTIONS)},
     )
+    processor.save_object_detector_weights = model_args.save_object_detector_weights
     crops = {"num_object_crops": processor.num_object_crops, "object_image_size": processor.object_image_size}
     config_kwargs = {name: value for name, value in given(model_args, CONFIG_OPTIONS).items() if name not in crops}
     model = HVFormerForRelationExtraction.from_text_vision_pretrained(

@@ -49,6 +49,7 @@ REMOTE_CODE = {
     "image_loading.py": "processing/image_loading.py",
     "image_files.py": "processing/image_files.py",
     "sample_errors.py": "processing/sample_errors.py",
+    "object_detection.py": "processing/object_detection.py",
 }
 """The model folder's copies of this repository's serving code, which must be the same files."""
 REPEATS = 3

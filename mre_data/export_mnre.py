@@ -21,6 +21,8 @@ one inside the data it reads or holding it.
 from __future__ import annotations
 
 import argparse
+import inspect
+import io
 import json
 import logging
 import os
@@ -35,10 +37,14 @@ import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import HfApi
 
+from processing.image_loading import load_image
+from processing.image_processing_hvformer import HVFormerImageProcessor
+from processing.object_detection import ObjectDetector
 from training.run_files import atomic_folder
 
 from .mnre import HUB_SPLITS, MNRE_RELATIONS, MNRE_SPLITS, find_split_file, folder_dataset, read_mnre_file
 from .mnre_dataset import (
+    DETECTED,
     MISSING_CROPS_POLICIES,
     MISSING_IMAGES_POLICIES,
     attach_paths,
@@ -62,6 +68,8 @@ MANIFEST_FILE = "hvformer_export.json"
 MANIFEST_FORMAT = "hvformer export_mnre"
 LOCAL_DATASET_ID = "path/to/dataset"
 """What the card's snippet loads when the export has no Hub id."""
+DEFAULT_NUM_OBJECT_CROPS = inspect.signature(HVFormerImageProcessor.__init__).parameters["num_object_crops"].default
+"""Crops an object detector makes per post without crops: the image processor's default number of crop slots."""
 
 
 class ExportDestinationError(ValueError):
@@ -103,6 +111,8 @@ class SplitExport:
     images_missing: list[str] = field(default_factory=list)
     crops_embedded: int = 0
     crops_missing: list[str] = field(default_factory=list)
+    crops_detected: int = 0
+    """Of `crops_embedded`, those an object detector made for posts without crops of their own."""
 
 
 def _embedded(path: str, missing: list[str]) -> dict[str, Any] | None:
@@ -115,10 +125,35 @@ def _embedded(path: str, missing: list[str]) -> dict[str, Any] | None:
     return {"bytes": data, "path": os.path.basename(path)}
 
 
-def _rows(records: list[dict[str, Any]], report: SplitExport, with_kind: bool) -> Iterator[dict[str, Any]]:
+def _detected(
+    image_path: str, detector: ObjectDetector | None, num_object_crops: int, report: SplitExport
+) -> list[dict[str, Any]]:
+    """The crops `detector` cuts out of the full-size image at `image_path`, as PNG files (none without a detector)."""
+    if detector is None:
+        return []
+    crops = detector.crops([load_image(image_path)], num_object_crops)[0]
+    report.crops_detected += len(crops)
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    embedded = []
+    for slot, crop in enumerate(crops):
+        data = io.BytesIO()
+        crop.save(data, format="PNG")
+        embedded.append({"bytes": data.getvalue(), "path": f"{stem}-detected-{slot}.png"})
+    return embedded
+
+
+def _rows(
+    records: list[dict[str, Any]],
+    report: SplitExport,
+    with_kind: bool,
+    detector: ObjectDetector | None,
+    num_object_crops: int,
+) -> Iterator[dict[str, Any]]:
     for record in records:
         image = _embedded(record["image_path"], report.images_missing)
         crops = [_embedded(path, report.crops_missing) for path in record["crop_paths"]]
+        if not record["crop_paths"] and image is not None:
+            crops = _detected(record["image_path"], detector, num_object_crops, report)
         report.images_embedded += image is not None
         report.crops_embedded += sum(crop is not None for crop in crops)
         yield {
@@ -141,9 +176,11 @@ def _write_split(
     features: datasets.Features,
     folder: Path,
     max_shard_bytes: int,
+    detector: ObjectDetector | None = None,
+    num_object_crops: int = DEFAULT_NUM_OBJECT_CROPS,
 ) -> SplitExport:
     """Streams `records` into parquet shards `folder/data/{split}-NNNNN-of-NNNNN.parquet`, `ROWS_PER_GROUP` rows at
-    a time (`object_crops` `None` in every row unless `with_crops`)."""
+    a time (`object_crops` `None` in every row unless `with_crops`); `detector` crops the posts without crops."""
     report = SplitExport(split=split, examples=len(records), with_crops=with_crops)
     schema = features.arrow_schema
     writer: pq.ParquetWriter | None = None
@@ -156,7 +193,7 @@ def _write_split(
             report.num_bytes += parts[-1].stat().st_size
             writer = None
 
-    rows = _rows(records, report, "kind" in features)
+    rows = _rows(records, report, "kind" in features, detector, num_object_crops)
     while batch := [row for _, row in zip(range(ROWS_PER_GROUP), rows, strict=False)]:
         if writer is not None and parts[-1].stat().st_size >= max_shard_bytes:
             close()
@@ -255,6 +292,15 @@ exported from apply (`license: other`).
 """
 
 
+def _crops_cell(report: SplitExport) -> str:
+    """The card's count of a split's object crops."""
+    if not report.with_crops:
+        return "none (no crops)"
+    if report.crops_detected:
+        return f"{report.crops_embedded} ({report.crops_detected} made by an object detector)"
+    return str(report.crops_embedded)
+
+
 def render_dataset_card(reports: Sequence[SplitExport], features: datasets.Features, title: str, load_id: str) -> str:
     """The dataset card: YAML metadata (licence, task, the parquet files of each split, the features) and the text,
     MNRE's description, source and citation when the relations are MNRE's."""
@@ -284,7 +330,7 @@ def render_dataset_card(reports: Sequence[SplitExport], features: datasets.Featu
     }
     split_rows = "\n".join(
         f"| {report.split} | {report.examples} | {report.images_embedded} | "
-        f"{report.crops_embedded if report.with_crops else 'none (no crops)'} | "
+        f"{_crops_cell(report)} | "
         f"{len(report.images_missing)} | {len(report.crops_missing)} |"
         for report in reports
     )
@@ -384,6 +430,8 @@ def export_mnre(
     max_shard_bytes: int = MAX_SHARD_BYTES,
     title: str | None = None,
     load_id: str | None = None,
+    object_detector: str | None = None,
+    num_object_crops: int = DEFAULT_NUM_OBJECT_CROPS,
 ) -> list[SplitExport]:
     """
     Writes the MNRE-format folder `data_dir` as a dataset repository into `output_dir` (written whole beside it and
@@ -404,6 +452,9 @@ def export_mnre(
         max_shard_bytes: A split's shard is closed once it holds this many bytes.
         title: The card's title (defaults to the folder's name as [`folder_dataset`] gives it). load_id: The id the
             card's snippet loads (defaults to [`LOCAL_DATASET_ID`]).
+        object_detector: An object detector (`AutoModelForObjectDetection` Hub id or folder) that crops the
+            `num_object_crops` top boxes of each post without crops of its own, cut from the full-size image and
+            embedded as PNG files (a folder or split without crops is then exported with the detector's).
 
     Returns:
         One [`SplitExport`] per split found under `data_dir` (Hub split names: `train`, `validation`, `test`).
@@ -412,8 +463,10 @@ def export_mnre(
         [`ExportDestinationError`]: an output folder that [`check_output_dir`] refuses.
     """
     check_policies(missing_images, missing_crops)
+    detector = None if object_detector is None else ObjectDetector.from_pretrained(object_detector)
+    crops_policy = missing_crops if detector is None else DETECTED
     data_dir, output_dir = Path(data_dir), Path(output_dir)
-    image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, True, missing_crops)
+    image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, True, crops_policy)
     inputs = [data_dir, image_root, *(Path(path) for path in (crops_root, crops_mapping) if path is not None)]
     check_output_dir(output_dir, inputs, overwrite)
     name, found_labels = folder_dataset(data_dir)
@@ -427,20 +480,22 @@ def export_mnre(
         records = read_mnre_file(text_file, split=split, relation_labels=relation_labels)
         mapping = None
         if crops_root is not None:
-            mapping = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, missing_crops)
+            mapping = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, crops_policy)
         attach_paths(records, split, text_file, image_root, crops_root, mapping, num_object_crops=None)
         if missing_images == "error":
             paths = {record["image_path"] for record in records}
             paths.update(path for record in records for path in record["crop_paths"])
             raise_for_missing_files(split, records, {path: file_signature(path) for path in paths})
-        loaded.append((split, records, mapping is not None))
+        loaded.append((split, records, mapping is not None or detector is not None))
 
     with_kind = any("kind" in record for _, records, _ in loaded for record in records)
     features = export_features(relation_labels, with_kind)
     with atomic_folder(output_dir) as staging:
         (staging / DATA_FOLDER).mkdir()
         reports = [
-            _write_split(records, HUB_SPLITS[split], with_crops, features, staging, max_shard_bytes)
+            _write_split(
+                records, HUB_SPLITS[split], with_crops, features, staging, max_shard_bytes, detector, num_object_crops
+            )
             for split, records, with_crops in loaded
         ]
         card = render_dataset_card(reports, features, title or name, load_id or LOCAL_DATASET_ID)
@@ -499,6 +554,17 @@ def main(argv: Sequence[str] | None = None) -> list[SplitExport]:
     parser.add_argument("--title", help="the dataset card's title (default: the data's name)")
     parser.add_argument("--missing_images", choices=MISSING_IMAGES_POLICIES, default="error")
     parser.add_argument("--missing_crops", choices=MISSING_CROPS_POLICIES, default="error")
+    parser.add_argument(
+        "--object_detector",
+        metavar="MODEL",
+        help="an object detector (AutoModelForObjectDetection Hub id or folder) that crops each post without crops",
+    )
+    parser.add_argument(
+        "--num_object_crops",
+        type=int,
+        default=DEFAULT_NUM_OBJECT_CROPS,
+        help="crops the detector makes per post (default: %(default)s)",
+    )
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="also upload to this Hub dataset repository")
     parser.add_argument("--private", action="store_true", help="make the Hub repository private")
     args = parser.parse_args(argv)
@@ -516,11 +582,13 @@ def main(argv: Sequence[str] | None = None) -> list[SplitExport]:
             overwrite=args.overwrite,
             title=args.title,
             load_id=args.push_to_hub,
+            object_detector=args.object_detector,
+            num_object_crops=args.num_object_crops,
         )
     except ExportDestinationError as error:
         parser.error(str(error))
     for report in reports:
-        crops = f"{report.crops_embedded} crops" if report.with_crops else "no crops"
+        crops = f"{_crops_cell(report)} crops" if report.with_crops else "no crops"
         print(
             f"{report.split}: {report.examples} posts, {report.images_embedded} images and {crops} embedded, "
             f"{len(report.images_missing)} + {len(report.crops_missing)} missing, {len(report.shards)} shard(s), "

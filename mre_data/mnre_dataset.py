@@ -28,6 +28,8 @@ import pyarrow.compute
 import torch
 from PIL import Image
 
+from processing.object_detection import processor_detector
+
 from .mnre import (
     HUB_SPLITS,
     MNRE_RELATIONS,
@@ -50,7 +52,9 @@ MODEL_COLUMNS: tuple[str, ...] = TEXT_COLUMNS + IMAGE_COLUMNS + ("labels",)
 """The columns [`HVFormerForRelationExtraction.forward`] takes; everything else is bookkeeping."""
 
 IMAGE_STATUSES: tuple[str, ...] = ("loaded", "missing", "unreadable", "disabled")
-"""Values of the `image_status` column (and of `crop_status` entries, less `disabled`)."""
+"""Values of the `image_status` column (and of `crop_status` entries, less `disabled`, plus `DETECTED`)."""
+DETECTED = "detected"
+"""The `crop_status` of a crop the processor's object detector cut out of a post that brought none of its own."""
 MISSING_IMAGES_POLICIES: tuple[str, ...] = ("error", "blank")
 """What `missing_images` may say about images and crops that are missing or unreadable (see [`load_mnre`])."""
 MISSING_CROPS_POLICIES: tuple[str, ...] = ("error", "none")
@@ -198,8 +202,9 @@ def _single_threaded_in_forked_worker() -> None:
         torch.set_num_threads(1)
 
 
-def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool) -> dict[str, Any]:
-    """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found."""
+def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: bool, detect: bool) -> dict[str, Any]:
+    """Decodes and resizes the images and crops of a batch into uint8 arrays, recording what was found; `detect`:
+    the processor's object detector crops the posts that bring no crops of their own."""
     _single_threaded_in_forked_worker()
     blank = Image.new("RGB", (8, 8))
     size = len(next(iter(batch.values())))
@@ -212,7 +217,8 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         }
     images, statuses, crops, crop_statuses = [], [], [], []
     decoded: dict[str, tuple[Image.Image | None, str]] = {}  # the lines of one post share its image file
-    for source, crop_sources in _image_sources(batch, processor.num_object_crops):
+    sources_of_rows = _image_sources(batch, processor.num_object_crops)
+    for source, crop_sources in sources_of_rows:
         if not isinstance(source, str):
             image, status = _decode(processor, source, "image")
         else:
@@ -224,6 +230,13 @@ def _encode_images_batch(batch: dict[str, list], processor: Any, use_images: boo
         found = [_decode(processor, crop_source, "object_crop") for crop_source in crop_sources]
         crops.append([crop for crop, _ in found if crop is not None])
         crop_statuses.append([crop_status for _, crop_status in found])
+    if detect:  # the posts without crops of their own, cropped as a served post is
+        wanted = [
+            index for index, (_, sources) in enumerate(sources_of_rows) if not sources and statuses[index] == "loaded"
+        ]
+        detected = processor_detector(processor).crops([images[index] for index in wanted], processor.num_object_crops)
+        for index, image_crops in zip(wanted, detected, strict=True):
+            crops[index], crop_statuses[index] = image_crops, [DETECTED] * len(image_crops)
     arrays = processor.image_processor(images, object_crops=crops)
     return {
         **{column: arrays[column].numpy() for column in _image_columns(processor)},
@@ -363,7 +376,8 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         `images_disabled` (`use_images=False`), `images_blank` (the sum of the last three), `examples_with_crops`
         (at least one crop loaded), `crops_loaded`, `crops_missing` and `crops_unreadable` (dropped: `object_mask`
         0), `crops_unavailable` (examples of a split that has no object crops at all, loaded without them under
-        `missing_crops="none"`).
+        `missing_crops="none"`), `detector_crops` (crops the processor's object detector cut out of the posts that
+        brought none of their own).
     """
     if isinstance(dataset, datasets.DatasetDict):
         return {split: image_report(split_dataset) for split, split_dataset in dataset.items()}
@@ -378,6 +392,7 @@ def image_report(dataset: datasets.Dataset | datasets.DatasetDict) -> dict[str, 
         "examples_with_crops": sum("loaded" in statuses for statuses in crop_statuses),
         **{f"crops_{status}": crops[status] for status in ("loaded", "missing", "unreadable")},
         "crops_unavailable": sum(columns["crops_unavailable"]),
+        "detector_crops": crops[DETECTED],
     }
 
 
@@ -450,7 +465,7 @@ def _apply_image_policy(
         crops = [
             (path, status)
             for paths, statuses in zip(columns["crop_paths"], columns["crop_status"], strict=True)
-            for path, status in zip(paths, statuses, strict=True)
+            for path, status in zip(paths, [status for status in statuses if status != DETECTED], strict=True)
         ]
         for what, items in (
             ("images", list(zip(columns["image_path"], columns["image_status"], strict=True))),
@@ -486,6 +501,9 @@ def _apply_image_policy(
 def _without_crops(missing_crops: str, what: str, remedy: str) -> None:
     """Applies `missing_crops` to a split or a folder without object crops (`what` says what is missing): raises
     [`MNRECropsError`] under `"error"` (with `remedy`, how to provide them), logs a warning under `"none"`."""
+    if missing_crops == DETECTED:
+        logger.info("%s: the object detector crops the posts", what)
+        return
     if missing_crops == "error":
         raise MNRECropsError(
             f"{what}: {remedy}, or pass missing_crops='none' to go without object crops (counted as "
@@ -645,7 +663,9 @@ def load_mnre(
         data_dir (`str` or `os.PathLike`):
             Folder of the text files (see the module docstring for the layout).
         processor ([`HVFormerProcessor`]):
-            Tokenizes with the entity markers and resizes images (`processor.image_processor`).
+            Tokenizes with the entity markers and resizes images (`processor.image_processor`). With an
+            `object_detector`, each post without crops of its own gets the detector's crops of its decoded image
+            (`crop_status` `"detected"`), and a folder or split without crops is not refused.
         splits (`Sequence[str]`, *optional*):
             The splits to load; each must have its text file. Defaults to those of `("train", "val", "test")` that
             have one (at least one must).
@@ -707,9 +727,10 @@ def load_mnre(
     Caching: each split goes through two `Dataset.map` calls written under `cache_dir` with explicit fingerprints.
     The text one depends on the records, the tokenizer's full state and `max_length`; the image one on each line's
     image and crop paths, each file's size and mtime, the image processor's settings, `num_object_crops`,
-    `object_image_size` and `use_images`; both on the source of the processor class and of this module. A rerun
-    with the same inputs loads both from disk and decodes no image; changing the tokenizer or the labels
-    re-tokenizes only.
+    `object_image_size`, `use_images` and the processor's object detector (its config, image processor and a digest
+    of its weights: a changed detector makes its crops anew); both on the source of the processor class and of this
+    module. A rerun with the same inputs loads both from disk and decodes no image; changing the tokenizer or the
+    labels re-tokenizes only.
     `missing_images` is not part of the fingerprint: decoding records what it finds and the policy is applied to
     the result. Old cache files are never deleted: remove `cache_dir` to reclaim the space.
 
@@ -732,14 +753,23 @@ def load_mnre(
         raise ValueError("one crops_mapping file given for several splits: pass a {split: file} dict or a folder")
 
     loader = _SplitLoader(
-        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+        processor,
+        list(relation_labels),
+        use_images,
+        missing_images,
+        missing_crops,
+        num_proc,
+        cache_dir,
+        use_object_crops,
     )
     if use_images and not use_object_crops:
         logger.info("object crops switched off (use_object_crops=False): object_mask is 0 everywhere")
     with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
+    # With a detector, a folder or split without crops is not without: the detector crops its posts.
+    crops_policy = DETECTED if with_crops and processor_detector(processor) is not None else missing_crops
     image_root = crops_root = None
     if use_images:
-        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, with_crops, missing_crops)
+        image_root, crops_root = image_folders(data_dir, image_dir, crops_dir, with_crops, crops_policy)
 
     dataset_dict = datasets.DatasetDict()
     for split in splits:
@@ -748,8 +778,8 @@ def load_mnre(
             raise FileNotFoundError(f"no text file for split '{split}' (mnre_{split}.txt) under {data_dir}")
         mapping_file = None
         if crops_root is not None:
-            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, missing_crops)
-        crops_unavailable = with_crops and mapping_file is None
+            mapping_file = resolve_crops_mapping(crops_mapping, split, text_file, data_dir, crops_policy)
+        crops_unavailable = with_crops and mapping_file is None and crops_policy != DETECTED
         dataset_dict[split] = loader.load(split, text_file, image_root, crops_root, mapping_file, crops_unavailable)
     return dataset_dict
 
@@ -795,7 +825,14 @@ def load_mnre_hub(
     if relation_labels is None:
         relation_labels = raw[HUB_SPLITS[splits[0]]].features["relation"].names
     loader = _SplitLoader(
-        processor, list(relation_labels), use_images, missing_images, missing_crops, num_proc, cache_dir
+        processor,
+        list(relation_labels),
+        use_images,
+        missing_images,
+        missing_crops,
+        num_proc,
+        cache_dir,
+        use_object_crops,
     )
     with_crops = use_images and use_object_crops and bool(processor.num_object_crops)
     return datasets.DatasetDict(
@@ -969,6 +1006,7 @@ class _SplitLoader:
     missing_crops: str
     num_proc: int | None
     cache_dir: str | os.PathLike | None
+    use_object_crops: bool = True
 
     def __post_init__(self) -> None:
         check_policies(self.missing_images, self.missing_crops)
@@ -978,10 +1016,14 @@ class _SplitLoader:
         self.image_features = _image_features(self.processor)
         module_source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         self.text_settings = {**_text_settings(self.processor), "module": module_source}
+        detector = processor_detector(self.processor)
+        self.detect = self.use_images and self.use_object_crops and bool(self.processor.num_object_crops)
+        self.detect = self.detect and detector is not None
         self.image_settings = {
             **_image_settings(self.processor),
             "module": module_source,
             "use_images": self.use_images,
+            "object_detector": detector.fingerprint() if self.detect else None,
         }
 
     def load(
@@ -1083,7 +1125,8 @@ class _SplitLoader:
                 )
         if crops_unavailable is None:
             with_crops = self.use_images and bool(self.processor.num_object_crops)
-            crops_unavailable = with_crops and not any(record["crop_paths"] for record in records)
+            detector = processor_detector(self.processor) is not None
+            crops_unavailable = with_crops and not detector and not any(record["crop_paths"] for record in records)
             if crops_unavailable:
                 logger.warning(NO_CROPS_WARNING, source)
         for record in records:
@@ -1110,8 +1153,9 @@ class _SplitLoader:
             if lists is None or lists.null_count == len(lists):
                 problem = "no 'object_crops' column" if lists is None else "'object_crops' is null in every row"
                 remedy = "export the MNRE folder with its object crops (img_vg/ and the mre_{split}_dict.pth mappings)"
-                _without_crops(self.missing_crops, f"{source}: {problem}", remedy)
-                crops_unavailable, with_crops = True, False
+                detected = processor_detector(self.processor) is not None
+                _without_crops(DETECTED if detected else self.missing_crops, f"{source}: {problem}", remedy)
+                crops_unavailable, with_crops = not detected, False
             else:
                 crop_counts = pyarrow.compute.list_value_length(lists).fill_null(0).to_pylist()
         for record, count in zip(records, crop_counts, strict=True):
@@ -1170,7 +1214,7 @@ class _SplitLoader:
             batched=True,
             batch_size=_IMAGE_BATCH_SIZE,
             writer_batch_size=_IMAGE_BATCH_SIZE,
-            fn_kwargs={"processor": self.processor, "use_images": self.use_images},
+            fn_kwargs={"processor": self.processor, "use_images": self.use_images, "detect": self.detect},
             remove_columns=(base if images is None else images).column_names,
             features=self.image_features,
             num_proc=self.num_proc,

@@ -47,7 +47,8 @@ from .entity_marking import (
 )
 from .entity_search import batch_texts, call_entity_spans, check_texts
 from .image_processing_hvformer import HVFormerImageProcessor
-from .sample_errors import batch_errors, check_inputs, check_options, per_sample
+from .object_detection import detect_missing_crops, saved_detector
+from .sample_errors import batch_errors, check_inputs, check_options, per_sample, short_repr
 from .saved_processor import HUB_KWARGS, load_saved_parts, load_text_vision_parts, model_mismatches
 
 _IMAGE_SETTINGS = ("num_object_crops", "object_image_size")
@@ -73,6 +74,8 @@ class HVFormerProcessor(ProcessorMixin):
         relation_labels (`list[str]`, *optional*): relation names in label-id order, to map names to ids.
         entity_markers (`list[str]`, *optional*): subject start, subject end, object start, object end (paper Eq. 1);
             `<s> </s> <o> </o>`, or `<subj> </subj> <obj> </obj>` for a tokenizer that has `<s>` or `</s>` itself.
+        object_detector (`str`, *optional*): an `AutoModelForObjectDetection` Hub id or folder that crops the image of
+            a sample brought without object crops; saved with the processor (see `object_detection.py`).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class HVFormerProcessor(ProcessorMixin):
         max_length: int = 80,
         relation_labels: list[str] | None = None,
         entity_markers: Sequence[str] | None = None,
+        object_detector: str | os.PathLike | None = None,
         **kwargs,
     ):
         image_settings = {name: kwargs.pop(name) for name in _IMAGE_SETTINGS if name in kwargs}
@@ -90,6 +94,9 @@ class HVFormerProcessor(ProcessorMixin):
         elif image_settings:
             raise TypeError(f"{sorted(image_settings)} are settings of the image processor, not of the processor.")
         super().__init__(image_processor, tokenizer, **kwargs)
+        if object_detector is not None and not isinstance(object_detector, (str, os.PathLike)):
+            raise ValueError(f"`object_detector` must be a Hub id or a folder, got {short_repr(object_detector)}.")
+        self.object_detector = None if object_detector is None else os.fspath(object_detector)
         self.entity_markers = check_markers(
             default_markers(self.tokenizer) if entity_markers is None else entity_markers
         )
@@ -106,13 +113,15 @@ class HVFormerProcessor(ProcessorMixin):
         folder's HVFormer `config.json` when there is one ([`check_matches_model`]). Download arguments (`revision`,
         `token`, ...) go to the files; arguments of [`__init__`] override the saved ones.
         """
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         processor_dict, tokenizer, image_processor, model_config = load_saved_parts(
-            pretrained_model_name_or_path, {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+            pretrained_model_name_or_path, hub_kwargs
         )
         init_names = _init_argument_names(cls)
         init_kwargs = {name: processor_dict[name] for name in init_names if name in processor_dict}
         init_kwargs.update({name: kwargs[name] for name in init_names if name in kwargs})
         processor = cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
+        processor.object_detector_root = (os.fspath(pretrained_model_name_or_path), hub_kwargs)
         if model_config is not None and model_config.get("model_type") == "hvformer":
             processor.check_matches_model(model_config)
         return processor
@@ -132,8 +141,10 @@ class HVFormerProcessor(ProcessorMixin):
         return cls(image_processor=image_processor, tokenizer=tokenizer, **init_kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
-        """Saves `processor_config.json`, the tokenizer and `preprocessor_config.json`, with the remote code."""
-        files = super().save_pretrained(save_directory, **kwargs)
+        """Saves `processor_config.json`, the tokenizer and `preprocessor_config.json`, with the remote code, and the
+        object detector's files (see `object_detection.saved_detector`)."""
+        with saved_detector(self, save_directory):
+            files = super().save_pretrained(save_directory, **kwargs)
         return files + self.image_processor.save_pretrained(save_directory)
 
     def check_matches_model(self, config: PreTrainedConfig | dict[str, Any]) -> None:
@@ -237,6 +248,8 @@ class HVFormerProcessor(ProcessorMixin):
                         object_crops = per_sample(object_crops, "object_crops", batch_size, is_batched)
                 elif isinstance(images, (list, tuple)):
                     raise ValueError("For a single text, `images` must be one image, not a list.")
+                if self.object_detector is not None:
+                    object_crops = detect_missing_crops(self, images, object_crops, is_batched, max_image_pixels)
                 data.update(self.image_processor(images, object_crops=object_crops, max_image_pixels=max_image_pixels))
             if labels is not None:
                 labels = per_sample(labels, "labels", batch_size, is_batched)

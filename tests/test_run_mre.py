@@ -248,6 +248,7 @@ MODEL_REPOSITORY_FILES = {
     "image_files.py",
     "sample_errors.py",
     "saved_processor.py",
+    "object_detection.py",
     "tokenizer.json",
     "tokenizer_config.json",
 }

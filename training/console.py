@@ -19,6 +19,8 @@ from .seed_sweep import SUMMARY_FILE
 SCORE_NAMES: tuple[tuple[str, str], ...] = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("accuracy", "Acc"))
 CROPS_UNAVAILABLE_SUFFIX = "_crops_unavailable"
 """The metrics `{split}_crops_unavailable`: the examples of a split loaded without object crops (`image_report`)."""
+DETECTOR_CROPS_SUFFIX = "_detector_crops"
+"""The metrics `{split}_detector_crops`: the crops the object detector made for the posts without their own."""
 
 
 MISLEADING_MESSAGES: tuple[str, ...] = ("mtime may not be reliable on this filesystem",)
@@ -98,7 +100,7 @@ class EpochReport(TrainerCallback):
 
 def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) -> None:
     """The closing lines: validation and test scores, the splits that went without object crops (`--missing_crops
-    none`), where the results and the model are, how to load and push."""
+    none`), the crops the object detector made, where the results and the model are, how to load and push."""
     for prefix, name in (("eval", "validation"), ("test", "test")):
         if f"{prefix}_f1" in metrics:
             print(f"{name:>10}: {format_scores(metrics, prefix)}")
@@ -109,6 +111,13 @@ def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) 
     ]
     if without_crops:
         print(f"Without object crops (--missing_crops none), examples: {', '.join(without_crops)}")
+    detected = [
+        f"{key.removesuffix(DETECTOR_CROPS_SUFFIX)} {value}"
+        for key, value in metrics.items()
+        if key.endswith(DETECTOR_CROPS_SUFFIX) and value
+    ]
+    if detected:
+        print(f"Object crops made by --object_detector: {', '.join(detected)}")
     print(f"Results and predictions: {output_dir}/")
     print(f"Model folder: {model_dir}/")
     print(

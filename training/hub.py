@@ -14,6 +14,8 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
+from processing.object_detection import DETECTOR_FOLDER
+
 from .run_files import atomic_folder, write_text_atomic
 
 MODEL_FOLDER = "model"
@@ -62,7 +64,12 @@ def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, c
     with atomic_folder(folder) as partial:
         model.save_pretrained(partial)
         processor.save_pretrained(partial)
-        for name in ("tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        for name in (
+            "tokenizer_config.json",
+            "processor_config.json",
+            "preprocessor_config.json",
+            f"{DETECTOR_FOLDER}/preprocessor_config.json",
+        ):
             if (partial / name).is_file():
                 _drop_machine_specific_keys(partial / name)
         (partial / "README.md").write_text(card, encoding="utf-8")
@@ -70,13 +77,18 @@ def export_model_folder(model: Any, processor: Any, folder: str | os.PathLike, c
 
 
 def model_repository_files(folder: str | os.PathLike) -> list[str]:
-    """The files of `folder` that belong to the model repository: those [`export_model_folder`] writes, all at the
-    top level of a flat folder. Sub-folders (a `__pycache__/` left by importing `handler.py` there, caches), hidden
-    files and compiled Python are not part of it."""
+    """The files of `folder` that belong to the model repository: those [`export_model_folder`] writes, at the top
+    level and in the object detector's sub-folder (`object_detector/`, as relative paths). Other sub-folders (a
+    `__pycache__/` left by importing `handler.py` there, caches), hidden files and compiled Python are not part of
+    it."""
+    folder = Path(folder)
+    paths = [path for path in folder.iterdir() if path.is_file()]
+    if (folder / DETECTOR_FOLDER).is_dir():
+        paths += [path for path in (folder / DETECTOR_FOLDER).iterdir() if path.is_file()]
     return sorted(
-        path.name
-        for path in Path(folder).iterdir()
-        if path.is_file() and not path.name.startswith(".") and path.suffix != ".pyc"
+        path.relative_to(folder).as_posix()
+        for path in paths
+        if not path.name.startswith(".") and path.suffix != ".pyc"
     )
 
 

@@ -15,6 +15,7 @@ from _data_fixtures import make_processor
 from _post_fixtures import OWN_RELATIONS, own_posts, write_posts
 
 import run_mre
+from mre_data import sources
 from mre_data.mnre import MNREFormatError
 from mre_data.mnre_dataset import load_post_dataset, load_post_files
 from mre_data.post_files import PostFormatError
@@ -68,7 +69,7 @@ def run(data: list[str], output_dir: Path) -> None:
 def test_training_from_the_dataset_predicts_as_from_the_post_files(posts, tmp_path):
     root, by_split = posts
     folder = write_dataset(tmp_path / "dataset", {split: embedded(root, rows) for split, rows in by_split.items()})
-    files = [f"--{run_mre.POST_FILE_OPTIONS[split]}={root / split}.jsonl" for split, _ in SPLITS.values()]
+    files = [f"--{sources.POST_FILE_OPTIONS[split]}={root / split}.jsonl" for split, _ in SPLITS.values()]
     run(files, tmp_path / "files")
     run(["--dataset_name", str(folder)], tmp_path / "dataset-run")
     from_files = rows(tmp_path / "files" / "predictions.jsonl")
@@ -88,7 +89,7 @@ def test_renamed_columns_are_mapped_and_a_classlabel_keeps_its_order(posts, tmp_
     folder = write_dataset(tmp_path / "renamed", splits)
     argv = ["--dataset_name", str(folder), "--column_names", "text=body", "image=picture"]
     _, data_args, _, training_args = run_mre.parse_args([*argv, "--output_dir", str(tmp_path / "out")])
-    source = run_mre.data_source(data_args, training_args)
+    source = sources.data_source(data_args, training_args)
     assert source.relation_labels == order
     processor = make_processor(num_object_crops=0, relation_labels=order)
     data = source.load_splits(processor, splits=["train"], cache_dir=tmp_path / "cache")["train"]
@@ -101,7 +102,7 @@ def test_renamed_columns_are_mapped_and_a_classlabel_keeps_its_order(posts, tmp_
         ["--dataset_name", str(folder), "--column_names", "text=content", "--output_dir", str(tmp_path / "out")]
     )
     with pytest.raises(SystemExit, match=r"--column_names 'text=content': split 'train' has no column 'content'"):
-        run_mre.data_source(data_args, training_args)
+        sources.data_source(data_args, training_args)
 
 
 def test_an_image_path_without_bytes_and_a_bad_row_are_refused(posts):

@@ -903,7 +903,7 @@ class HVFormerForRelationExtraction(HVFormerPreTrainedModel):
         vision_backbone = _load_vision_backbone(vision_name_or_path)
         markers, marker_ids = list(processor.entity_markers), processor.marker_token_ids()
         if VISION_FAMILIES[vision_backbone.config.model_type].interpolates_positions:
-            config_kwargs.setdefault("image_size", processor.image_size())
+            config_kwargs.setdefault("image_size", processor.image_processor.image_size())
 
         config = HVFormerConfig(
             text_config=text_encoder.config.to_dict(),

@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import math
 import os
+import reprlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -274,6 +275,13 @@ def processor_detector(processor: Any) -> ObjectDetector | None:
             files_from = (files[0], {**hub_kwargs, "subfolder": files[1]})
             _LOADED[key] = ObjectDetector.from_pretrained(reference, files_from, **weights_kwargs)
     return _LOADED[key]
+
+
+def detector_reference(object_detector: Any) -> str | None:
+    """The processor's `object_detector` argument checked: a Hub id or a folder (as a string), or `None`."""
+    if object_detector is not None and not isinstance(object_detector, (str, os.PathLike)):
+        raise ValueError(f"`object_detector` must be a Hub id or a folder, got {reprlib.repr(object_detector)}.")
+    return None if object_detector is None else os.fspath(object_detector)
 
 
 def detect_missing_crops(

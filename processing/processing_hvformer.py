@@ -47,8 +47,8 @@ from .entity_marking import (
 )
 from .entity_search import batch_texts, call_entity_spans, check_texts
 from .image_processing_hvformer import HVFormerImageProcessor
-from .object_detection import detect_missing_crops, saved_detector
-from .sample_errors import batch_errors, check_inputs, check_options, per_sample, short_repr
+from .object_detection import detect_missing_crops, detector_reference, saved_detector
+from .sample_errors import batch_errors, check_inputs, check_options, per_sample, per_sample_images
 from .saved_processor import HUB_KWARGS, load_saved_parts, load_text_vision_parts, model_mismatches
 
 _IMAGE_SETTINGS = ("num_object_crops", "object_image_size")
@@ -94,9 +94,7 @@ class HVFormerProcessor(ProcessorMixin):
         elif image_settings:
             raise TypeError(f"{sorted(image_settings)} are settings of the image processor, not of the processor.")
         super().__init__(image_processor, tokenizer, **kwargs)
-        if object_detector is not None and not isinstance(object_detector, (str, os.PathLike)):
-            raise ValueError(f"`object_detector` must be a Hub id or a folder, got {short_repr(object_detector)}.")
-        self.object_detector = None if object_detector is None else os.fspath(object_detector)
+        self.object_detector = detector_reference(object_detector)
         self.entity_markers = check_markers(
             default_markers(self.tokenizer) if entity_markers is None else entity_markers
         )
@@ -161,10 +159,6 @@ class HVFormerProcessor(ProcessorMixin):
     @property
     def object_image_size(self) -> int:
         return self.image_processor.object_image_size
-
-    def image_size(self) -> int:
-        """Side of the square images the image processor makes."""
-        return self.image_processor.image_size()
 
     def pixel_statistics(self) -> dict[str, list[float]]:
         """`image_mean` and `image_std` with which the model normalises the uint8 pixels, for `HVFormerConfig`."""
@@ -242,12 +236,7 @@ class HVFormerProcessor(ProcessorMixin):
                 )
                 data.update(encoded)
             if images is not None:
-                if is_batched:
-                    images = per_sample(images, "images", batch_size, is_batched)
-                    if object_crops is not None:
-                        object_crops = per_sample(object_crops, "object_crops", batch_size, is_batched)
-                elif isinstance(images, (list, tuple)):
-                    raise ValueError("For a single text, `images` must be one image, not a list.")
+                images, object_crops = per_sample_images(images, object_crops, batch_size, is_batched)
                 if self.object_detector is not None:
                     object_crops = detect_missing_crops(self, images, object_crops, is_batched, max_image_pixels)
                 data.update(self.image_processor(images, object_crops=object_crops, max_image_pixels=max_image_pixels))

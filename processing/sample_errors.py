@@ -67,6 +67,19 @@ def per_sample(value: Any, name: str, batch_size: int, is_batched: bool) -> list
     return list(value)
 
 
+def per_sample_images(images: Any, object_crops: Any, batch_size: int, is_batched: bool) -> tuple[Any, Any]:
+    """`images` and `object_crops` checked against the batch: one entry per sample of a batch (lists), or one image
+    (and its list of crops) for a single sample."""
+    if not is_batched:
+        if isinstance(images, (list, tuple)):
+            raise ValueError("For a single text, `images` must be one image, not a list.")
+        return images, object_crops
+    images = per_sample(images, "images", batch_size, is_batched)
+    if object_crops is not None:
+        object_crops = per_sample(object_crops, "object_crops", batch_size, is_batched)
+    return images, object_crops
+
+
 class SampleError(ValueError):
     """A problem of one sample: `problem` after the name of the image it concerns (`part`, e.g. `` `image` ``), or
     alone and capitalised; `crop` is the object crop's slot when the problem is a crop's, `index` the sample's."""

@@ -91,6 +91,7 @@ def test_inference_tiny(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny(tmp_path, capsys):
     figures, printed = run(end_to_end, tmp_path, capsys)
     stages = {row["stage"]: row for row in figures["rows"]}
@@ -100,6 +101,7 @@ def test_end_to_end_tiny(tmp_path, capsys):
     assert figures["settings"]["train"] == 16 and "| train, 1 epoch |" in printed
 
 
+@pytest.mark.slow
 def test_prediction_tiny(tmp_path, capsys):
     """Both variants predict the 16 generated posts; the crops variant reads their 3 crops each, the other none."""
     figures, printed = run(prediction, tmp_path, capsys)
@@ -256,6 +258,7 @@ def test_the_commit_recorded_says_when_the_tree_differs_from_it(tmp_path, monkey
     assert common.git_commit() == f"{head}+changes"
 
 
+@pytest.mark.slow
 def test_run_all_passes_the_end_to_end_train_size_and_checks_what_ran(tmp_path, monkeypatch, capsys):
     """`run_all.py --tiny` limited to its end-to-end run: the run gets `--end-to-end-train-size`, its figures and
     `targets.json` are written, and the targets of the runs left out are reported as not measured."""

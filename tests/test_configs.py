@@ -118,6 +118,7 @@ RUNS = {
 """Configs run end to end (on top of paper.yaml), and whether with `--do_analysis`."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_config_runs_end_to_end(workspace, name):
     extra, analysis = RUNS[name]

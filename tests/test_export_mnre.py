@@ -113,6 +113,7 @@ def test_missing_files_follow_the_loader_policy(folder, tmp_path):
     assert "| train | 6 | 5 | " in (output / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_training_from_the_export_matches_training_from_the_folder(folder, tmp_path):
     """`run_mre.py --dataset_name EXPORT` against `--data_dir FOLDER` on the same seed: the same metrics and a
     byte-identical `predictions.jsonl` (same ids, tokens, labels, pixels and order)."""
@@ -273,6 +274,7 @@ def test_the_samples_export_has_the_samples_relations_and_title(tmp_path):
         export_mnre(sample, tmp_path / "fewer", relation_labels=labels[:-1])
 
 
+@pytest.mark.slow
 def test_training_from_the_samples_export_matches_the_main_job(tmp_path):
     """The main job (the built-in sample, no `--data_dir`) and `--dataset_name` of the sample's export, on the same
     seed and a short schedule: the same relations, metrics and a byte-identical `predictions.jsonl`."""

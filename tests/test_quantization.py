@@ -217,6 +217,7 @@ def relabel_by_text(data_dir: Path) -> None:
         text_file.write_text("".join(repr(line) + "\n" for line in lines), encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_int8_test_f1_is_within_one_point_on_the_mnre_shaped_fixture(tmp_path_factory, monkeypatch):
     """configs/paper.yaml with tiny encoders (a 12-layer ViT, levels 0/6/12, 12 heads), trained on the MNRE-shaped
     folder with relations its text tells; the test split's F1 through the pipeline, float32 against int8."""

@@ -70,6 +70,7 @@ def scores_by_kind(output_dir: Path) -> dict[str, dict]:
     return scores
 
 
+@pytest.mark.slow
 def test_visual_path_carries_the_relation_end_to_end(full_run, text_only_run):
     """Image-kind posts (same sentences, relation told only by the picture) are solved by the full model; the
     text-only configuration (images switched off) cannot beat chance on them (4 balanced relations)."""

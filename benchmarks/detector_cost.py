@@ -13,26 +13,15 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
-from transformers.models.detr import DetrImageProcessorPil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from tiny_models import save_tiny_detr  # noqa: E402
-
-from processing.object_detection import ObjectDetector  # noqa: E402
-
-
-def detr_resnet50(folder: Path) -> Path:
-    """facebook/detr-resnet-50's architecture and image processor settings (shortest side 800, longest 1333)."""
-    backbone = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], out_features=["stage4"])
-    DetrForObjectDetection(DetrConfig(use_timm_backbone=False, backbone_config=backbone)).save_pretrained(folder)
-    DetrImageProcessorPil().save_pretrained(folder)
-    return folder
+from processing.object_detection import ObjectDetector
+from sample_inputs.detectors import detr_resnet50, save_tiny_detr
 
 
 def main() -> None:

@@ -1,2 +1,3 @@
-"""Inputs made in code that the tests and the benchmarks share: hostile image files ([`hostile_images`]) and
-endpoint requests with the photos they carry ([`requests`]). Not installed with the package."""
+"""Inputs made in code that the tests and the benchmarks share: hostile image files ([`hostile_images`]), endpoint
+requests with the photos they carry ([`requests`]) and object detectors built from a config ([`detectors`]). Not
+installed with the package."""

@@ -103,14 +103,20 @@ def test_end_to_end_tiny(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_prediction_tiny(tmp_path, capsys):
-    """Both variants predict the 16 generated posts; the crops variant reads their 3 crops each, the other none."""
+    """The three variants predict the 16 generated posts: the crops variant reads their 3 crops each, the detector
+    variant's model crops 3 boxes out of each post's image (its crops counted as the detector's, none read), the
+    no-crops variant neither."""
     figures, printed = run(prediction, tmp_path, capsys)
     rows = {row["variant"]: row for row in figures["rows"]}
-    assert list(rows) == ["no crops", "crops"]
+    assert list(rows) == ["no crops", "crops", "detector"]
     assert all(row["posts"] == 16 and positive(row["posts_per_second"]) for row in rows.values())
-    assert (rows["no crops"]["crops_loaded"], rows["crops"]["crops_loaded"]) == (0, 48)
+    crops = {name: (row["crops_loaded"], row["detector_crops"]) for name, row in rows.items()}
+    assert crops == {"no crops": (0, 0), "crops": (48, 0), "detector": (0, 48)}
     assert all(row["wall_seconds"] > row["seconds"] for row in rows.values())
-    assert figures["settings"]["posts"] == 16 and "| crops | 16 |" in printed
+    settings = figures["settings"]
+    assert (settings["posts"], settings["detector_posts"], settings["detector"]) == (16, 16, "tiny DETR")
+    assert "| crops | 16 |" in printed and "| detector | 16 |" in printed
+    assert "detector variant: 16 posts (--detector_posts), detector: tiny DETR" in printed
 
 
 def test_input_pipeline_tiny(tmp_path, capsys):

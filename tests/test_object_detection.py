@@ -18,7 +18,6 @@ from _data_fixtures import make_processor
 from _post_fixtures import own_posts, write_posts
 from mnre_folder import write_mnre_folder
 from PIL import Image
-from tiny_models import save_tiny_detr
 
 import run_mre
 from modeling_hvformer.modeling_hvformer import HVFormerForRelationExtraction
@@ -28,6 +27,7 @@ from mre_data.mnre import read_mnre_file
 from mre_data.mnre_dataset import MNRECropsError, image_report, load_mnre, load_post_files
 from processing.object_detection import DETECTOR_FOLDER, ObjectDetector, top_boxes
 from processing.processing_hvformer import HVFormerProcessor
+from sample_inputs.detectors import save_tiny_detr
 from training.console import print_summary
 from training.hub import model_repository_files
 

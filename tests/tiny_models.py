@@ -1,23 +1,17 @@
-"""Tiny random HVFormer configurations and inputs, and a tiny random object detector, in the manner of transformers'
-own model tests."""
+"""Tiny random HVFormer configurations and inputs, in the manner of transformers' own model tests (the tiny object
+detector is `sample_inputs.detectors.save_tiny_detr`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from transformers import (
     BertConfig,
     CLIPVisionConfig,
-    DetrConfig,
-    DetrForObjectDetection,
     Dinov2Config,
     Dinov2WithRegistersConfig,
-    ResNetConfig,
     SiglipVisionConfig,
     ViTConfig,
 )
-from transformers.models.detr import DetrImageProcessorPil
 
 from modeling_hvformer import HVFormerConfig, HVFormerForRelationExtraction
 
@@ -113,31 +107,3 @@ def tiny_model_for(processor, seed: int = 0, **overrides) -> HVFormerForRelation
         **processor.pixel_statistics(),
     }
     return HVFormerForRelationExtraction(tiny_config("vit", **{**kwargs, **overrides})).eval()
-
-
-def save_tiny_detr(folder: Path, seed: int) -> Path:
-    """A random DETR of 12 queries with a 4-stage ResNet of width 8 and its image processor (shortest side 64),
-    weights spread wide enough (init_std 0.3) that the queries find different boxes."""
-    backbone = ResNetConfig(
-        embedding_size=8, hidden_sizes=[8] * 4, depths=[1] * 4, layer_type="basic", out_features=["stage4"]
-    )
-    config = DetrConfig(
-        use_timm_backbone=False,
-        backbone_config=backbone,
-        use_pretrained_backbone=False,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=16,
-        decoder_ffn_dim=16,
-        num_queries=12,
-        num_labels=3,
-        init_std=0.3,
-        init_xavier_std=15.0,
-    )
-    torch.manual_seed(seed)
-    DetrForObjectDetection(config).save_pretrained(folder)
-    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
-    return folder

@@ -661,6 +661,7 @@ def test_model_folder_is_written_whole_or_not_at_all(full_run, tmp_path, monkeyp
     assert [path.name for path in tmp_path.iterdir()] == ["model"]
 
 
+@pytest.mark.slow
 def test_restart_skips_broken_checkpoints_and_matches_an_uninterrupted_run(tmp_path, caplog):
     """A run interrupted after its first checkpoint (its recorded arguments those of the rerun), with three later
     checkpoints left broken (one without trainer state, one with truncated weights, as a kill -9 while saving leaves

@@ -107,6 +107,7 @@ def test_run_writes_metrics_predictions_and_a_loadable_model(full_run, tmp_path)
         for marker in ("<s>", "<o>"):
             assert list(row["expert_weights"][marker]) == ["text", "level_0", "level_1", "level_2"]
             assert sum(row["expert_weights"][marker].values()) == pytest.approx(1.0, abs=1e-4)
+            assert all(weight == round(weight, 6) for weight in row["expert_weights"][marker].values())
     history = json.loads((output_dir / "expert_weights_history.json").read_text())
     assert history["expert_names"] == ["text", "level_0", "level_1", "level_2"]
 

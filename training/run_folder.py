@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from analysis.callbacks import HISTORY_FILE
@@ -52,8 +51,9 @@ def write_predictions(path: Path, dataset: Any, predictions: Any, config: Any) -
             "probabilities": {config.id2label[i]: round(float(p), 6) for i, p in enumerate(probabilities[index])},
         }
         if marker_weights is not None:
+            weights = marker_weights[index].tolist()  # Python floats, rounded as the probabilities are
             row["expert_weights"] = {
-                marker: dict(zip(config.expert_names, np.round(marker_weights[index, k], 6).tolist(), strict=True))
+                marker: {name: round(w, 6) for name, w in zip(config.expert_names, weights[k], strict=True)}
                 for k, marker in enumerate(markers)
             }
         lines.append(json.dumps(row) + "\n")

@@ -1207,7 +1207,7 @@ class _SplitLoader:
             features=datasets.Features({**base.features, **_text_features(self.text_columns)}),
             cache_file_name=str(self.cache_root / f"{split}-text-{text_fingerprint}.arrow"),
             new_fingerprint=text_fingerprint,
-            desc=f"Tokenizing MNRE {split}",
+            desc=f"Tokenizing {split}",
         )
         decoded = (base if images is None else images).map(
             _encode_images_batch,
@@ -1220,7 +1220,7 @@ class _SplitLoader:
             num_proc=self.num_proc,
             cache_file_name=str(self.cache_root / f"{split}-images-{image_fingerprint}.arrow"),
             new_fingerprint=image_fingerprint,
-            desc=f"Decoding MNRE {split} images",
+            desc=f"Decoding {split} images",
         )
         dataset = datasets.concatenate_datasets([text, decoded], axis=1)
         _apply_image_policy(split, dataset, self.missing_images, first_error)

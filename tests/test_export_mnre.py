@@ -248,7 +248,7 @@ def test_a_folder_without_crops_is_exported_only_when_told_and_then_trains_only_
     assert (metrics["train_crops_unavailable"], metrics["test_crops_loaded"]) == (10, 0)
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
     assert (results["train_crops_unavailable"], results["val_crops_unavailable"]) == (10, 5)
-    assert "Without object crops (--missing_crops none), examples: train 10, val 5, test 5" in capsys.readouterr().out
+    assert "Without object crops (none given, none made), examples: train 10, val 5, test 5" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------------------------

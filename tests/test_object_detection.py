@@ -18,6 +18,8 @@ from _data_fixtures import make_processor
 from _post_fixtures import own_posts, write_posts
 from mnre_folder import write_mnre_folder
 from PIL import Image
+from tiny_models import tiny_model_for
+from transformers import TrainingArguments
 
 import run_mre
 from modeling_hvformer.modeling_hvformer import HVFormerForRelationExtraction
@@ -30,6 +32,7 @@ from processing.processing_hvformer import HVFormerProcessor
 from sample_inputs.detectors import save_tiny_detr
 from training.console import print_summary
 from training.hub import model_repository_files
+from training.prediction import model_digest
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
 
@@ -130,7 +133,9 @@ def test_a_run_counts_the_detectors_crops_and_saves_the_detector(detector_run, c
         "val": 9,
         "test": 9,
     }
-    assert results["train_crops_unavailable"] == 0
+    assert {split: results[f"{split}_crops_unavailable"] for split in ("train", "val", "test")} == dict.fromkeys(
+        ("train", "val", "test"), 0
+    )
     model_dir = output_dir / run_mre.MODEL_FOLDER
     saved = json.loads((model_dir / "processor_config.json").read_text())
     assert saved["object_detector"] == DETECTOR_FOLDER  # a local detector travels with the model, weights included
@@ -223,3 +228,17 @@ def test_a_folder_without_crops_is_exported_and_loaded_with_the_detectors_crops(
     report = image_report(loaded)
     assert (report["train"]["detector_crops"], report["test"]["detector_crops"]) == (8, 4)
     assert report["train"]["crops_unavailable"] == 0
+
+
+def test_the_prediction_model_digest_follows_the_detectors_weights(tmp_path):
+    """Shards of an interrupted prediction are reused only for the same model: new detector weights at the same
+    place are another model."""
+    detr = save_tiny_detr(tmp_path / "detr", seed=0)
+    processor = make_processor(num_object_crops=2, relation_labels=["None", "person_link"])
+    processor.object_detector = str(detr)
+    model = tiny_model_for(processor)
+    args = TrainingArguments(output_dir=str(tmp_path / "unused"), use_cpu=True, report_to="none")
+    digest = model_digest(model, processor, args)
+    assert model_digest(model, processor, args) == digest
+    save_tiny_detr(detr, seed=1)
+    assert model_digest(model, processor, args) != digest

@@ -35,8 +35,8 @@ class _DropMessages(logging.Filter):
 
 def set_up_logging(training_args: TrainingArguments) -> None:
     """Logging as in transformers' example scripts: the process's `--log_level` (warnings by default, errors on
-    other processes) for this project, transformers and datasets; no per-file progress bars for weights and none of
-    the [`MISLEADING_MESSAGES`]."""
+    other processes) for this project, transformers and datasets; no per-file progress bars for weights, none of
+    datasets' with `--disable_tqdm`, and none of the [`MISLEADING_MESSAGES`]."""
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stderr)])
     for name in ("run_mre", "mre_data", "processing", "training"):
@@ -45,6 +45,8 @@ def set_up_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.get_logger("transformers.trainer_utils").addFilter(_DropMessages())
     datasets.utils.logging.set_verbosity(level)
+    if training_args.disable_tqdm:
+        datasets.disable_progress_bars()
 
 
 def format_scores(metrics: dict[str, float], prefix: str) -> str:
@@ -110,7 +112,7 @@ def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) 
         if key.endswith(CROPS_UNAVAILABLE_SUFFIX) and value
     ]
     if without_crops:
-        print(f"Without object crops (--missing_crops none), examples: {', '.join(without_crops)}")
+        print(f"Without object crops (none given, none made), examples: {', '.join(without_crops)}")
     detected = [
         f"{key.removesuffix(DETECTOR_CROPS_SUFFIX)} {value}"
         for key, value in metrics.items()

@@ -35,6 +35,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from mre_data.collator import ColumnBatches
 from mre_data.mnre_dataset import NO_CROPS_WARNING, file_signature, image_report, load_post_records
 from mre_data.post_files import PostFormatError, iter_post_rows, parse_post
+from processing.object_detection import processor_detector
 
 from .console import ProgressBar
 from .run_files import atomic_writer, write_text_atomic
@@ -115,13 +116,22 @@ def shard_inputs_digest(records: list[dict[str, Any]], options: Mapping[str, Any
 
 def model_digest(model: torch.nn.Module, processor: Any, training_args: TrainingArguments) -> str:
     """What a prediction depends on besides the posts: the model's config and weights, the tokenizer and processor
-    settings, and the precision it runs in."""
+    settings, the object detector's (config, image processor, weights), and the precision it runs in."""
     digest = hashlib.sha256()
     tokenizer = processor.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None)
     vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     settings = {name: getattr(training_args, name) for name in PRECISION_ARGUMENTS}
-    for text in (model.config.to_json_string(), vocabulary, processor.to_json_string(), json.dumps(settings)):
+    detector = processor_detector(processor)
+    detector_state = json.dumps(detector.fingerprint() if detector is not None else None, sort_keys=True, default=str)
+    texts = (
+        model.config.to_json_string(),
+        vocabulary,
+        processor.to_json_string(),
+        json.dumps(settings),
+        detector_state,
+    )
+    for text in texts:
         digest.update(text.encode() + b"\0")
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + b"\0")
@@ -257,12 +267,13 @@ def predict_corpus(
     relation_labels = [config.id2label[i] for i in range(config.num_labels)]
     use_images = options.get("use_images", True)
     scan = scan_posts(path, processor.num_object_crops, relation_labels, use_images, limit)
-    if scan.crops_unavailable:
+    crops_unavailable = scan.crops_unavailable and processor_detector(processor) is None  # else the detector crops
+    if crops_unavailable:
         logger.warning(NO_CROPS_WARNING, path)
     folder = output_dir / PREDICTION_SHARDS_FOLDER
     is_main = trainer.is_world_process_zero()
     model_id = model_digest(model, processor, args) if is_main else ""
-    digest_options = {**options, "crops_unavailable": scan.crops_unavailable}
+    digest_options = {**options, "crops_unavailable": crops_unavailable}
     digest_options.pop("num_proc", None)
 
     progress = ProgressBar if trainer.pop_callback(ProgressBar) is not None else None
@@ -288,7 +299,7 @@ def predict_corpus(
                     str(path),
                     processor,
                     relation_labels=relation_labels,
-                    crops_unavailable=scan.crops_unavailable,
+                    crops_unavailable=crops_unavailable,
                     cache_dir=folder / "cache",
                     **options,
                 )

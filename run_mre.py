@@ -18,8 +18,8 @@ uploads). A finished run (its results file and model folder read whole) is not r
 deleted (`--keep_checkpoints` keeps them); an interrupted or damaged one runs again, resuming from its last complete
 checkpoint.
 
-One script read top to bottom, as transformers' `run_glue.py`: arguments (`training/command_line.py`), checkpoint
-detection, seed, data (`mre_data/sources.py`), model, Trainer, train / evaluate / predict, save.
+One script read top to bottom, as transformers' `run_glue.py`: arguments (`mre_run/command_line.py`), checkpoint
+detection, seed, data (`mre_run/sources.py`), model, Trainer, train / evaluate / predict, save.
 """
 
 from __future__ import annotations
@@ -52,17 +52,7 @@ from mre_data.collator import ColumnBatches, HVFormerDataCollator, StaticShapes,
 from mre_data.mnre_dataset import (
     image_report,
 )
-from mre_data.sources import (
-    DEFAULT_NONE_LABEL,
-    DataSource,
-    check_data_folder,
-    data_source,
-    post_files,
-    requested_splits,
-)
-from processing.processing_hvformer import HVFormerProcessor
-from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
-from training.command_line import (
+from mre_run.command_line import (
     CONFIG_OPTIONS,
     PROCESSOR_OPTIONS,
     DataArguments,
@@ -72,6 +62,17 @@ from training.command_line import (
     given,
     parse_args,
 )
+from mre_run.prediction import predict_corpus
+from mre_run.sources import (
+    DEFAULT_NONE_LABEL,
+    DataSource,
+    check_data_folder,
+    data_source,
+    post_files,
+    requested_splits,
+)
+from processing.processing_hvformer import HVFormerProcessor
+from training.checkpoints import TrainingLossRecorder, checkpoint_problem, last_valid_checkpoint
 from training.console import (
     EpochReport,
     ProgressBar,
@@ -90,7 +91,6 @@ from training.model_card import (
     training_environment,
     training_hyperparameters,
 )
-from training.prediction import predict_corpus
 from training.run_arguments import (
     RUN_ARGUMENTS_FILE,
     record_arguments,

@@ -13,13 +13,11 @@ from transformers.trainer_callback import ExportableState
 
 from mre_data.collator import IGNORE_INDEX
 from training.run_files import write_text_atomic
+from training.run_folder import HISTORY_FILE
 
 from .tokens import marker_names
 
 __all__ = ["HISTORY_FILE", "ExpertWeightsRecorder"]
-
-HISTORY_FILE = "expert_weights_history.json"
-"""Name of the file [`ExpertWeightsRecorder.save`] writes in `run_mre.py`'s output folder."""
 
 
 def _unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -14,7 +14,7 @@ BLOCK_PROJECT_IMPORTS = textwrap.dedent(
 
     class _BlockProject(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            project = {"analysis", "modeling_hvformer", "mre_data", "processing", "run_mre", "training"}
+            project = {"analysis", "modeling_hvformer", "mre_data", "mre_run", "processing", "run_mre", "training"}
             if name.split(".")[0] in project:
                 raise ImportError(f"{name} is not importable here")
             return None

@@ -27,12 +27,12 @@ from modeling_hvformer.pipeline_hvformer import HVFormerRelationExtractionPipeli
 from mre_data.export_mnre import export_mnre
 from mre_data.mnre import read_mnre_file
 from mre_data.mnre_dataset import MNRECropsError, image_report, load_mnre, load_post_files
+from mre_run.prediction import model_digest
 from processing.object_detection import DETECTOR_FOLDER, ObjectDetector, top_boxes
 from processing.processing_hvformer import HVFormerProcessor
 from sample_inputs.detectors import save_tiny_detr
 from training.console import print_summary
 from training.hub import model_repository_files
-from training.prediction import model_digest
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
 

@@ -15,10 +15,10 @@ from _data_fixtures import make_processor
 from _post_fixtures import OWN_RELATIONS, own_posts, write_posts
 
 import run_mre
-from mre_data import sources
 from mre_data.mnre import MNREFormatError
 from mre_data.mnre_dataset import load_post_dataset, load_post_files
 from mre_data.post_files import PostFormatError
+from mre_run import sources
 
 FAST = ["--per_device_eval_batch_size", "100", "--logging_strategy", "no", "--disable_tqdm", "true"]
 SPLITS = {"train": ("train", 6), "validation": ("val", 3), "test": ("test", 3)}

@@ -21,8 +21,8 @@ from transformers import TrainingArguments
 import run_mre
 from modeling_hvformer import HVFormerForRelationExtraction
 from mre_data.post_files import PostFormatError
+from mre_run.prediction import model_digest, scan_posts
 from processing.processing_hvformer import HVFormerProcessor
-from training.prediction import model_digest, scan_posts
 from training.run_folder import PREDICTION_SHARDS_FOLDER, PREDICTIONS_FILE
 
 PROJECT = Path(__file__).resolve().parents[1]

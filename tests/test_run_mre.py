@@ -28,8 +28,9 @@ from mre_data.collator import HVFormerDataCollator
 from mre_data.mnre import read_mnre_file
 from mre_data.mnre_dataset import load_mnre
 from mre_data.sample_data import SAMPLE_RELATIONS, build_sample_dataset
+from mre_run import command_line
 from processing.processing_hvformer import HVFormerProcessor
-from training import command_line, hub
+from training import hub
 from training.console import print_seed_summary
 from training.metrics import mre_scores
 from training.run_arguments import RUN_ARGUMENTS_FILE

@@ -39,7 +39,7 @@ def set_up_logging(training_args: TrainingArguments) -> None:
     datasets' with `--disable_tqdm`, and none of the [`MISLEADING_MESSAGES`]."""
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stderr)])
-    for name in ("run_mre", "mre_data", "processing", "training"):
+    for name in ("run_mre", "mre_run", "mre_data", "processing", "training"):
         logging.getLogger(name).setLevel(level)
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.disable_progress_bar()

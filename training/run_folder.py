@@ -11,8 +11,6 @@ from typing import Any
 
 import torch
 
-from analysis.callbacks import HISTORY_FILE
-
 from .hub import MODEL_FOLDER
 from .model_card import CARD_FACTS_FILE
 from .run_arguments import RUN_ARGUMENTS_FILE, differences, recorded_arguments
@@ -26,6 +24,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 PREDICTION_SHARDS_FOLDER = "predictions.shards"
 """Where a prediction over a post file keeps the shards it has finished until the predictions file is whole."""
 TRAINER_STATE_FILE = "trainer_state.json"
+HISTORY_FILE = "expert_weights_history.json"
+"""The expert weights at the markers over training (`analysis.ExpertWeightsRecorder`)."""
 RUN_FILES: tuple[str, ...] = (RESULTS_FILE, PREDICTIONS_FILE, TRAINER_STATE_FILE, HISTORY_FILE, CARD_FACTS_FILE)
 """The files a run writes beside its model folder (each when it applies)."""
 

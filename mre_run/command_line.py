@@ -33,19 +33,19 @@ from mre_data.collator import (
 from mre_data.mnre_dataset import (
     load_mnre,
 )
-from mre_data.sources import post_files
 from processing.entity_marking import ENTITY_MARKERS, FALLBACK_ENTITY_MARKERS
 from processing.image_processing_hvformer import HVFormerImageProcessor
 from processing.processing_hvformer import HVFormerProcessor
-
-from .hub import SAMPLE_RUN_DIR
-from .prediction import DEFAULT_PREDICTION_SHARD_SIZE
-from .run_files import (
+from training.hub import SAMPLE_RUN_DIR
+from training.run_files import (
     brief,
 )
-from .run_folder import (
+from training.run_folder import (
     PREDICTION_SHARDS_FOLDER,
 )
+
+from .prediction import DEFAULT_PREDICTION_SHARD_SIZE
+from .sources import post_files
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,8 @@ import datasets
 from transformers import TrainingArguments
 
 from modeling_hvformer import HVFormerConfig
-from training.hub import hub_ids
-from training.run_files import (
-    brief,
-)
-
-from .mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
-from .mnre_dataset import (
+from mre_data.mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
+from mre_data.mnre_dataset import (
     dataset_relations,
     is_post_dataset,
     load_mnre,
@@ -31,8 +26,12 @@ from .mnre_dataset import (
     load_post_files,
     read_post_dataset,
 )
-from .post_files import POST_COLUMNS, post_relations, post_words, read_post_file
-from .sample_data import build_sample_dataset
+from mre_data.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
+from mre_data.sample_data import build_sample_dataset
+from training.hub import hub_ids
+from training.run_files import (
+    brief,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,9 @@ from mre_data.collator import ColumnBatches
 from mre_data.mnre_dataset import NO_CROPS_WARNING, file_signature, image_report, load_post_records
 from mre_data.post_files import PostFormatError, iter_post_rows, parse_post
 from processing.object_detection import processor_detector
-
-from .console import ProgressBar
-from .run_files import atomic_writer, write_text_atomic
-from .run_folder import PREDICTION_SHARDS_FOLDER, write_predictions
+from training.console import ProgressBar
+from training.run_files import atomic_writer, write_text_atomic
+from training.run_folder import PREDICTION_SHARDS_FOLDER, write_predictions
 
 logger = logging.getLogger(__name__)
 

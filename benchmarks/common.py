@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -233,6 +234,25 @@ def compiled(function: Callable, args: argparse.Namespace) -> Callable:
         return function
     mode = args.compile_mode if args.compile_backend == "inductor" else None
     return torch.compile(function, backend=args.compile_backend, mode=mode, dynamic=False)
+
+
+RUN_TIMEOUT = 3600
+"""Longest a benchmark's `run_mre.py` process may take (seconds)."""
+
+
+def run_script(arguments: list[str], output_dir: Path, tiny: bool) -> tuple[float, dict[str, Any]]:
+    """Runs `run_mre.py ARGUMENTS --output_dir OUTPUT_DIR` in a new process, offline (one CPU thread when `tiny`);
+    returns its wall time and `all_results.json`."""
+    command = [sys.executable, str(PROJECT / "run_mre.py"), *arguments, "--output_dir", str(output_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if tiny:
+        env["OMP_NUM_THREADS"] = "1"
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    return seconds, json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:

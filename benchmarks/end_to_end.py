@@ -21,9 +21,6 @@ if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import importlib.util
-import json
-import os
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -31,12 +28,11 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast, CLIPVisionConfig, CLIPVisionModel
 
-from benchmarks.common import PROJECT, argument_parser, environment, prepare, report
+from benchmarks.common import PROJECT, argument_parser, environment, prepare, report, run_script
 
 PAPER = {"train": 4096, "val": 512, "batch_size": 32, "dataloader_num_workers": 8, "preprocessing_num_workers": 16}
 TINY = {"train": 16, "val": 8, "batch_size": 4, "dataloader_num_workers": 0, "preprocessing_num_workers": 2}
 COLUMNS = ["stage", "seconds", "samples_per_second"]
-RUN_TIMEOUT = 3600
 
 
 def load_mnre_folder_module():
@@ -53,21 +49,6 @@ def save_paper_size_encoders(text_dir: Path, vision_dir: Path) -> None:
     vocab_size = len(BertTokenizerFast.from_pretrained(text_dir))
     BertModel(BertConfig(vocab_size=vocab_size), add_pooling_layer=False).save_pretrained(text_dir)
     CLIPVisionModel(CLIPVisionConfig()).save_pretrained(vision_dir)
-
-
-def run_mre(arguments: list[str], output_dir: Path, tiny: bool) -> tuple[float, dict[str, float]]:
-    """Runs `run_mre.py` in a new process (one CPU thread when `tiny`); returns its wall time and
-    `all_results.json`."""
-    command = [sys.executable, str(PROJECT / "run_mre.py"), *arguments, "--output_dir", str(output_dir)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    if tiny:
-        env["OMP_NUM_THREADS"] = "1"
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
-    return seconds, json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -106,8 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             *("--disable_tqdm", "true", "--logging_steps", "1000000"),
             *extra,
         ]
-        cold_seconds, _ = run_mre(arguments, workdir / "run-cold", args.tiny)
-        warm_seconds, results = run_mre(arguments, workdir / "run-warm", args.tiny)
+        cold_seconds, _ = run_script(arguments, workdir / "run-cold", args.tiny)
+        warm_seconds, results = run_script(arguments, workdir / "run-warm", args.tiny)
 
     train, evaluate = results["train_runtime"], results["eval_runtime"]
     rows = [

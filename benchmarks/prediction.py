@@ -29,15 +29,12 @@ if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import json
-import os
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import run_mre
-from benchmarks.common import PROJECT, argument_parser, environment, prepare, report
+from benchmarks.common import argument_parser, environment, prepare, report, run_script
 from sample_inputs.detectors import detr_resnet50, save_tiny_detr
 from sample_inputs.requests import photo
 from training.hub import export_model_folder
@@ -51,7 +48,6 @@ EVAL_BATCH_SIZE = 64
 IMAGE_SIZE, CROP_SIZE, CROPS = (640, 480), (320, 240), 3
 RELATIONS = ["no_relation", "person_link"]
 COLUMNS = ["variant", "posts", "posts_per_second", "seconds", "wall_seconds"]
-RUN_TIMEOUT = 3600
 
 
 def write_posts(folder: Path, count: int, with_crops: bool) -> Path:
@@ -108,21 +104,12 @@ def save_tiny_model(folder: Path, object_detector: Path | None = None) -> Path:
 def predict(model: Path, posts: Path, output_dir: Path, tiny: bool) -> tuple[float, dict]:
     """Runs the prediction in a new process (one CPU thread when `tiny`); returns its wall time and
     `all_results.json`."""
-    command = [
-        *(sys.executable, str(PROJECT / "run_mre.py"), "--model_name_or_path", str(model)),
-        *("--do_train", "false", "--do_eval", "false", "--do_predict", "true", "--test_file", str(posts)),
-        *("--output_dir", str(output_dir), "--cache_dir", str(output_dir) + "-cache", "--disable_tqdm", "true"),
-        *("--per_device_eval_batch_size", str(EVAL_BATCH_SIZE)),
+    arguments = [
+        *("--model_name_or_path", str(model), "--do_train", "false", "--do_eval", "false"),
+        *("--do_predict", "true", "--test_file", str(posts), "--cache_dir", str(output_dir) + "-cache"),
+        *("--disable_tqdm", "true", "--per_device_eval_batch_size", str(EVAL_BATCH_SIZE)),
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    if tiny:
-        env["OMP_NUM_THREADS"] = "1"
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
-    return seconds, json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+    return run_script(arguments, output_dir, tiny)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from mre_run.sources import (
     check_data_folder,
     data_source,
     post_files,
+    post_image_fingerprints,
     requested_splits,
 )
 from processing.processing_hvformer import HVFormerProcessor
@@ -308,7 +309,7 @@ def run(
         raise SystemExit(f"run_mre.py: error: --output_dir {output_dir} is a file, not a folder.")
     splits = requested_splits(training_args)
     check_data_folder(data_args, splits)
-    arguments = shaping_arguments([model_args, data_args], training_args)
+    arguments = {**shaping_arguments([model_args, data_args], training_args), **post_image_fingerprints(data_args)}
 
     # A finished run of the same arguments is not repeated: its results are returned, checkpoints a kill left
     # deleted, its model pushed or analysed. A folder holding a run of other arguments is refused.

@@ -4,6 +4,8 @@ their splits, and the usage errors of data options that do not go together."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from modeling_hvformer import HVFormerConfig
 from mre_data.mnre import HUB_SPLITS, find_split_file, folder_dataset, folder_words, hub_words
 from mre_data.mnre_dataset import (
     dataset_relations,
+    file_signature,
     is_post_dataset,
     load_mnre,
     load_mnre_hub,
@@ -26,7 +29,15 @@ from mre_data.mnre_dataset import (
     load_post_files,
     read_post_dataset,
 )
-from mre_data.post_files import POST_COLUMNS, post_relations, post_words, read_post_file
+from mre_data.post_files import (
+    POST_COLUMNS,
+    PostFormatError,
+    iter_post_rows,
+    post_relations,
+    post_words,
+    read_post_file,
+    resolve_post_path,
+)
 from mre_data.sample_data import build_sample_dataset
 from training.hub import hub_ids
 from training.run_files import (
@@ -45,6 +56,32 @@ POST_FILE_OPTIONS: dict[str, str] = {"train": "train_file", "val": "validation_f
 def post_files(data_args: Any) -> dict[str, str]:
     """The post files given, by split (`train`, `val`, `test`)."""
     return {split: path for split, option in POST_FILE_OPTIONS.items() if (path := getattr(data_args, option))}
+
+
+IMAGES_SUFFIX = " (images)"
+"""Suffix of the recorded fingerprint of the images a post file names (`test_file (images)`)."""
+
+
+def post_image_fingerprints(data_args: Any) -> dict[str, str]:
+    """What the images of the post files hold, recorded with a run's arguments beside the files' own bytes: per file,
+    the SHA-256 of each image and crop path with its size and modification time (no image is read), so that a
+    finished run is not returned for a picture changed in place since. A file or row that cannot be read is left to
+    the loader, which names it."""
+    fingerprints = {}
+    for split, path in post_files(data_args).items():
+        folder, digest = Path(path).parent, hashlib.sha256()
+        try:
+            for where, row in iter_post_rows(path):
+                crops = row.get("object_crops")
+                crops = crops if isinstance(crops, list) else []
+                for column, value in [("image", row.get("image")), *(("object_crops", crop) for crop in crops)]:
+                    with contextlib.suppress(PostFormatError):
+                        file = resolve_post_path(value, folder, column, where)
+                        digest.update(f"{file}\0{file_signature(file)}\n".encode())
+        except (PostFormatError, OSError, ValueError):
+            continue
+        fingerprints[POST_FILE_OPTIONS[split] + IMAGES_SUFFIX] = digest.hexdigest()
+    return fingerprints
 
 
 @dataclass

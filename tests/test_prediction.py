@@ -164,17 +164,28 @@ def test_a_changed_model_is_not_served_an_old_shard(corpus, tmp_path, monkeypatc
 
 def test_a_finished_prediction_is_returned_only_for_the_same_posts_and_model(corpus, one_piece, tmp_path):
     """A finished run is returned again for the same arguments only while the files they name hold what they held:
-    an edited post file or a model saved again in the same folder is refused, naming what changed."""
+    an edited post file, a picture changed in place or a model saved again in the same folder is refused, naming
+    what changed."""
     own = tmp_path / "own"
     shutil.copytree(corpus, own, ignore=shutil.ignore_patterns("run", "cache"))
     first = predict(own, tmp_path / "run", 4)
     assert predict(own, tmp_path / "run", 4) == first  # the finished run, returned
+    first_image = own / json.loads((own / "posts.jsonl").read_text().splitlines()[0])["image"]
+    first_times = (first_image.stat().st_atime_ns, first_image.stat().st_mtime_ns)
     posts = own / "posts.jsonl"
     original = posts.read_bytes()
     posts.write_bytes(original.replace(b'"text": "', b'"text": "Breaking: ', 1))
     with pytest.raises(SystemExit, match=r"holds a run of other arguments:\n  --test_file \(contents\) \""):
         predict(own, tmp_path / "run", 4)
     posts.write_bytes(original)
+    image = own / json.loads(original.splitlines()[0])["image"]
+    picture = image.read_bytes()
+    image.write_bytes(picture + b"\0")  # the same post file, a picture changed in place
+    with pytest.raises(SystemExit, match=r"other arguments:\n  --test_file \(images\) \""):
+        predict(own, tmp_path / "run", 4)
+    image.write_bytes(picture)
+    os.utime(image, ns=(first_times[0], first_times[1]))
+    assert predict(own, tmp_path / "run", 4) == first  # as it was: the finished run again
     model = HVFormerForRelationExtraction.from_pretrained(own / "model")
     with torch.no_grad():
         list(model.parameters())[-1].add_(1.0)

@@ -37,7 +37,7 @@ from mre_data.mnre_dataset import NO_CROPS_WARNING, file_signature, image_report
 from mre_data.post_files import PostFormatError, iter_post_rows, parse_post
 from processing.object_detection import processor_detector
 from training.console import ProgressBar
-from training.run_files import atomic_writer, write_text_atomic
+from training.run_files import atomic_writer, file_sha256, write_text_atomic
 from training.run_folder import PREDICTION_SHARDS_FOLDER, write_predictions
 
 logger = logging.getLogger(__name__)
@@ -138,14 +138,6 @@ def model_digest(model: torch.nn.Module, processor: Any, training_args: Training
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def shard_paths(folder: Path, index: int) -> tuple[Path, Path]:
     """The predictions file of shard `index` and the record of what it was predicted from."""
     return folder / f"shard-{index:05d}.jsonl", folder / f"shard-{index:05d}.json"
@@ -166,7 +158,7 @@ def finished_shard(folder: Path, index: int, inputs: str, model: str) -> dict[st
             problem = "was predicted from other posts (the file or its images changed)"
         elif not predictions.is_file() or predictions.stat().st_size != record.get("bytes"):
             problem = f"has no predictions file of {record.get('bytes')} bytes"
-        elif _file_sha256(predictions) != record.get("sha256"):
+        elif file_sha256(predictions) != record.get("sha256"):
             problem = "has a predictions file that is not the one it recorded"
     except (OSError, ValueError, AttributeError) as error:
         problem = f"has an unreadable record ({type(error).__name__})"
@@ -317,7 +309,7 @@ def predict_corpus(
                     "inputs": inputs,
                     "model": model_id,
                     "bytes": jsonl.stat().st_size,
-                    "sha256": _file_sha256(jsonl),
+                    "sha256": file_sha256(jsonl),
                     "loss": prediction.metrics.get(f"{metric_key_prefix}_loss"),
                     "report": image_report(dataset),
                 }

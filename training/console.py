@@ -106,20 +106,15 @@ def print_summary(metrics: dict[str, float], output_dir: Path, model_dir: Path) 
     for prefix, name in (("eval", "validation"), ("test", "test")):
         if f"{prefix}_f1" in metrics:
             print(f"{name:>10}: {format_scores(metrics, prefix)}")
-    without_crops = [
-        f"{key.removesuffix(CROPS_UNAVAILABLE_SUFFIX)} {value}"
-        for key, value in metrics.items()
-        if key.endswith(CROPS_UNAVAILABLE_SUFFIX) and value
-    ]
-    if without_crops:
-        print(f"Without object crops (none given, none made), examples: {', '.join(without_crops)}")
-    detected = [
-        f"{key.removesuffix(DETECTOR_CROPS_SUFFIX)} {value}"
-        for key, value in metrics.items()
-        if key.endswith(DETECTOR_CROPS_SUFFIX) and value
-    ]
-    if detected:
-        print(f"Object crops made by --object_detector: {', '.join(detected)}")
+    for suffix, what in (
+        (CROPS_UNAVAILABLE_SUFFIX, "Without object crops (none given, none made), examples"),
+        (DETECTOR_CROPS_SUFFIX, "Object crops made by --object_detector"),
+    ):
+        counts = [
+            f"{key.removesuffix(suffix)} {value}" for key, value in metrics.items() if key.endswith(suffix) and value
+        ]
+        if counts:
+            print(f"{what}: {', '.join(counts)}")
     print(f"Results and predictions: {output_dir}/")
     print(f"Model folder: {model_dir}/")
     print(

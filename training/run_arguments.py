@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .run_files import file_problem, write_text_atomic
+from .run_files import file_problem, file_sha256, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +81,6 @@ MAX_FINGERPRINT_FILES = 1_000_000
 """Most files whose size and modification time a folder's fingerprint reads (MNRE with its crops: about 40,000)."""
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_digest(folder: Path, skip: set[Path]) -> str | None:
     """SHA-256 of the relative path, size and modification time of each file under `folder` (none read; symbolic
     links not followed; hidden folders, `__pycache__` and the folders of `skip` left out), or `None` past
@@ -124,7 +116,7 @@ def input_fingerprints(values: dict[str, Any], skip_folders: list[str | os.PathL
         if not isinstance(value, str) or not os.path.exists(value):
             continue
         path = Path(value)
-        fingerprint = _file_digest(path) if path.is_file() else _folder_digest(path, skip)
+        fingerprint = file_sha256(path) if path.is_file() else _folder_digest(path, skip)
         if fingerprint is None:
             logger.warning(
                 "--%s %s holds over %d files: its contents are not fingerprinted; a changed file in it is not told "

@@ -162,12 +162,17 @@ MANIFEST_FILE = "run_manifest.json"
 """Names, sizes and SHA-256 hashes of every file a finished run wrote, relative to its folder; written last."""
 
 
-def _file_record(path: Path) -> dict[str, Any]:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def write_manifest(folder: str | os.PathLike, names: list[str]) -> Path:
